@@ -18,8 +18,8 @@ once, where they enter the package, and chained with ``from exc``::
 from __future__ import annotations
 
 __all__ = [
-    "ChatError",
     "CertificateVerifyError",
+    "ChatError",
     "ConfigError",
     "ConnectionLost",
     "FrameTooLarge",

@@ -98,9 +98,12 @@ class Frame:
 
 
 def encode_frame(frame: Frame) -> bytes:
-    """The wire bytes of ``frame``. Raises FrameTooLarge if a part is over its limit."""
+    """The wire bytes of ``frame``. Raises FrameTooLarge if a part is over its limit.
+
+    Fields whose value is None are left out: absent and null mean the same.
+    """
     header: dict[str, Any] = {"type": frame.type}
-    header.update(frame.fields)
+    header.update((k, v) for k, v in frame.fields.items() if v is not None)
     try:
         raw = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except (TypeError, ValueError) as exc:

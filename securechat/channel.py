@@ -1,0 +1,546 @@
+"""Non-blocking TLS channels and the I/O loops that own them.
+
+Threading model
+---------------
+Every TLS socket belongs to exactly one :class:`IOLoop` thread, and only that
+thread calls ``do_handshake``, ``recv``, ``send`` or ``close`` on it: OpenSSL's
+SSL objects are not safe for concurrent reads and writes. A loop owns many
+channels through a ``selectors`` selector, so a server with thousands of idle
+clients needs a handful of threads, not thousands.
+
+Other threads reach a channel only through its :class:`Outbox`: they append
+encoded frames (``Outbox.put``) and the outbox tells the owning loop that the
+channel has work. A put from the owning thread itself just marks the channel
+dirty; a put from elsewhere also writes one byte to the loop's wake-up pipe,
+and only if the loop has not been woken already, so a burst of messages costs
+one wake-up, not one per message. When the loop flushes a channel it takes
+everything queued (up to ``WRITE_CHUNK``) and hands it to OpenSSL in one write.
+
+An outbox is bounded: a peer that stops reading fills it, the put fails, and
+the owner closes that channel with a reason. Nobody ever waits for a slow peer.
+
+The TLS handshake runs in the owning loop, non-blocking, with a deadline, so a
+peer that connects and says nothing delays no one. An idle channel is pinged;
+one that stops answering is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from .errors import ProtocolError
+from .protocol import Decoder, Frame, encode
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "OUTBOX_LIMIT",
+    "WRITE_CHUNK",
+    "Channel",
+    "ChannelHandler",
+    "IOLoop",
+    "Outbox",
+]
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 4 * 1024 * 1024
+"""Bytes queued for one peer before it counts as stuck: about 20,000 typical chat
+messages, or a /history page of 250 maximum-size ones."""
+
+WRITE_CHUNK = 256 * 1024
+"""Most bytes handed to OpenSSL in one write; larger writes gain nothing and
+would delay the other channels of the loop."""
+
+CLOSE_TIMEOUT = 2.0
+"""Seconds a closing channel gets to deliver its last frames."""
+
+READ_BUDGET = 256 * 1024
+"""Most bytes read from one channel per wake-up, so one fast sender cannot starve a loop."""
+
+_RECV_SIZE = 64 * 1024
+_TICK = 0.5  # seconds between checks of deadlines and keepalives
+
+
+class ChannelHandler(Protocol):
+    """What a channel reports to: the server's session glue or the client core."""
+
+    def on_open(self, channel: Channel) -> None:
+        """The TLS handshake completed."""
+
+    def on_frame(self, channel: Channel, frame: Frame) -> None:
+        """A frame arrived (pings are answered by the channel and not passed on)."""
+
+    def on_close(self, channel: Channel, reason: str) -> None:
+        """The channel closed; called exactly once, from the owning loop."""
+
+
+class Outbox:
+    """The bounded queue of encoded frames waiting to be written to one channel.
+
+    Thread-safe; the only part of a channel that threads other than its owner touch.
+    """
+
+    __slots__ = ("_chunks", "_limit", "_lock", "_notify", "_size", "close_reason", "overflowed")
+
+    def __init__(self, *, limit: int, notify: Callable[[], None]) -> None:
+        self._lock = threading.Lock()
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._limit = limit
+        self._notify = notify
+        self.close_reason: str | None = None
+        self.overflowed = False
+
+    def put(self, data: bytes) -> bool:
+        """Queue ``data``; False if the channel is closing or the queue overflowed."""
+        with self._lock:
+            if self.close_reason is not None:
+                return False
+            if self._size + len(data) > self._limit:
+                self.overflowed = True
+                self.close_reason = (
+                    f"too slow: {self._size + len(data)} bytes waiting to be sent "
+                    f"(limit {self._limit}); the client stopped reading"
+                )
+                self._chunks.clear()
+                self._size = 0
+                ok = False
+            else:
+                ok = True
+                self._chunks.append(data)
+                self._size += len(data)
+                if len(self._chunks) > 1:
+                    return True  # the owner was already told about the first one
+        self._notify()
+        return ok
+
+    def close(self, reason: str) -> None:
+        """Ask the owner to send what is queued, then close the channel."""
+        with self._lock:
+            if self.close_reason is not None:
+                return
+            self.close_reason = reason
+        self._notify()
+
+    @property
+    def size(self) -> int:
+        """Bytes currently queued."""
+        return self._size
+
+    def take(self, max_bytes: int) -> bytes:
+        """Remove and return queued bytes: whole frames, at least one, up to ``max_bytes``."""
+        with self._lock:
+            if not self._chunks:
+                return b""
+            if self._size <= max_bytes:
+                parts = list(self._chunks)
+                self._chunks.clear()
+            else:
+                parts = [self._chunks.popleft()]
+                taken = len(parts[0])
+                while self._chunks and taken + len(self._chunks[0]) <= max_bytes:
+                    chunk = self._chunks.popleft()
+                    parts.append(chunk)
+                    taken += len(chunk)
+            size = sum(map(len, parts))
+            self._size -= size
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class Channel:
+    """One non-blocking TLS connection, owned by exactly one :class:`IOLoop`.
+
+    Everything but :attr:`outbox` (and the read-only attributes) is touched only
+    by the owning loop's thread.
+    """
+
+    _HANDSHAKING, _OPEN, _CLOSED = range(3)
+
+    def __init__(
+        self,
+        sock: ssl.SSLSocket,
+        handler: ChannelHandler,
+        *,
+        peer: str,
+        handshake_timeout: float = 10.0,
+        ping_interval: float = 30.0,
+        ping_timeout: float = 30.0,
+        outbox_limit: int = OUTBOX_LIMIT,
+    ) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.handler = handler
+        self.decoder = Decoder()
+        self.loop: IOLoop | None = None
+        self.outbox = Outbox(limit=outbox_limit, notify=self._notify)
+        self.deadline: float | None = time.monotonic() + handshake_timeout
+        """When set, the channel is closed if it is still open at this monotonic time."""
+        self.deadline_reason = "TLS handshake timed out"
+        self._state = self._HANDSHAKING
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._last_recv = time.monotonic()
+        self._ping_sent = False
+        self._pending_write = b""
+        self._events = 0
+        self.handshake_error: BaseException | None = None
+        """What made the handshake fail, for callers that explain it (the client)."""
+
+    # -- read-only facts ----------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """True between a completed handshake and the close."""
+        return self._state == self._OPEN
+
+    @property
+    def tls_version(self) -> str:
+        """The negotiated protocol, e.g. ``TLSv1.3`` (empty before the handshake)."""
+        return self.sock.version() or ""
+
+    # -- what other threads may call -----------------------------------------
+
+    def send(self, data: bytes) -> bool:
+        """Queue encoded frame bytes for this channel; False if it is closing."""
+        return self.outbox.put(data)
+
+    def cancel_deadline(self) -> None:
+        """Clear the deadline (handshake or login timer) from any thread."""
+        if self.loop is not None:
+            self.loop.call_soon(self._clear_deadline)
+
+    def _clear_deadline(self) -> None:
+        if self.outbox.close_reason is None:  # a closing channel keeps its close timer
+            self.deadline = None
+
+    def close(self, reason: str) -> None:
+        """Send what is queued, then close (a request: the owner does the work)."""
+        self.outbox.close(reason)
+
+    # -- owner only -------------------------------------------------------------
+
+    def _notify(self) -> None:
+        if self.loop is not None:
+            self.loop.mark_dirty(self)
+
+    def _set_events(self, events: int) -> None:
+        if events != self._events and self.loop is not None:
+            self.loop.selector.modify(self.sock, events, self)
+            self._events = events
+
+    def _on_ready(self, mask: int) -> None:
+        if self._state == self._HANDSHAKING:
+            self._handshake()
+            return
+        if mask & selectors.EVENT_READ:
+            self._read()
+        if self._state == self._OPEN:
+            self._flush()
+
+    def _handshake(self) -> None:
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._set_events(selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            self._abort(f"TLS handshake failed: {_describe(exc)}", exc=exc)
+            return
+        self._state = self._OPEN
+        self.deadline = None
+        self._last_recv = time.monotonic()
+        self._set_events(selectors.EVENT_READ)
+        self._call(self.handler.on_open)
+        self._flush()
+
+    def _read(self) -> None:
+        budget = READ_BUDGET
+        while budget > 0 and self._state == self._OPEN:
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLWantWriteError:
+                self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._abort(f"connection error: {_describe(exc)}", exc=exc)
+                return
+            if not data:
+                self._abort("peer closed the connection")
+                return
+            budget -= len(data)
+            self._last_recv = time.monotonic()
+            self._ping_sent = False
+            if self.outbox.close_reason is not None:
+                continue  # closing: drain and ignore what the peer still sends
+            try:
+                self.decoder.feed(data)
+                while (frame := self.decoder.next_frame()) is not None:
+                    self._dispatch(frame)
+                    if self._state != self._OPEN or self.outbox.close_reason is not None:
+                        return
+            except ProtocolError as exc:
+                log.warning("%s: protocol error: %s", self.peer, exc)
+                self.send(encode("error", code="bad_frame", text=f"protocol error: {exc}"))
+                self.close(f"protocol error: {exc}")
+                return
+        if self._state == self._OPEN and self.sock.pending() and self.loop is not None:
+            # OpenSSL holds decrypted bytes the selector cannot see: come back soon.
+            self.loop.mark_dirty(self, read=True)
+
+    def _dispatch(self, frame: Frame) -> None:
+        if frame.type == "ping":
+            self.send(encode("pong"))
+        elif frame.type != "pong":
+            self._call(self.handler.on_frame, frame)
+
+    def _flush(self) -> None:
+        while self._state == self._OPEN:
+            if not self._pending_write:
+                self._pending_write = self.outbox.take(WRITE_CHUNK)
+                if not self._pending_write:
+                    break
+            try:
+                sent = self.sock.send(self._pending_write)
+            except ssl.SSLWantWriteError:
+                # OpenSSL wants the same bytes again once the socket is writable.
+                self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
+                return
+            except ssl.SSLWantReadError:
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._abort(f"connection error: {_describe(exc)}", exc=exc)
+                return
+            self._pending_write = self._pending_write[sent:]
+        if self._state != self._OPEN:
+            return
+        self._set_events(selectors.EVENT_READ)
+        reason = self.outbox.close_reason
+        if reason is None:
+            return
+        if self.outbox.overflowed or not self._pending_write:
+            self._abort(reason)
+        elif self.deadline is None:
+            # A peer that will not read its last frames must not hold the socket open.
+            self.deadline = time.monotonic() + CLOSE_TIMEOUT
+            self.deadline_reason = reason
+
+    def _tick(self, now: float) -> None:
+        if self.deadline is not None and now >= self.deadline:
+            self._abort(self.deadline_reason)
+            return
+        if self._state != self._OPEN:
+            return
+        idle = now - self._last_recv
+        if idle >= self._ping_interval + self._ping_timeout:
+            self._abort(f"ping timeout: no answer for {idle:.0f} s")
+        elif idle >= self._ping_interval and not self._ping_sent:
+            self._ping_sent = True
+            self.send(encode("ping"))
+
+    def _call(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            fn(self, *args)
+        except ProtocolError:
+            raise  # the reader answers it with an error frame and closes
+        except Exception:
+            # A bug in a handler must cost one connection, never the whole loop.
+            log.exception("%s: internal error in %s", self.peer, getattr(fn, "__name__", fn))
+            self.send(encode("error", code="internal", text="internal server error"))
+            self.close("internal error")
+
+    def _abort(self, reason: str, *, exc: BaseException | None = None) -> None:
+        if self._state == self._CLOSED:
+            return
+        was_open = self._state == self._OPEN
+        self._state = self._CLOSED
+        if self.loop is not None:
+            self.loop.forget(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self._pending_write = b""
+        if exc is not None and not was_open:
+            self.handshake_error = exc
+        if self.outbox.close_reason is None:
+            self.outbox.close(reason)
+        try:
+            self.handler.on_close(self, reason)
+        except Exception:
+            log.exception("%s: error while closing", self.peer)
+
+
+class IOLoop:
+    """A thread that owns a set of channels and does all their I/O through one selector."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._dirty: set[Channel] = set()
+        self._readable: set[Channel] = set()
+        self._tasks: deque[Callable[[], None]] = deque()
+        self._woken = False
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._channels: set[Channel] = set()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @property
+    def channel_count(self) -> int:
+        """How many channels this loop owns."""
+        return len(self._channels)
+
+    def start(self) -> None:
+        """Start the loop's thread."""
+        self._thread.start()
+
+    def add(self, channel: Channel) -> None:
+        """Hand a freshly accepted or connected channel to this loop (any thread)."""
+        channel.loop = self
+        self.call_soon(lambda: self._adopt(channel))
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in this loop's thread at its next turn (any thread)."""
+        with self._lock:
+            self._tasks.append(fn)
+        self._wake()
+
+    def mark_dirty(self, channel: Channel, *, read: bool = False) -> None:
+        """Note that ``channel`` has something to write (or, with ``read``, to read)."""
+        with self._lock:
+            (self._readable if read else self._dirty).add(channel)
+        if threading.get_ident() != self._thread.ident:
+            self._wake()
+
+    def forget(self, channel: Channel) -> None:
+        """Drop a closing channel from the selector (owner only)."""
+        self._channels.discard(channel)
+        try:
+            self.selector.unregister(channel.sock)
+        except (KeyError, ValueError):
+            pass
+
+    def close_all(self, reason: str) -> None:
+        """Ask every channel to flush and close (any thread)."""
+
+        def _close_all() -> None:
+            for channel in list(self._channels):
+                channel.close(reason)
+
+        self.call_soon(_close_all)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every channel at once and end the thread (any thread)."""
+
+        def _stop() -> None:
+            self._stopping = True
+
+        self.call_soon(_stop)
+        if self._thread.is_alive() and threading.get_ident() != self._thread.ident:
+            self._thread.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the loop's thread to end."""
+        self._thread.join(timeout)
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._woken:
+                return
+            self._woken = True
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a full pipe already guarantees a wake-up; a closed one means stopped
+
+    def _adopt(self, channel: Channel) -> None:
+        try:
+            self.selector.register(channel.sock, selectors.EVENT_READ, channel)
+        except (ValueError, OSError) as exc:
+            channel._abort(f"cannot watch socket: {exc}")
+            return
+        channel._events = selectors.EVENT_READ
+        self._channels.add(channel)
+        channel._handshake()
+
+    def _run(self) -> None:
+        next_tick = time.monotonic() + _TICK
+        try:
+            while not self._stopping:
+                with self._lock:
+                    busy = bool(self._tasks or self._dirty or self._readable)
+                timeout = 0.0 if busy else max(0.0, next_tick - time.monotonic())
+                for key, mask in self.selector.select(timeout):
+                    if key.data is None:
+                        self._drain_wake_pipe()
+                    else:
+                        key.data._on_ready(mask)
+                self._run_pending()
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + _TICK
+                    for channel in list(self._channels):
+                        channel._tick(now)
+        except Exception:
+            log.exception("I/O loop %s crashed", self.name)
+        finally:
+            for channel in list(self._channels):
+                channel._abort("server shutting down")
+            self.selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _run_pending(self) -> None:
+        # Loop: flushing or reading may queue more work for channels of this loop.
+        for _ in range(64):
+            with self._lock:
+                self._woken = False
+                tasks, self._tasks = self._tasks, deque()
+                dirty, self._dirty = self._dirty, set()
+                readable, self._readable = self._readable, set()
+            if not (tasks or dirty or readable):
+                return
+            for task in tasks:
+                try:
+                    task()
+                except Exception:
+                    log.exception("I/O loop %s: task failed", self.name)
+            for channel in readable:
+                channel._on_ready(selectors.EVENT_READ)
+            for channel in dirty:
+                if channel._state == Channel._OPEN:
+                    channel._flush()
+                elif channel._state == Channel._HANDSHAKING and channel.outbox.close_reason:
+                    channel._abort(channel.outbox.close_reason)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc).replace("_", " ").lower()
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)

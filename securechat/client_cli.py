@@ -1,0 +1,135 @@
+"""``securechat-client``: connect, verify the server, log in, chat.
+
+Exit status: 0 after a clean quit or EOF, 1 if the connection was lost,
+2 for a usage or configuration problem, 3 if TLS or certificate verification
+failed, 4 if the server refused the login, 5 if the server could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from .client import ChatClient, Event
+from .errors import ChatError, ConfigError, ConnectionLost, TLSError
+from .linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
+from .server import DEFAULT_PORT
+from .tls import client_context
+
+__all__ = ["EXIT_CONNECT", "EXIT_LOGIN", "EXIT_TLS", "build_parser", "main"]
+
+EXIT_TLS = 3
+EXIT_LOGIN = 4
+EXIT_CONNECT = 5
+
+PASSWORD_ENV = "SECURECHAT_PASSWORD"  # noqa: S105 - a variable name, not a secret
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The client's command line."""
+    p = argparse.ArgumentParser(
+        prog="securechat-client", description="Chat on a securechat server over verified TLS."
+    )
+    p.add_argument(
+        "--ca", type=Path, help="CA certificate that signed the server's (default: system store)"
+    )
+    p.add_argument("--host", default="localhost", help="server name or address (default localhost)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--user", help="your user name; the first login with a new name registers it")
+    p.add_argument("--cert", type=Path, help="client certificate, for servers run with --client-ca")
+    p.add_argument("--key", type=Path, help="the client certificate's private key")
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        help=f"read the password from this file's first line (after ${PASSWORD_ENV})",
+    )
+    p.add_argument("--json", action="store_true", help="print events as JSON lines")
+    p.add_argument(
+        "--download-dir",
+        type=Path,
+        default=Path("downloads"),
+        help="where received files are saved (default ./downloads)",
+    )
+    return p
+
+
+def read_password(args: argparse.Namespace) -> str | None:
+    """The password from $SECURECHAT_PASSWORD, --password-file or a prompt, in that order.
+
+    None when a client certificate identifies the user instead.
+    """
+    env = os.environ.get(PASSWORD_ENV)
+    if env:
+        return env
+    path: Path | None = args.password_file
+    if path is not None:
+        try:
+            first = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read --password-file {path}: {exc}") from exc
+        if not first or not first[0]:
+            raise ConfigError(f"--password-file {path} is empty")
+        return first[0]
+    if args.cert is not None:
+        return None
+    if sys.stdin.isatty():
+        return getpass.getpass(f"password for {args.user}: ")
+    raise ConfigError(
+        f"no password: set {PASSWORD_ENV} or pass --password-file (stdin is not a terminal)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the client; see the module docstring for exit statuses."""
+    args = build_parser().parse_args(argv)
+    if not args.user and args.cert is None:
+        print("securechat-client: --user NAME is required", file=sys.stderr)
+        return 2
+    try:
+        context = client_context(ca=args.ca, cert=args.cert, key=args.key)
+        password = read_password(args)
+    except ConfigError as exc:
+        print(f"securechat-client: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, EOFError):
+        return 2
+    printer: Printer = JsonPrinter(sys.stdout) if args.json else HumanPrinter(sys.stdout)
+    client = ChatClient(
+        host=args.host,
+        port=args.port,
+        context=context,
+        user=args.user or "",
+        password=password,
+        on_event=printer.emit,
+    )
+    if isinstance(printer, HumanPrinter):
+        printer.client = client
+    try:
+        client.connect()
+    except (TLSError, ChatError, ConnectionLost) as exc:
+        status = (
+            EXIT_TLS
+            if isinstance(exc, TLSError)
+            else EXIT_LOGIN
+            if isinstance(exc, ChatError)
+            else EXIT_CONNECT
+        )
+        if args.json:
+            if not isinstance(exc, ChatError):  # a refused login was already an error event
+                code = "tls" if isinstance(exc, TLSError) else "connect"
+                printer.emit(Event("error", {"code": code, "text": str(exc)}))
+            printer.emit(Event("disconnected", {"reason": str(exc)}))
+        print(f"securechat-client: {exc}", file=sys.stderr)
+        return status
+    try:
+        return run_line_mode(client, sys.stdin.buffer)
+    except KeyboardInterrupt:
+        client.quit("interrupted")
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,508 @@
+"""Chat logic: sessions, accounts, rooms and private messages. Knows nothing of sockets.
+
+The hub sees each connection as a :class:`Link` (queue bytes, hang up) and
+routes frames between them. All chat state is guarded by one lock, taken for
+every request: requests are short, and one lock gives every room a single
+order of events that all its members see alike. Messages are encoded once per
+fan-out and the same bytes queued to every recipient; the sender's copy
+carries its request id (``rid``) and is its acknowledgement.
+
+Password hashing is slow on purpose (scrypt), so logins are checked on a
+worker pool, never on the I/O thread that received them and never under the lock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from .errors import ChatError, ProtocolError, StoreError
+from .names import (
+    DEFAULT_ROOM,
+    MAX_TOPIC_CHARS,
+    check_room_name,
+    check_text,
+    check_user_name,
+    fold,
+)
+from .passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
+from .protocol import PROTOCOL_VERSION, Frame, encode
+from .store import Account, Store
+
+__all__ = ["SERVER_SOFTWARE", "Hub", "Link", "Room", "Session", "utc_timestamp"]
+
+log = logging.getLogger(__name__)
+
+SERVER_SOFTWARE = "securechat/0.1"
+
+# Fields only the server may set: a client frame carrying one is claiming to be
+# someone else, or to be the server.
+_SERVER_ONLY_FIELDS = frozenset({"from", "id", "ts", "by"})
+
+
+class Link(Protocol):
+    """What the hub sees of a connection."""
+
+    @property
+    def peer(self) -> str:
+        """The peer's address, for logs."""
+
+    @property
+    def tls_version(self) -> str:
+        """The negotiated TLS version, e.g. ``TLSv1.3``."""
+
+    def send(self, data: bytes) -> bool:
+        """Queue encoded frames; False if the connection is closing or overflowed."""
+
+    def close(self, reason: str) -> None:
+        """Deliver what is queued, then hang up."""
+
+    def cancel_deadline(self) -> None:
+        """The peer has logged in: stop the login timer."""
+
+
+class _State(Enum):
+    NEW = "new"
+    AUTHENTICATING = "authenticating"
+    READY = "ready"
+    GONE = "gone"
+
+
+class Session:
+    """One connected client as the chat logic sees it."""
+
+    __slots__ = ("account", "cert_user", "link", "rooms", "state")
+
+    def __init__(self, link: Link, cert_user: str | None) -> None:
+        self.link = link
+        self.cert_user = cert_user
+        self.state = _State.NEW
+        self.account: Account | None = None
+        self.rooms: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        """The logged-in user's current name (empty before login)."""
+        return self.account.name if self.account else ""
+
+    def send(self, data: bytes) -> bool:
+        """Queue encoded frames for this client."""
+        return self.link.send(data)
+
+
+@dataclass(eq=False)
+class Room:
+    """A chat room: its display name, topic and members (keyed by account id)."""
+
+    name: str
+    topic: str = ""
+    members: dict[int, Session] = field(default_factory=dict)
+
+    def broadcast(self, data: bytes, *, skip: Session | None = None) -> None:
+        """Queue ``data`` to every member but ``skip``."""
+        for member in self.members.values():
+            if member is not skip:
+                member.send(data)
+
+    def user_names(self) -> list[str]:
+        """Members' names, sorted case-insensitively."""
+        return sorted((s.name for s in self.members.values()), key=fold)
+
+
+def utc_timestamp() -> str:
+    """Now, as ISO 8601 UTC with milliseconds and a ``Z``."""
+    now = datetime.datetime.now(datetime.UTC)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_Handler = Callable[["Hub", Session, Frame, "int | None"], None]
+
+
+class Hub:
+    """Routes frames between sessions; thread-safe."""
+
+    def __init__(self, *, store: Store, login_executor: Executor, server_name: str) -> None:
+        self._store = store
+        self._executor = login_executor
+        self._server_name = server_name
+        self._lock = threading.RLock()
+        self._sessions: set[Session] = set()
+        self._online: dict[str, Session] = {}
+        self._rooms: dict[str, Room] = {fold(DEFAULT_ROOM): Room(DEFAULT_ROOM)}
+        self._next_id = 1
+        self._closed = False
+
+    # -- connection life cycle --------------------------------------------------
+
+    def open_session(self, link: Link, *, cert_user: str | None = None) -> Session:
+        """A new connection finished its TLS handshake: greet it."""
+        session = Session(link, cert_user)
+        with self._lock:
+            if self._closed:
+                link.send(encode("bye", reason="server shutting down"))
+                link.close("server shutting down")
+                session.state = _State.GONE
+                return session
+            self._sessions.add(session)
+        link.send(
+            encode(
+                "hello",
+                server=self._server_name,
+                software=SERVER_SOFTWARE,
+                version=PROTOCOL_VERSION,
+                auth="certificate" if cert_user is not None else "password",
+            )
+        )
+        return session
+
+    def close_session(self, session: Session, reason: str) -> None:
+        """The connection is gone: take the user out of every room and say why."""
+        with self._lock:
+            self._sessions.discard(session)
+            was_ready = session.state is _State.READY
+            session.state = _State.GONE
+            if not was_ready or session.account is None:
+                return
+            name = session.name
+            if self._online.get(fold(name)) is session:
+                del self._online[fold(name)]
+            for key in sorted(session.rooms):
+                room = self._rooms[key]
+                room.members.pop(session.account.id, None)
+                room.broadcast(
+                    encode(
+                        "system",
+                        event="quit",
+                        room=room.name,
+                        user=name,
+                        text=f"{name} left ({reason})",
+                    )
+                )
+                self._drop_if_empty(room)
+            session.rooms.clear()
+
+    def shutdown(self, reason: str) -> None:
+        """Tell every client the server is going down and close them all."""
+        bye = encode("bye", reason=reason)
+        with self._lock:
+            self._closed = True
+            sessions = list(self._sessions)
+            for session in sessions:
+                session.state = _State.GONE
+            self._sessions.clear()
+            self._online.clear()
+        for session in sessions:
+            session.send(bye)
+            session.link.close(reason)
+
+    @property
+    def online_count(self) -> int:
+        """How many users are logged in."""
+        with self._lock:
+            return len(self._online)
+
+    # -- requests ------------------------------------------------------------------
+
+    def handle(self, session: Session, frame: Frame) -> None:
+        """Carry out one request; ProtocolError for frames that break the protocol."""
+        forged = _SERVER_ONLY_FIELDS.intersection(frame.fields)
+        if forged:
+            raise ProtocolError(f"clients may not set {', '.join(sorted(forged))!r}")
+        handler = _HANDLERS.get(frame.type)
+        if handler is None:
+            raise ProtocolError(f"unknown frame type {frame.type!r}")
+        rid = frame.int_field("rid", optional=True)
+        try:
+            with self._lock:
+                if session.state is _State.GONE:
+                    return
+                if frame.type != "login" and session.state is not _State.READY:
+                    raise ChatError("not_logged_in", "log in first: send a login frame")
+                handler(self, session, frame, rid)
+        except ChatError as exc:
+            session.send(_error(exc, rid))
+        except StoreError as exc:
+            log.error("store error: %s", exc)
+            session.send(encode("error", rid=rid, code="unavailable", text=f"server error: {exc}"))
+
+    def _login(self, session: Session, frame: Frame, rid: int | None) -> None:
+        if session.state is not _State.NEW:
+            raise ChatError("already_logged_in", "you are already logged in (or logging in)")
+        if session.cert_user is not None:
+            self._login_by_certificate(session, frame, rid)
+            return
+        name = check_user_name(frame.str_field("user"))
+        password = frame.str_field("password", optional=True)
+        if not password:
+            raise ChatError(
+                "bad_password",
+                "a password is required: set SECURECHAT_PASSWORD or pass --password-file",
+            )
+        if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+            raise ChatError("bad_password", f"password longer than {MAX_PASSWORD_BYTES} bytes")
+        self._refuse_if_online(name)
+        session.state = _State.AUTHENTICATING
+        self._executor.submit(self._authenticate, session, name, password, rid)
+
+    def _login_by_certificate(self, session: Session, frame: Frame, rid: int | None) -> None:
+        assert session.cert_user is not None
+        name = session.cert_user
+        asked = frame.str_field("user", optional=True)
+        if asked and fold(asked) != fold(name):
+            raise ChatError(
+                "cert_mismatch",
+                f"your client certificate is for {name!r}, not {asked!r}: "
+                f"pass --user {name} or another certificate",
+            )
+        try:
+            check_user_name(name)
+        except ChatError as exc:
+            raise ChatError(
+                "invalid_name", f"your certificate's common name is not a valid user name: {exc}"
+            ) from exc
+        self._refuse_if_online(name)
+        account = self._store.find_account(name) or self._store.create_account(name, None)
+        if account is None:
+            raise ChatError("unavailable", "could not register your account; try again")
+        self._admit(session, account, rid)
+
+    def _authenticate(self, session: Session, name: str, password: str, rid: int | None) -> None:
+        """Runs on the login pool: hash without holding the lock, then admit or refuse."""
+        error: ChatError | None = None
+        account: Account | None = None
+        try:
+            account = self._store.find_account(name)
+            if account is None:
+                account = self._store.create_account(name, hash_password(password))
+                if account is None:
+                    account = self._store.find_account(name)  # registered meanwhile
+                    error = ChatError("name_in_use", f"{name} was registered just now; try again")
+            elif account.password is None:
+                error = ChatError(
+                    "bad_password",
+                    f"{account.name} logs in with a client certificate: pass --cert and --key",
+                )
+            elif not verify_password(password, account.password):
+                error = ChatError(
+                    "bad_password",
+                    f"wrong password for {account.name}: a new name registers a new account",
+                )
+        except StoreError as exc:
+            log.error("login of %s failed: %s", name, exc)
+            error = ChatError("unavailable", "the server cannot read its accounts; try later")
+        with self._lock:
+            if session.state is not _State.AUTHENTICATING:
+                return  # the connection went away while we were hashing
+            try:
+                if error is not None:
+                    raise error
+                assert account is not None
+                self._admit(session, account, rid)
+            except ChatError as exc:
+                session.state = _State.GONE
+                session.send(_error(exc, rid))
+                session.link.close(f"login refused: {exc.text}")
+                log.info("%s: login as %s refused: %s", session.link.peer, name, exc.code)
+
+    def _refuse_if_online(self, name: str) -> None:
+        if fold(name) in self._online:
+            raise ChatError(
+                "name_in_use",
+                f"{self._online[fold(name)].name} is already connected; "
+                "pick another --user, or wait for the other session to end",
+            )
+
+    def _admit(self, session: Session, account: Account, rid: int | None) -> None:
+        self._refuse_if_online(account.name)
+        session.account = account
+        session.state = _State.READY
+        self._online[fold(account.name)] = session
+        session.link.cancel_deadline()
+        session.send(
+            encode(
+                "welcome",
+                rid=rid,
+                user=account.name,
+                server=self._server_name,
+                tls_version=session.link.tls_version,
+            )
+        )
+        log.info("%s: %s logged in", session.link.peer, account.name)
+        self._enter_room(session, DEFAULT_ROOM, None)
+
+    def _say(self, session: Session, frame: Frame, rid: int | None) -> None:
+        room = self._member_room(session, frame.str_field("room"))
+        text = check_text(frame.str_field("text"))
+        fields = self._stamp(room=room.name, text=text, **{"from": session.name})
+        room.broadcast(encode("message", **fields), skip=session)
+        session.send(encode("message", rid=rid, **fields))
+
+    def _private(self, session: Session, frame: Frame, rid: int | None) -> None:
+        target = self._online_user(frame.str_field("to"))
+        text = check_text(frame.str_field("text"))
+        fields = self._stamp(to=target.name, text=text, **{"from": session.name})
+        if target is not session:
+            target.send(encode("private", **fields))
+        session.send(encode("private", rid=rid, **fields))
+
+    def _join(self, session: Session, frame: Frame, rid: int | None) -> None:
+        self._enter_room(session, check_room_name(frame.str_field("room")), rid)
+
+    def _enter_room(self, session: Session, name: str, rid: int | None) -> None:
+        assert session.account is not None
+        room = self._rooms.setdefault(fold(name), Room(name))
+        if session.account.id not in room.members:
+            room.broadcast(
+                encode(
+                    "system",
+                    event="join",
+                    room=room.name,
+                    user=session.name,
+                    text=f"{session.name} joined {room.name}",
+                )
+            )
+            room.members[session.account.id] = session
+            session.rooms.add(fold(name))
+        session.send(
+            encode("joined", rid=rid, room=room.name, topic=room.topic, users=room.user_names())
+        )
+
+    def _part(self, session: Session, frame: Frame, rid: int | None) -> None:
+        assert session.account is not None
+        room = self._member_room(session, frame.str_field("room"))
+        del room.members[session.account.id]
+        session.rooms.discard(fold(room.name))
+        room.broadcast(
+            encode(
+                "system",
+                event="part",
+                room=room.name,
+                user=session.name,
+                text=f"{session.name} left {room.name}",
+            )
+        )
+        session.send(encode("parted", rid=rid, room=room.name))
+        self._drop_if_empty(room)
+
+    def _list_rooms(self, session: Session, frame: Frame, rid: int | None) -> None:
+        rooms = [
+            {"name": r.name, "users": len(r.members), "topic": r.topic}
+            for r in sorted(self._rooms.values(), key=lambda r: fold(r.name))
+        ]
+        session.send(encode("rooms", rid=rid, rooms=rooms))
+
+    def _who(self, session: Session, frame: Frame, rid: int | None) -> None:
+        room = self._existing_room(frame.str_field("room"))
+        session.send(encode("users", rid=rid, room=room.name, users=room.user_names()))
+
+    def _topic(self, session: Session, frame: Frame, rid: int | None) -> None:
+        room = self._member_room(session, frame.str_field("room"))
+        if "text" not in frame.fields:
+            session.send(encode("topic", rid=rid, room=room.name, topic=room.topic))
+            return
+        text = frame.str_field("text")
+        if text:
+            check_text(text, limit=MAX_TOPIC_CHARS, what="topic")
+        room.topic = text
+        fields: dict[str, Any] = {"room": room.name, "topic": text, "by": session.name}
+        room.broadcast(encode("topic", **fields), skip=session)
+        session.send(encode("topic", rid=rid, **fields))
+
+    def _nick(self, session: Session, frame: Frame, rid: int | None) -> None:
+        assert session.account is not None
+        if session.cert_user is not None:
+            raise ChatError(
+                "forbidden", "your name comes from your client certificate and cannot change"
+            )
+        old = session.name
+        new = check_user_name(frame.str_field("name"))
+        if new == old:
+            raise ChatError("invalid_name", f"you are already {old}")
+        if fold(new) != fold(old):
+            self._refuse_if_online(new)
+        if not self._store.rename_account(session.account.id, new):
+            raise ChatError(
+                "name_in_use", f"{new} is registered to another account; pick another name"
+            )
+        session.account = Account(session.account.id, new, session.account.password)
+        del self._online[fold(old)]
+        self._online[fold(new)] = session
+        notice = encode("nick", old=old, new=new, text=f"{old} is now known as {new}")
+        for peer in self._room_peers(session):
+            peer.send(notice)
+        session.send(encode("nick", rid=rid, old=old, new=new, text=f"you are now {new}"))
+
+    def _time(self, session: Session, frame: Frame, rid: int | None) -> None:
+        session.send(encode("time", rid=rid, ts=utc_timestamp()))
+
+    def _quit(self, session: Session, frame: Frame, rid: int | None) -> None:
+        reason = frame.str_field("reason", optional=True)[:200] or "quit"
+        session.send(encode("bye", rid=rid, reason="you quit"))
+        session.link.close(f"quit: {reason}" if reason != "quit" else "quit")
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _stamp(self, **fields: Any) -> dict[str, Any]:
+        """A new message id and timestamp, then ``fields``."""
+        mid = self._next_id
+        self._next_id += 1
+        return {"id": mid, "ts": utc_timestamp(), **fields}
+
+    def _existing_room(self, name: str) -> Room:
+        check_room_name(name)
+        room = self._rooms.get(fold(name))
+        if room is None:
+            raise ChatError("no_such_room", f"there is no room {name}: /rooms lists them")
+        return room
+
+    def _member_room(self, session: Session, name: str) -> Room:
+        room = self._existing_room(name)
+        if fold(name) not in session.rooms:
+            raise ChatError("not_in_room", f"you are not in {room.name}: /join {room.name} first")
+        return room
+
+    def _online_user(self, name: str) -> Session:
+        check_user_name(name)
+        target = self._online.get(fold(name))
+        if target is not None:
+            return target
+        if self._store.find_account(name) is None:
+            raise ChatError("no_such_user", f"there is no user called {name}")
+        raise ChatError("not_online", f"{name} is not online; try again when they are")
+
+    def _room_peers(self, session: Session) -> list[Session]:
+        peers: dict[int, Session] = {}
+        for key in session.rooms:
+            for account_id, member in self._rooms[key].members.items():
+                if member is not session:
+                    peers[account_id] = member
+        return list(peers.values())
+
+    def _drop_if_empty(self, room: Room) -> None:
+        if not room.members and fold(room.name) != fold(DEFAULT_ROOM):
+            del self._rooms[fold(room.name)]
+
+
+def _error(exc: ChatError, rid: int | None) -> bytes:
+    return encode("error", rid=rid, code=exc.code, text=exc.text)
+
+
+_HANDLERS: dict[str, _Handler] = {
+    "login": Hub._login,
+    "say": Hub._say,
+    "msg": Hub._private,
+    "join": Hub._join,
+    "part": Hub._part,
+    "rooms": Hub._list_rooms,
+    "who": Hub._who,
+    "topic": Hub._topic,
+    "nick": Hub._nick,
+    "time": Hub._time,
+    "quit": Hub._quit,
+}

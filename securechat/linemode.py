@@ -1,0 +1,183 @@
+"""Line mode: the client for pipes, scripts and bots.
+
+Each input line is a chat message to the current room or a /command; EOF sends
+what is pending, waits for the server to acknowledge it, and quits cleanly.
+Events are printed as readable lines, or with ``--json`` as one JSON object
+per line (the contract in docs/client.md).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import queue
+import threading
+from collections.abc import Iterable
+from typing import IO, Any
+
+from .client import ChatClient, Event
+from .commands import Local, parse_input
+from .errors import ChatError, ConnectionLost
+from .sanitize import sanitize
+
+__all__ = ["HumanPrinter", "JsonPrinter", "Printer", "run_line_mode"]
+
+_REPLY_TIMEOUT = 30.0
+"""How long EOF waits for the server to acknowledge what was sent."""
+
+
+class Printer:
+    """Writes events to a stream, one line each, safely from any thread."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        """Print one event."""
+        text = self.format(event)
+        with self._lock:
+            self._out.write(text + "\n")
+            self._out.flush()
+
+    def format(self, event: Event) -> str:
+        """The line for ``event``."""
+        raise NotImplementedError
+
+
+class JsonPrinter(Printer):
+    """One JSON object per line; JSON escaping makes it terminal-safe already."""
+
+    def format(self, event: Event) -> str:
+        """``event`` as compact JSON."""
+        return json.dumps(event.as_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+class HumanPrinter(Printer):
+    """``[14:02:31] <alice> hi``: local time, everything from the network sanitised."""
+
+    def __init__(self, out: IO[str], client: ChatClient | None = None) -> None:
+        super().__init__(out)
+        self.client = client
+
+    def format(self, event: Event) -> str:
+        """``event`` as a line a person reads."""
+        d = event.data
+        stamp = _local_time(d.get("ts"))
+        s = {k: sanitize(v) if isinstance(v, str) else v for k, v in d.items()}
+        me = self.client.user if self.client else ""
+        current = self.client.current_room if self.client else None
+        if event.type == "message":
+            where = "" if current == d.get("room") else f"{s['room']} "
+            return f"[{stamp}] {where}<{s['from']}> {s['text']}"
+        if event.type == "private":
+            if d.get("from") == me:
+                return f"[{stamp}] -> *{s['to']}* {s['text']}"
+            return f"[{stamp}] *{s['from']}* {s['text']}"
+        if event.type == "users":
+            names = ", ".join(sanitize(str(u)) for u in d.get("users", []))
+            return f"[{stamp}] -- in {s['room']}: {names}"
+        if event.type == "rooms":
+            rooms = [_room_line(r) for r in d.get("rooms", []) if isinstance(r, dict)]
+            return f"[{stamp}] -- rooms: " + ("; ".join(rooms) if rooms else "none")
+        if event.type == "error":
+            return f"[{stamp}] !! {s['text']}"
+        if event.type == "connected":
+            return f"[{stamp}] -- connected to {s['server']} as {s['user']} ({s['tls_version']})"
+        if event.type == "disconnected":
+            return f"[{stamp}] -- disconnected: {s['reason']}"
+        return f"[{stamp}] -- {s.get('text', '')}"
+
+
+def _room_line(room: dict[str, Any]) -> str:
+    line = f"{sanitize(str(room.get('name', '')))} ({room.get('users', 0)})"
+    topic = room.get("topic")
+    return f"{line} {sanitize(topic)}" if isinstance(topic, str) and topic else line
+
+
+def _local_time(ts: Any) -> str:
+    if isinstance(ts, str):
+        try:
+            when = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+            return when.astimezone().strftime("%H:%M:%S")
+        except ValueError:
+            pass
+    return datetime.datetime.now().strftime("%H:%M:%S")
+
+
+def run_line_mode(client: ChatClient, lines: Iterable[bytes]) -> int:
+    """Feed input lines to ``client`` until EOF, /quit or disconnect; the exit status."""
+    inbox: queue.Queue[bytes | None] = queue.Queue()
+
+    def _read() -> None:
+        # stdin is read in its own thread so a disconnect ends the loop even while
+        # the user is idle at the prompt.
+        for raw in lines:
+            inbox.put(raw)
+        inbox.put(None)
+
+    threading.Thread(target=_read, name="stdin", daemon=True).start()
+    while True:
+        try:
+            raw = inbox.get(timeout=0.2)
+        except queue.Empty:
+            if client.closed:
+                return 1
+            continue
+        if raw is None:
+            break
+        if client.closed:
+            return 1
+        quit_reason = _handle_line(client, raw)
+        if quit_reason is not None:
+            client.wait_for_replies(_REPLY_TIMEOUT)
+            client.quit(quit_reason)
+            return 0
+    if client.closed:
+        return 1
+    if not client.wait_for_replies(_REPLY_TIMEOUT) and not client.closed:
+        client.show(
+            Event(
+                "error",
+                {
+                    "code": "timeout",
+                    "text": "the server did not confirm everything sent; some messages may be lost",
+                },
+            )
+        )
+    client.quit()
+    return 0
+
+
+def _handle_line(client: ChatClient, raw: bytes) -> str | None:
+    """Act on one input line; the quit reason if the user asked to quit."""
+    try:
+        line = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        client.show(
+            Event(
+                "error",
+                {"code": "bad_text", "text": "input line is not valid UTF-8; nothing was sent"},
+            )
+        )
+        return None
+    if not line.strip():
+        return None
+    try:
+        action = parse_input(line, current_room=client.current_room)
+    except ChatError as exc:
+        client.show(Event("error", {"code": exc.code, "text": exc.text}))
+        return None
+    if isinstance(action, Local):
+        if action.kind == "quit":
+            return action.reason
+        for text in action.lines:
+            client.show(Event("system", {"event": "help", "text": text}))
+        return None
+    try:
+        rid = client.request(action.type, action.fields)
+    except ConnectionLost:
+        return None
+    if action.waits:
+        client.wait_for_reply(rid, _REPLY_TIMEOUT)
+    return None

@@ -1,0 +1,95 @@
+"""``securechat-server``: run a server until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from .errors import SecureChatError
+from .server import DEFAULT_PORT, Server, ServerConfig
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The server's command line."""
+    p = argparse.ArgumentParser(
+        prog="securechat-server", description="Serve securechat over TLS (never plaintext)."
+    )
+    p.add_argument("--cert", type=Path, required=True, help="server certificate chain (PEM)")
+    p.add_argument("--key", type=Path, required=True, help="the certificate's private key (PEM)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
+    p.add_argument(
+        "--db", type=Path, default=Path("securechat.db"), help="SQLite file (default securechat.db)"
+    )
+    p.add_argument(
+        "--client-ca",
+        type=Path,
+        help="require client certificates signed by this CA; their common name is the user",
+    )
+    p.add_argument(
+        "--tls-min", choices=("1.2", "1.3"), default="1.2", help="oldest TLS version accepted"
+    )
+    p.add_argument("--io-threads", type=int, default=2, help="I/O loop threads (default 2)")
+    p.add_argument(
+        "--ping-interval",
+        type=float,
+        default=30.0,
+        help="seconds of silence before a client is pinged; as long again without an answer "
+        "drops it (default 30)",
+    )
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server; 0 after a clean shutdown, 2 if it cannot start."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    config = ServerConfig(
+        cert=args.cert,
+        key=args.key,
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        client_ca=args.client_ca,
+        tls_min=args.tls_min,
+        io_threads=args.io_threads,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_interval,
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        server = Server(config)
+        server.start()
+    except SecureChatError as exc:
+        print(f"securechat-server: {exc}", file=sys.stderr)
+        return 2
+    host, port = server.address
+    print(f"securechat-server: listening on {host}:{port}", file=sys.stderr, flush=True)
+    while not stop.wait(1.0):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""TLS contexts for the server and the client, and the one place TLS errors are explained.
+
+The server follows Mozilla's "intermediate" profile (TLS 1.2 and 1.3, ECDHE key
+exchange with AEAD ciphers, groups X25519/P-256/P-384, no compression, no
+renegotiation); ``tls_min="1.3"`` gives the "modern" profile. Python's default
+server context allows more than that, so everything is set explicitly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ssl
+from pathlib import Path
+
+from .errors import CertificateVerifyError, ConfigError, TLSError
+
+__all__ = [
+    "GROUPS",
+    "INTERMEDIATE_CIPHERS",
+    "client_context",
+    "describe_tls_error",
+    "peer_common_name",
+    "server_context",
+]
+
+INTERMEDIATE_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+"""TLS 1.2 suites of Mozilla's intermediate profile, less the finite-field DHE ones."""
+
+GROUPS = "X25519:P-256:P-384"
+
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+_SSL_CTRL_SET_GROUPS_LIST = 92
+
+
+def server_context(
+    *, cert: Path, key: Path, client_ca: Path | None = None, tls_min: str = "1.2"
+) -> ssl.SSLContext:
+    """A server context with our profile; ``client_ca`` turns on mutual TLS."""
+    if tls_min not in _VERSIONS:
+        raise ConfigError(f"--tls-min must be 1.2 or 1.3, not {tls_min!r}")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _VERSIONS[tls_min]
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_ciphers(INTERMEDIATE_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    _set_groups(ctx, GROUPS)
+    try:
+        ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load certificate {cert} with key {key}: {_reason(exc)}; "
+            "check the paths and that the key matches (securechat-certs makes a pair)"
+        ) from exc
+    if client_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load client CA {client_ca}: {_reason(exc)}") from exc
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_context(
+    *, ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> ssl.SSLContext:
+    """A verifying client context: the chain and the host name, never unverified.
+
+    Without ``ca`` the system trust store is used.
+    """
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load CA file {ca}: {_reason(exc)}") from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.hostname_checks_common_name = False
+    if (cert is None) != (key is None):
+        raise ConfigError("--cert and --key go together: pass both or neither")
+    if cert is not None and key is not None:
+        try:
+            ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load client certificate {cert} with key {key}: {_reason(exc)}"
+            ) from exc
+    return ctx
+
+
+def peer_common_name(sock: ssl.SSLSocket) -> str | None:
+    """The common name of the peer's verified certificate, if it sent one."""
+    cert = sock.getpeercert()
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for attribute in rdn:
+            if attribute[0] == "commonName":
+                return str(attribute[1])
+    return None
+
+
+def describe_tls_error(exc: BaseException, *, host: str | None = None) -> TLSError:
+    """Our error for a failed handshake, saying what failed and what to do."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or _reason(exc)
+        if "hostname" in detail.lower() or "ip address mismatch" in detail.lower():
+            hint = (
+                f"the server's certificate is not valid for {host!r}: connect with --host set "
+                "to a name the certificate lists (securechat-certs --host NAME adds one)"
+            )
+        else:
+            hint = (
+                "pass --ca with the CA certificate that signed the server's certificate "
+                "(for dev certificates: --ca certs/ca.pem)"
+            )
+        return CertificateVerifyError(f"certificate verification failed: {detail}; {hint}")
+    if isinstance(exc, ssl.SSLError):
+        reason = _reason(exc)
+        if "CERTIFICATE_REQUIRED" in reason.upper() or "certificate required" in reason:
+            return TLSError(
+                f"TLS handshake failed: {reason}; this server requires a client certificate: "
+                "pass --cert and --key (securechat-certs --client NAME makes them)"
+            )
+        return TLSError(f"TLS handshake failed: {reason}")
+    return TLSError(f"TLS handshake failed: {exc}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _set_groups(ctx: ssl.SSLContext, groups: str) -> None:
+    """Restrict key exchange groups; the ssl module before 3.15 has no API for a list.
+
+    ``set_ecdh_curve`` would allow only one group, so we call OpenSSL's
+    ``SSL_CTX_ctrl(SET_GROUPS_LIST)`` through ctypes on the context's ``SSL_CTX``,
+    after checking that the pointer we found really is that context.
+    """
+    setter = getattr(ctx, "set_groups", None)
+    if setter is not None:
+        setter(groups)
+        return
+    try:
+        import _ssl  # noqa: PLC0415 - the extension module that links libssl
+
+        lib = ctypes.CDLL(_ssl.__file__)
+        get_options = lib.SSL_CTX_get_options
+        get_options.restype = ctypes.c_uint64
+        get_options.argtypes = [ctypes.c_void_p]
+        ctrl = lib.SSL_CTX_ctrl
+        ctrl.restype = ctypes.c_long
+        ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
+    except (ImportError, AttributeError, OSError) as exc:
+        raise TLSError(f"cannot restrict TLS groups on this Python: {exc}") from exc
+    # In CPython the SSL_CTX pointer is the first member after the object header.
+    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not ptr or get_options(ptr) != int(ctx.options):
+        raise TLSError("cannot restrict TLS groups: unexpected ssl.SSLContext layout")
+    if ctrl(ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, groups.encode("ascii")) != 1:
+        raise TLSError(f"OpenSSL refused the TLS groups {groups!r}")
