@@ -188,7 +188,7 @@ class Channel:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._last_recv = time.monotonic()
-        self._ping_sent = False
+        self._ping_sent_at: float | None = None
         self._pending_write = b""
         self._events = 0
         self.handshake_error: BaseException | None = None
@@ -282,7 +282,7 @@ class Channel:
                 return
             budget -= len(data)
             self._last_recv = time.monotonic()
-            self._ping_sent = False
+            self._ping_sent_at = None
             if self.outbox.close_reason is not None:
                 continue  # closing: drain and ignore what the peer still sends
             try:
@@ -307,6 +307,11 @@ class Channel:
             self._call(self.handler.on_frame, frame)
 
     def _flush(self) -> None:
+        if self.outbox.overflowed:
+            # The peer stopped reading: drop it now, whatever is still unsent.
+            self._abort(self.outbox.close_reason or "outbound queue overflowed")
+            return
+        blocked = False
         while self._state == self._OPEN:
             if not self._pending_write:
                 self._pending_write = self.outbox.take(WRITE_CHUNK)
@@ -316,21 +321,23 @@ class Channel:
                 sent = self.sock.send(self._pending_write)
             except ssl.SSLWantWriteError:
                 # OpenSSL wants the same bytes again once the socket is writable.
-                self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
-                return
+                blocked = True
+                break
             except ssl.SSLWantReadError:
-                return
+                blocked = True
+                break
             except (ssl.SSLError, OSError) as exc:
                 self._abort(f"connection error: {_describe(exc)}", exc=exc)
                 return
             self._pending_write = self._pending_write[sent:]
         if self._state != self._OPEN:
             return
-        self._set_events(selectors.EVENT_READ)
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if blocked else 0)
+        self._set_events(events)
         reason = self.outbox.close_reason
         if reason is None:
             return
-        if self.outbox.overflowed or not self._pending_write:
+        if not blocked and not self._pending_write:
             self._abort(reason)
         elif self.deadline is None:
             # A peer that will not read its last frames must not hold the socket open.
@@ -343,12 +350,12 @@ class Channel:
             return
         if self._state != self._OPEN:
             return
-        idle = now - self._last_recv
-        if idle >= self._ping_interval + self._ping_timeout:
-            self._abort(f"ping timeout: no answer for {idle:.0f} s")
-        elif idle >= self._ping_interval and not self._ping_sent:
-            self._ping_sent = True
-            self.send(encode("ping"))
+        if self._ping_sent_at is None:
+            if now - self._last_recv >= self._ping_interval:
+                self._ping_sent_at = now
+                self.send(encode("ping"))
+        elif now - self._ping_sent_at >= self._ping_timeout:
+            self._abort(f"ping timeout: no answer for {now - self._last_recv:.0f} s")
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
         try:

@@ -101,6 +101,7 @@ def parse_input(line: str, *, current_room: str | None) -> Request | Local:
         return Request("topic", fields)
     if name == "msg":
         target, _, text = rest.partition(" ")
+        text = text.lstrip(" ")
         if not target or not text.strip():
             raise ChatError("usage", f"usage: {_BY_NAME['msg'].usage}")
         return Request("msg", {"to": check_user_name(target), "text": check_text(text)})

@@ -227,6 +227,9 @@ class Hub:
                 handler(self, session, frame, rid)
         except ChatError as exc:
             session.send(_error(exc, rid))
+            if frame.type == "login" and session.state is _State.NEW:
+                session.state = _State.GONE
+                session.link.close(f"login refused: {exc.text}")
         except StoreError as exc:
             log.error("store error: %s", exc)
             session.send(encode("error", rid=rid, code="unavailable", text=f"server error: {exc}"))
@@ -442,9 +445,13 @@ class Hub:
         session.send(encode("time", rid=rid, ts=utc_timestamp()))
 
     def _quit(self, session: Session, frame: Frame, rid: int | None) -> None:
-        reason = frame.str_field("reason", optional=True)[:200] or "quit"
+        reason = frame.str_field("reason", optional=True)[:200]
+        why = f"quit: {reason}" if reason else "quit"
+        # Leave the rooms now, not when the socket closes, so nobody can reach a
+        # user who has already said goodbye.
+        self.close_session(session, why)
         session.send(encode("bye", rid=rid, reason="you quit"))
-        session.link.close(f"quit: {reason}" if reason != "quit" else "quit")
+        session.link.close(why)
 
     # -- helpers ---------------------------------------------------------------------
 

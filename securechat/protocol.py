@@ -102,10 +102,14 @@ def encode_frame(frame: Frame) -> bytes:
 
     Fields whose value is None are left out: absent and null mean the same.
     """
+    if not _TYPE_RE.fullmatch(frame.type) or "type" in frame.fields:
+        raise ProtocolError(f"invalid frame type {frame.type!r} or a 'type' field")
     header: dict[str, Any] = {"type": frame.type}
     header.update((k, v) for k, v in frame.fields.items() if v is not None)
     try:
-        raw = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # allow_nan=False: NaN and Infinity are not JSON, and our own decoder refuses them.
+        text = json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        raw = text.encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"cannot encode {frame.type!r} frame: {exc}") from exc
     if len(raw) > MAX_HEADER:
@@ -166,9 +170,9 @@ class Decoder:
         if self._pos > 65536 and self._pos * 2 > len(self._buf):
             del self._buf[: self._pos]
             self._pos = 0
-        frame = _parse_header(header, body)
-        self._check_prefix()
-        return frame
+        # The next prefix is checked on the next call (or feed), not here: raising now
+        # would lose this complete, valid frame.
+        return _parse_header(header, body)
 
     def _check_prefix(self) -> None:
         if self._lengths is not None or len(self._buf) - self._pos < PREFIX.size:
