@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"securechat-client: {exc}", file=sys.stderr)
         return status
     try:
-        return run_line_mode(client, sys.stdin.buffer)
+        return run_line_mode(client, sys.stdin.fileno())
     except KeyboardInterrupt:
         client.quit("interrupted")
         return 0

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import queue
+import os
+import selectors
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterator
 from typing import IO, Any
 
 from .client import ChatClient, Event
@@ -24,6 +25,9 @@ __all__ = ["HumanPrinter", "JsonPrinter", "Printer", "run_line_mode"]
 
 _REPLY_TIMEOUT = 30.0
 """How long EOF waits for the server to acknowledge what was sent."""
+
+_MAX_LINE_BYTES = 64 * 1024
+"""Input beyond this without a newline is handed on (and refused as too long)."""
 
 
 class Printer:
@@ -105,29 +109,10 @@ def _local_time(ts: Any) -> str:
     return datetime.datetime.now().strftime("%H:%M:%S")
 
 
-def run_line_mode(client: ChatClient, lines: Iterable[bytes]) -> int:
-    """Feed input lines to ``client`` until EOF, /quit or disconnect; the exit status."""
-    inbox: queue.Queue[bytes | None] = queue.Queue()
-
-    def _read() -> None:
-        # stdin is read in its own thread so a disconnect ends the loop even while
-        # the user is idle at the prompt.
-        for raw in lines:
-            inbox.put(raw)
-        inbox.put(None)
-
-    threading.Thread(target=_read, name="stdin", daemon=True).start()
-    while True:
-        try:
-            raw = inbox.get(timeout=0.2)
-        except queue.Empty:
-            if client.closed:
-                return 1
-            continue
-        if raw is None:
-            break
-        if client.closed:
-            return 1
+def run_line_mode(client: ChatClient, fd: int) -> int:
+    """Feed input lines from file descriptor ``fd`` to ``client`` until EOF, /quit or
+    disconnect; returns the exit status."""
+    for raw in _input_lines(fd, client):
         quit_reason = _handle_line(client, raw)
         if quit_reason is not None:
             client.wait_for_replies(_REPLY_TIMEOUT)
@@ -141,12 +126,45 @@ def run_line_mode(client: ChatClient, lines: Iterable[bytes]) -> int:
                 "error",
                 {
                     "code": "timeout",
-                    "text": "the server did not confirm everything sent; some messages may be lost",
+                    "text": "the server did not confirm everything sent; some may be lost",
                 },
             )
         )
     client.quit()
     return 0
+
+
+def _input_lines(fd: int, client: ChatClient) -> Iterator[bytes]:
+    """Lines read from ``fd`` until EOF, or until the connection ends.
+
+    Read in this thread with a selector, not in a helper thread: a disconnect must
+    end the loop even while the user is idle at the prompt, and a thread blocked
+    in read() would abort the interpreter at exit.
+    """
+    buf = b""
+    selector = selectors.DefaultSelector()
+    try:
+        selector.register(fd, selectors.EVENT_READ)
+        pollable = True
+    except (PermissionError, ValueError):
+        pollable = False  # a regular file: reads never block
+    try:
+        while not client.closed:
+            if pollable and not selector.select(0.2):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            yield from lines
+            if len(buf) > _MAX_LINE_BYTES:
+                yield buf  # refused as too long, rather than buffered forever
+                buf = b""
+        if buf and not client.closed:
+            yield buf
+    finally:
+        selector.close()
 
 
 def _handle_line(client: ChatClient, raw: bytes) -> str | None:

@@ -276,7 +276,8 @@ class ClientProcess:
             self.proc.stdin.close()
         status = self.proc.wait(timeout)
         self._reader.join(timeout)
-        self.drain(0)
+        while (event := self._queue.get(timeout=timeout)) is not None:
+            self.events.append(event)
         assert self.proc.stderr is not None
         return status, self.proc.stderr.read().decode("utf-8", "replace")
 
