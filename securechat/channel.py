@@ -191,8 +191,8 @@ class Channel:
         self._ping_sent_at: float | None = None
         self._pending_write = b""
         self._events = 0
-        self.handshake_error: BaseException | None = None
-        """What made the handshake fail, for callers that explain it (the client)."""
+        self.error: BaseException | None = None
+        """The TLS or socket error that closed the channel, for callers that explain it."""
 
     # -- read-only facts ----------------------------------------------------
 
@@ -365,13 +365,11 @@ class Channel:
         except Exception:
             # A bug in a handler must cost one connection, never the whole loop.
             log.exception("%s: internal error in %s", self.peer, getattr(fn, "__name__", fn))
-            self.send(encode("error", code="internal", text="internal server error"))
             self.close("internal error")
 
     def _abort(self, reason: str, *, exc: BaseException | None = None) -> None:
         if self._state == self._CLOSED:
             return
-        was_open = self._state == self._OPEN
         self._state = self._CLOSED
         if self.loop is not None:
             self.loop.forget(self)
@@ -380,8 +378,8 @@ class Channel:
         except OSError:
             pass
         self._pending_write = b""
-        if exc is not None and not was_open:
-            self.handshake_error = exc
+        if exc is not None:
+            self.error = exc
         if self.outbox.close_reason is None:
             self.outbox.close(reason)
         try:
@@ -546,8 +544,8 @@ class IOLoop:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return str(exc.reason or exc).replace("_", " ").lower()
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return str(exc)

@@ -81,6 +81,7 @@ class ChatClient:
         self.tls_version = ""
         self.rooms: list[str] = []
         self.current_room: str | None = None
+        self._partial: dict[int, list[Any]] = {}
 
     # -- for front ends ----------------------------------------------------------------
 
@@ -144,16 +145,18 @@ class ChatClient:
     def wait_for_reply(self, rid: int, timeout: float = 30.0) -> bool:
         """Wait until the server answered ``rid``; False on timeout or disconnect."""
         with self._lock:
-            return self._lock.wait_for(
-                lambda: rid not in self._pending or self._closed, timeout
-            ) and rid not in self._pending
+            return (
+                self._lock.wait_for(lambda: rid not in self._pending or self._closed, timeout)
+                and rid not in self._pending
+            )
 
     def wait_for_replies(self, timeout: float = 30.0) -> bool:
         """Wait until every request sent so far is answered; False on timeout or disconnect."""
         with self._lock:
-            return self._lock.wait_for(
-                lambda: not self._pending or self._closed, timeout
-            ) and not self._pending
+            return (
+                self._lock.wait_for(lambda: not self._pending or self._closed, timeout)
+                and not self._pending
+            )
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection has ended."""
@@ -194,7 +197,7 @@ class ChatClient:
         handler = _FRAME_HANDLERS.get(frame.type)
         if handler is not None:
             handler(self, frame)
-        if rid is not None:
+        if rid is not None and frame.get("more") is not True:
             with self._lock:
                 self._pending.discard(rid)
                 self._lock.notify_all()
@@ -204,8 +207,10 @@ class ChatClient:
         with self._lock:
             was_ready = self._ready
             if not was_ready and self._failure is None:
-                if channel.handshake_error is not None:
-                    self._failure = describe_tls_error(channel.handshake_error, host=self.host)
+                if isinstance(channel.error, ssl.SSLError):
+                    # Under TLS 1.3 a refused client certificate arrives after the
+                    # handshake, as an alert on the first read: still a TLS failure.
+                    self._failure = describe_tls_error(channel.error, host=self.host)
                 else:
                     self._failure = ConnectionLost(f"connection closed during login: {reason}")
             self._closed = True
@@ -216,7 +221,8 @@ class ChatClient:
     # -- frame handlers ---------------------------------------------------------------
 
     def _emit(self, type_: str, **data: Any) -> None:
-        self._on_event(Event(type_, data))
+        # Absent and null mean the same on the wire; events leave nulls out.
+        self._on_event(Event(type_, {k: v for k, v in data.items() if v is not None}))
 
     def _on_welcome(self, frame: Frame) -> None:
         self.user = frame.str_field("user")
@@ -229,7 +235,9 @@ class ChatClient:
 
     def _on_joined(self, frame: Frame) -> None:
         room = frame.str_field("room")
-        users = [u for u in frame.get("users", []) if isinstance(u, str)]
+        listed = frame.get("users")
+        users = [u for u in listed if isinstance(u, str)] if isinstance(listed, list) else None
+        count = frame.get("count", len(users or ()))
         topic = frame.str_field("topic", optional=True)
         with self._lock:
             if fold(room) not in map(fold, self.rooms):
@@ -237,10 +245,15 @@ class ChatClient:
             self.current_room = room
             self._ready = True
             self._lock.notify_all()
-        text = f"you joined {room} ({len(users)} here: {', '.join(users)})"
+        if users is not None:
+            text = f"you joined {room} ({count} here: {', '.join(users)})"
+        else:
+            text = f"you joined {room} ({count} here; /who lists them)"
         if topic:
             text += f"; topic: {topic}"
-        self._emit("system", event="joined", room=room, text=text, users=users, topic=topic)
+        self._emit(
+            "system", event="joined", room=room, text=text, users=users, count=count, topic=topic
+        )
 
     def _on_parted(self, frame: Frame) -> None:
         room = frame.str_field("room")
@@ -277,17 +290,36 @@ class ChatClient:
         self._on_event(Event("system", data))
 
     def _on_users(self, frame: Frame) -> None:
-        self._emit("users", room=frame.str_field("room"), users=frame.get("users", []))
+        users = self._gather(frame, "users")
+        if users is not None:
+            self._emit("users", room=frame.str_field("room"), users=users)
 
     def _on_rooms(self, frame: Frame) -> None:
-        self._emit("rooms", rooms=frame.get("rooms", []))
+        rooms = self._gather(frame, "rooms")
+        if rooms is not None:
+            self._emit("rooms", rooms=rooms)
+
+    def _gather(self, frame: Frame, key: str) -> list[Any] | None:
+        """Join a list the server split over frames (``more: true``); None until complete."""
+        items = frame.get(key)
+        part = items if isinstance(items, list) else []
+        rid = frame.int_field("rid", optional=True)
+        collected = self._partial.pop(rid, []) + part if rid is not None else part
+        if frame.get("more") is True and rid is not None:
+            self._partial[rid] = collected
+            return None
+        return collected
 
     def _on_topic(self, frame: Frame) -> None:
         room = frame.str_field("room")
         topic = frame.str_field("topic", optional=True)
         by = frame.str_field("by", optional=True)
         if by:
-            text = f"{by} set the topic of {room}: {topic}" if topic else f"{by} cleared the topic"
+            text = (
+                f"{by} set the topic of {room}: {topic}"
+                if topic
+                else f"{by} cleared the topic of {room}"
+            )
         else:
             text = f"topic of {room}: {topic}" if topic else f"{room} has no topic"
         self._emit("system", event="topic", room=room, topic=topic, by=by or None, text=text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import os
 import sys
 from pathlib import Path
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, EOFError):
         return 2
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A terminal or pipe that cannot show some character must not kill the chat.
+        sys.stdout.reconfigure(errors="backslashreplace")
     printer: Printer = JsonPrinter(sys.stdout) if args.json else HumanPrinter(sys.stdout)
     client = ChatClient(
         host=args.host,

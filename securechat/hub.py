@@ -14,6 +14,7 @@ worker pool, never on the I/O thread that received them and never under the lock
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from .errors import ChatError, ProtocolError, StoreError
 from .names import (
     DEFAULT_ROOM,
     MAX_TOPIC_CHARS,
+    UNSENDABLE_RE,
     check_room_name,
     check_text,
     check_user_name,
@@ -35,11 +37,19 @@ from .passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
 from .protocol import PROTOCOL_VERSION, Frame, encode
 from .store import Account, Store
 
-__all__ = ["SERVER_SOFTWARE", "Hub", "Link", "Room", "Session", "utc_timestamp"]
+__all__ = ["FEATURES", "SERVER_SOFTWARE", "Hub", "Link", "Room", "Session", "utc_timestamp"]
 
 log = logging.getLogger(__name__)
 
 SERVER_SOFTWARE = "securechat/0.1"
+
+FEATURES: tuple[str, ...] = ("chat",)
+"""What this server supports, announced in `hello` so clients need not guess."""
+
+# A list frame's items stay under this many bytes, leaving room for the envelope.
+_LIST_CHUNK_BYTES = 12 * 1024
+# 200 names of at most 32 characters fit a `joined` frame with room to spare.
+_JOINED_USERS_MAX = 200
 
 # Fields only the server may set: a client frame carrying one is claiming to be
 # someone else, or to be the server.
@@ -156,6 +166,7 @@ class Hub:
                 server=self._server_name,
                 software=SERVER_SOFTWARE,
                 version=PROTOCOL_VERSION,
+                features=list(FEATURES),
                 auth="certificate" if cert_user is not None else "password",
             )
         )
@@ -211,7 +222,7 @@ class Hub:
 
     def handle(self, session: Session, frame: Frame) -> None:
         """Carry out one request; ProtocolError for frames that break the protocol."""
-        forged = _SERVER_ONLY_FIELDS.intersection(frame.fields)
+        forged = {k for k in _SERVER_ONLY_FIELDS if frame.get(k) is not None}
         if forged:
             raise ProtocolError(f"clients may not set {', '.join(sorted(forged))!r}")
         handler = _HANDLERS.get(frame.type)
@@ -249,7 +260,8 @@ class Hub:
             )
         if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
             raise ChatError("bad_password", f"password longer than {MAX_PASSWORD_BYTES} bytes")
-        self._refuse_if_online(name)
+        # Whether the name is online is checked only after the password: a stranger
+        # must not learn who is connected.
         session.state = _State.AUTHENTICATING
         self._executor.submit(self._authenticate, session, name, password, rid)
 
@@ -270,9 +282,13 @@ class Hub:
                 "invalid_name", f"your certificate's common name is not a valid user name: {exc}"
             ) from exc
         self._refuse_if_online(name)
-        account = self._store.find_account(name) or self._store.create_account(name, None)
+        try:
+            account = self._store.find_account(name) or self._store.create_account(name, None)
+        except StoreError as exc:
+            log.error("login of %s failed: %s", name, exc)
+            account = None
         if account is None:
-            raise ChatError("unavailable", "could not register your account; try again")
+            raise ChatError("unavailable", "the server cannot register your account; try later")
         self._admit(session, account, rid)
 
     def _authenticate(self, session: Session, name: str, password: str, rid: int | None) -> None:
@@ -372,8 +388,17 @@ class Hub:
             )
             room.members[session.account.id] = session
             session.rooms.add(fold(name))
+        names = room.user_names()
+        # The member list rides along while it surely fits one frame; /who pages longer ones.
         session.send(
-            encode("joined", rid=rid, room=room.name, topic=room.topic, users=room.user_names())
+            encode(
+                "joined",
+                rid=rid,
+                room=room.name,
+                topic=room.topic,
+                count=len(names),
+                users=names if len(names) <= _JOINED_USERS_MAX else None,
+            )
         )
 
     def _part(self, session: Session, frame: Frame, rid: int | None) -> None:
@@ -398,15 +423,15 @@ class Hub:
             {"name": r.name, "users": len(r.members), "topic": r.topic}
             for r in sorted(self._rooms.values(), key=lambda r: fold(r.name))
         ]
-        session.send(encode("rooms", rid=rid, rooms=rooms))
+        _send_list(session, "rooms", "rooms", rooms, rid=rid)
 
     def _who(self, session: Session, frame: Frame, rid: int | None) -> None:
         room = self._existing_room(frame.str_field("room"))
-        session.send(encode("users", rid=rid, room=room.name, users=room.user_names()))
+        _send_list(session, "users", "users", room.user_names(), rid=rid, room=room.name)
 
     def _topic(self, session: Session, frame: Frame, rid: int | None) -> None:
         room = self._member_room(session, frame.str_field("room"))
-        if "text" not in frame.fields:
+        if frame.get("text") is None:
             session.send(encode("topic", rid=rid, room=room.name, topic=room.topic))
             return
         text = frame.str_field("text")
@@ -445,7 +470,7 @@ class Hub:
         session.send(encode("time", rid=rid, ts=utc_timestamp()))
 
     def _quit(self, session: Session, frame: Frame, rid: int | None) -> None:
-        reason = frame.str_field("reason", optional=True)[:200]
+        reason = _printable(frame.str_field("reason", optional=True))[:200]
         why = f"quit: {reason}" if reason else "quit"
         # Leave the rooms now, not when the socket closes, so nobody can reach a
         # user who has already said goodbye.
@@ -494,6 +519,28 @@ class Hub:
     def _drop_if_empty(self, room: Room) -> None:
         if not room.members and fold(room.name) != fold(DEFAULT_ROOM):
             del self._rooms[fold(room.name)]
+
+
+def _send_list(session: Session, type_: str, key: str, items: list[Any], **fields: Any) -> None:
+    """Send ``items`` under ``key`` in as many frames as the header limit needs.
+
+    Every frame but the last carries ``more: true``; the client joins them.
+    """
+    chunk: list[Any] = []
+    size = 0
+    for item in items:
+        item_size = len(json.dumps(item, ensure_ascii=False).encode("utf-8")) + 1
+        if chunk and size + item_size > _LIST_CHUNK_BYTES:
+            session.send(encode(type_, more=True, **{key: chunk}, **fields))
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item_size
+    session.send(encode(type_, **{key: chunk}, **fields))
+
+
+def _printable(text: str) -> str:
+    """``text`` without the characters chat text may not contain (for free-form reasons)."""
+    return UNSENDABLE_RE.sub("", text)
 
 
 def _error(exc: ChatError, rid: int | None) -> bytes:

@@ -142,6 +142,7 @@ def _input_lines(fd: int, client: ChatClient) -> Iterator[bytes]:
     in read() would abort the interpreter at exit.
     """
     buf = b""
+    skipping = False  # inside an overlong line whose start was already refused
     selector = selectors.DefaultSelector()
     try:
         selector.register(fd, selectors.EVENT_READ)
@@ -157,11 +158,16 @@ def _input_lines(fd: int, client: ChatClient) -> Iterator[bytes]:
                 break
             buf += chunk
             *lines, buf = buf.split(b"\n")
+            if lines and skipping:
+                lines.pop(0)  # the tail of the overlong line: never sent on its own
+                skipping = False
             yield from lines
             if len(buf) > _MAX_LINE_BYTES:
-                yield buf  # refused as too long, rather than buffered forever
+                if not skipping:
+                    yield buf  # refused as too long, rather than buffered forever
+                skipping = True
                 buf = b""
-        if buf and not client.closed:
+        if buf and not skipping and not client.closed:
             yield buf
     finally:
         selector.close()

@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_ROOM",
     "MAX_MESSAGE_CHARS",
     "MAX_TOPIC_CHARS",
+    "UNSENDABLE_RE",
     "check_room_name",
     "check_text",
     "check_user_name",
@@ -28,7 +29,7 @@ MAX_TOPIC_CHARS = 300
 _USER_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ROOM_RE = re.compile(r"#[A-Za-z0-9_-]{1,32}")
 # Unicode category Cc (C0, DEL, C1) and lone surrogates, which cannot be encoded as UTF-8.
-_UNSENDABLE_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+UNSENDABLE_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def fold(name: str) -> str:
@@ -68,7 +69,7 @@ def check_text(text: str, *, limit: int = MAX_MESSAGE_CHARS, what: str = "messag
         raise ChatError(
             "too_long", f"{what} is {len(text)} characters; the limit is {limit}. Nothing was sent"
         )
-    bad = _UNSENDABLE_RE.search(text)
+    bad = UNSENDABLE_RE.search(text)
     if bad:
         raise ChatError(
             "bad_text", f"{what} contains control character U+{ord(bad.group()):04X}; remove it"

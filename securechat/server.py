@@ -84,7 +84,9 @@ class _Connection:
     def on_open(self, channel: Channel) -> None:
         channel.deadline = time.monotonic() + self._login_timeout
         channel.deadline_reason = "login timed out"
-        cert_user = peer_common_name(channel.sock) if self._mutual_tls else None
+        # Under mutual TLS a certificate without a common name is an invalid name,
+        # never a fall-back to password login.
+        cert_user = (peer_common_name(channel.sock) or "") if self._mutual_tls else None
         self.session = self._hub.open_session(channel, cert_user=cert_user)
 
     def on_frame(self, channel: Channel, frame: Frame) -> None:
@@ -201,9 +203,7 @@ class Server:
             # Small frames must leave at once: Nagle plus delayed ACKs is a 40 ms tail.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
-            tls = self._context.wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False
-            )
+            tls = self._context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except (OSError, ssl.SSLError) as exc:
             log.warning("%s: dropped before handshake: %s", peer, exc)
             sock.close()

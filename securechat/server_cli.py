@@ -24,9 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", type=Path, required=True, help="server certificate chain (PEM)")
     p.add_argument("--key", type=Path, required=True, help="the certificate's private key (PEM)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
-    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument(
         "--db", type=Path, default=Path("securechat.db"), help="SQLite file (default securechat.db)"
     )

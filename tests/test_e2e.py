@@ -340,3 +340,45 @@ def test_database_that_is_not_sqlite_is_refused_and_left_alone(pki: Pki, tmp_pat
     assert proc.returncode == 2
     assert "not an SQLite database" in proc.stderr
     assert db.read_text() == "my thesis, do not overwrite\n"
+
+
+def test_overlong_input_line_is_refused_whole(
+    server: Server, client_process: Callable[..., ClientProcess]
+) -> None:
+    port = server.address[1]
+    alice, bob = client_process(port, "alice"), client_process(port, "bob")
+    alice.wait_for("connected")
+    bob.wait_for("connected")
+    alice.type("x" * 200_000 + " TAIL of the long line", "after it")
+    assert alice.wait_for("error")["code"] == "too_long"
+    bob.wait_for("message", text="after it")
+    assert not any("TAIL" in str(e.get("text")) for e in bob.events)
+
+
+@pytest.mark.parametrize("tls", ["1.2", "1.3"])
+def test_mutual_tls_without_client_certificate_is_a_tls_failure(
+    make_server: Callable[..., Server],
+    client_process: Callable[..., ClientProcess],
+    pki: Pki,
+    tls: str,
+) -> None:
+    server = make_server(client_ca=pki.ca_pem, tls_min=tls)
+    status, stderr = client_process(server.address[1], "alice").finish()
+    assert status == 3
+    assert "--cert" in stderr
+
+
+def test_mutual_tls_client_logs_in_without_password(
+    make_server: Callable[..., Server], client_process: Callable[..., ClientProcess], pki: Pki
+) -> None:
+    server = make_server(client_ca=pki.ca_pem)
+    alice = client_process(
+        server.address[1],
+        "alice",
+        None,
+        extra=("--cert", str(pki.alice_pem), "--key", str(pki.alice_key)),
+    )
+    assert alice.wait_for("connected")["user"] == "alice"
+    alice.type("/nick mallory")
+    assert alice.wait_for("error")["code"] == "forbidden"
+    assert alice.finish()[0] == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import securechat
-from securechat.commands import COMMANDS, help_lines
+from securechat.commands import COMMANDS, Command, help_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -39,8 +39,8 @@ def test_ci_runs_exactly_the_readme_commands() -> None:
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
-def test_every_command_is_documented_in_readme_and_client_docs(command: object) -> None:
-    usage = getattr(command, "usage")
+def test_every_command_is_documented_in_readme_and_client_docs(command: Command) -> None:
+    usage = command.usage
     assert f"`{usage}`" in README
     assert usage in (ROOT / "docs" / "client.md").read_text(encoding="utf-8")
     assert any(line.startswith(usage) for line in help_lines())

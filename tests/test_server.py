@@ -436,3 +436,53 @@ def test_threads_and_descriptors_return_to_baseline_after_bad_peers(
     while (threading.active_count(), _fd_count()) != (threads, fds):
         assert time.monotonic() < deadline, (threading.active_count(), _fd_count(), threads, fds)
         time.sleep(0.05)
+
+
+def test_long_room_list_is_split_over_frames_not_refused(
+    server: Server, raw_client: Factory
+) -> None:
+    port = server.address[1]
+    owner = raw_client(port)
+    owner.login("owner")
+    for i in range(60):
+        owner.send("join", room=f"#room{i:02d}")
+        owner.expect("joined")
+        owner.send("topic", room=f"#room{i:02d}", text="t" * 300)
+        owner.expect("topic")
+    asker = raw_client(port)
+    asker.login("asker")
+    rid = asker.send("rooms")
+    parts = [asker.expect("rooms", rid=rid)]
+    while parts[-1].get("more"):
+        parts.append(asker.expect("rooms", rid=rid))
+    assert len(parts) > 1
+    names = [r["name"] for p in parts for r in p.get("rooms")]
+    assert len(names) == 61 and "#general" in names
+
+
+def test_quit_reason_cannot_carry_control_characters(server: Server, raw_client: Factory) -> None:
+    port = server.address[1]
+    watcher, leaver = raw_client(port), raw_client(port)
+    watcher.login("watcher")
+    leaver.login("leaver")
+    leaver.send("quit", reason="bye\x1b[2J\x07 all")
+    notice = watcher.expect("system", event="quit", user="leaver")
+    assert notice.get("text") == "leaver left (quit: bye[2J all)"
+
+
+def test_wrong_password_for_online_user_does_not_reveal_presence(
+    server: Server, raw_client: Factory
+) -> None:
+    port = server.address[1]
+    alice = raw_client(port)
+    alice.login("alice", "right")
+    stranger = raw_client(port)
+    stranger.send("login", user="alice", password="guess")
+    assert stranger.expect("error").get("code") == "bad_password"
+
+
+def test_null_topic_text_reads_the_topic(server: Server, raw_client: Factory) -> None:
+    client = raw_client(server.address[1])
+    client.login("alice")
+    client.send("topic", room="#general", text=None, **{"from": None})
+    assert client.expect("topic").get("topic") == ""
