@@ -212,6 +212,10 @@ class Channel:
         """Queue encoded frame bytes for this channel; False if it is closing."""
         return self.outbox.put(data)
 
+    def backlog(self) -> int:
+        """Bytes queued for this channel and not yet handed to OpenSSL."""
+        return self.outbox.size
+
     def cancel_deadline(self) -> None:
         """Clear the deadline (handshake or login timer) from any thread."""
         if self.loop is not None:

@@ -13,7 +13,7 @@ worker pool, never on the I/O thread that received them and never under the lock
 
 from __future__ import annotations
 
-import datetime
+import dataclasses
 import json
 import logging
 import threading
@@ -21,9 +21,11 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from typing import Any, Protocol
 
 from .errors import ChatError, ProtocolError, StoreError
+from .history import EXPORT_PAGE, MAX_HISTORY, MAX_SEARCH, HistoryService, history_frame
 from .names import (
     DEFAULT_ROOM,
     MAX_TOPIC_CHARS,
@@ -35,15 +37,16 @@ from .names import (
 )
 from .passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
 from .protocol import PROTOCOL_VERSION, Frame, encode
-from .store import Account, Store
+from .store import Account, Store, StoredMessage, utc_timestamp
+from .writer import MessageWriter, Outgoing
 
-__all__ = ["FEATURES", "SERVER_SOFTWARE", "Hub", "Link", "Room", "Session", "utc_timestamp"]
+__all__ = ["FEATURES", "SERVER_SOFTWARE", "Hub", "Link", "Room", "Session"]
 
 log = logging.getLogger(__name__)
 
 SERVER_SOFTWARE = "securechat/0.1"
 
-FEATURES: tuple[str, ...] = ("chat",)
+FEATURES: tuple[str, ...] = ("chat", "history")
 """What this server supports, announced in `hello` so clients need not guess."""
 
 # A list frame's items stay under this many bytes, leaving room for the envelope.
@@ -75,6 +78,9 @@ class Link(Protocol):
 
     def cancel_deadline(self) -> None:
         """The peer has logged in: stop the login timer."""
+
+    def backlog(self) -> int:
+        """Bytes queued and not yet written."""
 
 
 class _State(Enum):
@@ -125,27 +131,34 @@ class Room:
         return sorted((s.name for s in self.members.values()), key=fold)
 
 
-def utc_timestamp() -> str:
-    """Now, as ISO 8601 UTC with milliseconds and a ``Z``."""
-    now = datetime.datetime.now(datetime.UTC)
-    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 _Handler = Callable[["Hub", Session, Frame, "int | None"], None]
 
 
 class Hub:
     """Routes frames between sessions; thread-safe."""
 
-    def __init__(self, *, store: Store, login_executor: Executor, server_name: str) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        writer: MessageWriter,
+        login_executor: Executor,
+        history_pool: Executor,
+        server_name: str,
+        history_on_join: int = 20,
+        retention_days: int = 0,
+    ) -> None:
         self._store = store
+        self._writer = writer
         self._executor = login_executor
+        self._history = HistoryService(store, history_pool)
         self._server_name = server_name
+        self._history_on_join = history_on_join
+        self._retention_days = retention_days
         self._lock = threading.RLock()
         self._sessions: set[Session] = set()
         self._online: dict[str, Session] = {}
         self._rooms: dict[str, Room] = {fold(DEFAULT_ROOM): Room(DEFAULT_ROOM)}
-        self._next_id = 1
         self._closed = False
 
     # -- connection life cycle --------------------------------------------------
@@ -263,7 +276,8 @@ class Hub:
         # Whether the name is online is checked only after the password: a stranger
         # must not learn who is connected.
         session.state = _State.AUTHENTICATING
-        self._executor.submit(self._authenticate, session, name, password, rid)
+        replay = frame.get("replay") is not False
+        self._executor.submit(self._authenticate, session, name, password, rid, replay)
 
     def _login_by_certificate(self, session: Session, frame: Frame, rid: int | None) -> None:
         assert session.cert_user is not None
@@ -282,6 +296,7 @@ class Hub:
                 "invalid_name", f"your certificate's common name is not a valid user name: {exc}"
             ) from exc
         self._refuse_if_online(name)
+        replay = frame.get("replay") is not False
         try:
             account = self._store.find_account(name) or self._store.create_account(name, None)
         except StoreError as exc:
@@ -289,9 +304,11 @@ class Hub:
             account = None
         if account is None:
             raise ChatError("unavailable", "the server cannot register your account; try later")
-        self._admit(session, account, rid)
+        self._admit(session, account, rid, replay=replay)
 
-    def _authenticate(self, session: Session, name: str, password: str, rid: int | None) -> None:
+    def _authenticate(
+        self, session: Session, name: str, password: str, rid: int | None, replay: bool
+    ) -> None:
         """Runs on the login pool: hash without holding the lock, then admit or refuse."""
         error: ChatError | None = None
         account: Account | None = None
@@ -322,7 +339,7 @@ class Hub:
                 if error is not None:
                     raise error
                 assert account is not None
-                self._admit(session, account, rid)
+                self._admit(session, account, rid, replay=replay)
             except ChatError as exc:
                 session.state = _State.GONE
                 session.send(_error(exc, rid))
@@ -337,7 +354,9 @@ class Hub:
                 "pick another --user, or wait for the other session to end",
             )
 
-    def _admit(self, session: Session, account: Account, rid: int | None) -> None:
+    def _admit(
+        self, session: Session, account: Account, rid: int | None, *, replay: bool = True
+    ) -> None:
         self._refuse_if_online(account.name)
         session.account = account
         session.state = _State.READY
@@ -350,30 +369,112 @@ class Hub:
                 user=account.name,
                 server=self._server_name,
                 tls_version=session.link.tls_version,
+                keep_history=account.keep_history,
+                retention_days=self._retention_days,
             )
         )
+        session.send(encode("system", event="history", text=self._storage_notice(account)))
         log.info("%s: %s logged in", session.link.peer, account.name)
-        self._enter_room(session, DEFAULT_ROOM, None)
+        self._enter_room(session, DEFAULT_ROOM, None, replay=replay)
 
     def _say(self, session: Session, frame: Frame, rid: int | None) -> None:
+        assert session.account is not None
         room = self._member_room(session, frame.str_field("room"))
         text = check_text(frame.str_field("text"))
-        fields = self._stamp(room=room.name, text=text, **{"from": session.name})
-        room.broadcast(encode("message", **fields), skip=session)
-        session.send(encode("message", rid=rid, **fields))
+        keep = session.account.keep_history and frame.get("nolog") is not True
+        self._submit(
+            Outgoing(
+                sender=session.account.id,
+                text=text,
+                keep=keep,
+                room=fold(room.name),
+                room_name=room.name,
+                on_done=partial(self._deliver_room, session, rid),
+            )
+        )
 
     def _private(self, session: Session, frame: Frame, rid: int | None) -> None:
+        assert session.account is not None
         target = self._online_user(frame.str_field("to"))
+        assert target.account is not None
         text = check_text(frame.str_field("text"))
-        fields = self._stamp(to=target.name, text=text, **{"from": session.name})
-        if target is not session:
-            target.send(encode("private", **fields))
-        session.send(encode("private", rid=rid, **fields))
+        # Stored only if neither party opted out.
+        keep = session.account.keep_history and target.account.keep_history
+        self._submit(
+            Outgoing(
+                sender=session.account.id,
+                text=text,
+                keep=keep,
+                recipient=target.account.id,
+                on_done=partial(self._deliver_private, session, target, rid),
+            )
+        )
+
+    def _submit(self, message: Outgoing) -> None:
+        if not self._writer.submit(message):
+            raise ChatError("busy", "the server is overloaded; nothing was sent, try again")
+
+    def _deliver_room(
+        self, session: Session, rid: int | None, message: Outgoing, error: StoreError | None
+    ) -> None:
+        """Runs on the writer thread once the message is committed (or failed)."""
+        with self._lock:
+            if error is not None:
+                session.send(_not_stored(rid, error))
+                return
+            assert message.room is not None
+            room = self._rooms.get(message.room)
+            fields = {
+                "id": message.id,
+                "ts": message.ts,
+                "room": room.name if room else message.room_name,
+                "from": session.name,
+                "text": message.text,
+                "stored": message.keep,
+            }
+            if room is not None:
+                room.broadcast(encode("message", **fields), skip=session)
+            session.send(encode("message", rid=rid, **fields))
+
+    def _deliver_private(
+        self,
+        session: Session,
+        target: Session,
+        rid: int | None,
+        message: Outgoing,
+        error: StoreError | None,
+    ) -> None:
+        """Runs on the writer thread once the message is committed (or failed)."""
+        with self._lock:
+            if error is not None:
+                session.send(_not_stored(rid, error))
+                return
+            fields = {
+                "id": message.id,
+                "ts": message.ts,
+                "from": session.name,
+                "to": target.name,
+                "text": message.text,
+                "stored": message.keep,
+            }
+            if target is not session:
+                target.send(encode("private", **fields))
+            session.send(encode("private", rid=rid, **fields))
 
     def _join(self, session: Session, frame: Frame, rid: int | None) -> None:
-        self._enter_room(session, check_room_name(frame.str_field("room")), rid)
+        room = check_room_name(frame.str_field("room"))
+        since = frame.int_field("since", optional=True)
+        self._enter_room(session, room, rid, since=since)
 
-    def _enter_room(self, session: Session, name: str, rid: int | None) -> None:
+    def _enter_room(
+        self,
+        session: Session,
+        name: str,
+        rid: int | None,
+        *,
+        since: int | None = None,
+        replay: bool = True,
+    ) -> None:
         assert session.account is not None
         room = self._rooms.setdefault(fold(name), Room(name))
         if session.account.id not in room.members:
@@ -400,6 +501,35 @@ class Hub:
                 users=names if len(names) <= _JOINED_USERS_MAX else None,
             )
         )
+        if replay:
+            self._replay(session, room, since)
+
+    def _replay(self, session: Session, room: Room, since: int | None) -> None:
+        """Send a joining user the room's recent messages, or all since ``since``.
+
+        Done here, under the lock and before anything else is queued for the
+        session, so the replay comes before every live message that follows.
+        """
+        try:
+            if since is None:
+                rows = self._store.room_history(room.name, limit=self._history_on_join)
+            else:
+                rows = self._store.room_history(room.name, after=since, limit=MAX_HISTORY)
+        except StoreError as exc:
+            log.error("replay of %s failed: %s", room.name, exc)
+            return
+        for row in rows:
+            session.send(history_frame(row))
+        if since is not None and len(rows) == MAX_HISTORY:
+            session.send(
+                encode(
+                    "system",
+                    event="history",
+                    room=room.name,
+                    text=f"more than {MAX_HISTORY} messages in {room.name} since you left: "
+                    f"/history after {rows[-1].id} shows the rest",
+                )
+            )
 
     def _part(self, session: Session, frame: Frame, rid: int | None) -> None:
         assert session.account is not None
@@ -478,13 +608,136 @@ class Hub:
         session.send(encode("bye", rid=rid, reason="you quit"))
         session.link.close(why)
 
-    # -- helpers ---------------------------------------------------------------------
+    # -- history ---------------------------------------------------------------------
 
-    def _stamp(self, **fields: Any) -> dict[str, Any]:
-        """A new message id and timestamp, then ``fields``."""
-        mid = self._next_id
-        self._next_id += 1
-        return {"id": mid, "ts": utc_timestamp(), **fields}
+    def _history_request(self, session: Session, frame: Frame, rid: int | None) -> None:
+        assert session.account is not None
+        before = frame.int_field("before", optional=True)
+        after = frame.int_field("after", optional=True)
+        limit = frame.int_field("limit", optional=True) or 50
+        if limit < 1:
+            raise ChatError("usage", "the number of messages must be at least 1")
+        limit = min(limit, MAX_HISTORY)
+        room_name, user = frame.get("room"), frame.get("user")
+        query: Callable[[], list[StoredMessage]]
+        end: dict[str, Any]
+        if isinstance(room_name, str) and user is None:
+            room = self._member_room(session, room_name)
+            query = partial(
+                self._store.room_history, room.name, before=before, after=after, limit=limit
+            )
+            end = {"room": room.name}
+        elif isinstance(user, str) and room_name is None:
+            other = self._store.find_account(check_user_name(user))
+            if other is None:
+                raise ChatError("no_such_user", f"there is no user called {user}")
+            query = partial(
+                self._store.private_history,
+                session.account.id,
+                other.id,
+                before=before,
+                after=after,
+                limit=limit,
+            )
+            end = {"user": other.name}
+        else:
+            raise ProtocolError("a history request names exactly one of 'room' or 'user'")
+        self._history.answer(session.link, rid, query, end=end)
+
+    def _search(self, session: Session, frame: Frame, rid: int | None) -> None:
+        assert session.account is not None
+        words = frame.str_field("text").split()
+        if not words:
+            raise ChatError("usage", "usage: /history search WORDS")
+        if len(words) > 16 or any(len(w) > 100 for w in words):
+            raise ChatError("usage", "search for at most 16 words of at most 100 characters")
+        rooms = [self._rooms[key].name for key in session.rooms]
+        query = partial(self._store.search, session.account.id, rooms, words, limit=MAX_SEARCH)
+        self._history.answer(
+            session.link, rid, query, end={"search": " ".join(words)}, mark="search"
+        )
+
+    def _export(self, session: Session, frame: Frame, rid: int | None) -> None:
+        assert session.account is not None
+        after = frame.int_field("after", optional=True) or 0
+        rooms = [self._rooms[key].name for key in session.rooms]
+        query = partial(
+            self._store.export_page, session.account.id, rooms, after=after, limit=EXPORT_PAGE
+        )
+        self._history.answer(session.link, rid, query, end={"export": True}, mark="export")
+
+    def _history_mode(self, session: Session, frame: Frame, rid: int | None) -> None:
+        assert session.account is not None
+        keep = frame.get("keep")
+        if not isinstance(keep, bool):
+            raise ProtocolError("'history_mode' needs a boolean 'keep'")
+        self._store.set_keep_history(session.account.id, keep)
+        session.account = dataclasses.replace(session.account, keep_history=keep)
+        self._send_status(session, rid)
+
+    def _history_status(self, session: Session, frame: Frame, rid: int | None) -> None:
+        self._send_status(session, rid)
+
+    def _send_status(self, session: Session, rid: int | None) -> None:
+        account = session.account
+        assert account is not None
+
+        def _count_and_answer() -> None:
+            try:
+                stored = self._store.sent_count(account.id)
+            except StoreError as exc:
+                session.send(_error(ChatError("unavailable", f"cannot count: {exc}"), rid))
+                return
+            text = f"{self._storage_notice(account)}; {stored} messages you sent are stored"
+            session.send(
+                encode(
+                    "history_status",
+                    rid=rid,
+                    keep=account.keep_history,
+                    stored=stored,
+                    retention_days=self._retention_days,
+                    text=text,
+                )
+            )
+
+        self._history.run(_count_and_answer)
+
+    def _forget(self, session: Session, frame: Frame, rid: int | None) -> None:
+        assert session.account is not None
+        account_id = session.account.id
+
+        def _erase() -> None:
+            # On the writer thread: after every message this user already sent.
+            try:
+                count = self._store.forget_sender(account_id)
+            except StoreError as exc:
+                session.send(_error(ChatError("unavailable", f"could not erase: {exc}"), rid))
+                return
+            session.send(
+                encode(
+                    "forgotten",
+                    rid=rid,
+                    count=count,
+                    text=f"erased {count} messages you sent, and their search index entries",
+                )
+            )
+
+        self._writer.run_in_order(_erase)
+
+    def _storage_notice(self, account: Account) -> str:
+        kept = (
+            f"messages are kept for {self._retention_days} days"
+            if self._retention_days > 0
+            else "messages are kept until deleted"
+        )
+        mine = (
+            "yours are stored (/history off to opt out)"
+            if account.keep_history
+            else "yours are not stored (/history on to opt in)"
+        )
+        return f"history: {kept}; {mine}"
+
+    # -- helpers ---------------------------------------------------------------------
 
     def _existing_room(self, name: str) -> Room:
         check_room_name(name)
@@ -543,6 +796,15 @@ def _printable(text: str) -> str:
     return UNSENDABLE_RE.sub("", text)
 
 
+def _not_stored(rid: int | None, error: StoreError) -> bytes:
+    return encode(
+        "error",
+        rid=rid,
+        code="not_stored",
+        text=f"the server could not store your message ({error}); it was not delivered",
+    )
+
+
 def _error(exc: ChatError, rid: int | None) -> bytes:
     return encode("error", rid=rid, code=exc.code, text=exc.text)
 
@@ -559,4 +821,10 @@ _HANDLERS: dict[str, _Handler] = {
     "nick": Hub._nick,
     "time": Hub._time,
     "quit": Hub._quit,
+    "history": Hub._history_request,
+    "search": Hub._search,
+    "export": Hub._export,
+    "history_mode": Hub._history_mode,
+    "history_status": Hub._history_status,
+    "forget": Hub._forget,
 }

@@ -40,6 +40,7 @@ from .hub import Hub, Session
 from .protocol import Frame
 from .store import Store
 from .tls import peer_common_name, server_context
+from .writer import MessageWriter
 
 __all__ = ["DEFAULT_PORT", "Server", "ServerConfig"]
 
@@ -68,6 +69,9 @@ class ServerConfig:
     ping_interval: float = 30.0
     ping_timeout: float = 30.0
     outbox_limit: int = OUTBOX_LIMIT
+    durability: str = "normal"
+    retention_days: int = 0
+    history_on_join: int = 20
 
 
 class _Connection:
@@ -108,10 +112,18 @@ class Server:
         self._context = server_context(
             cert=config.cert, key=config.key, client_ca=config.client_ca, tls_min=config.tls_min
         )
-        self._store = Store(config.db)
+        self._store = Store(config.db, durability=config.durability)
+        self._writer = MessageWriter(self._store, retention_days=config.retention_days)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="login")
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="history")
         self.hub = Hub(
-            store=self._store, login_executor=self._pool, server_name=socket.gethostname()
+            store=self._store,
+            writer=self._writer,
+            login_executor=self._pool,
+            history_pool=self._readers,
+            server_name=socket.gethostname(),
+            history_on_join=config.history_on_join,
+            retention_days=config.retention_days,
         )
         self._loops = [IOLoop(f"io-{i}") for i in range(max(1, config.io_threads))]
         self._next_loop = itertools.cycle(self._loops)
@@ -148,6 +160,7 @@ class Server:
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}"
             ) from exc
         self._listener = listener
+        self._writer.start()
         for loop in self._loops:
             loop.start()
         self._accept_thread.start()
@@ -172,6 +185,8 @@ class Server:
         for loop in self._loops:
             loop.stop(max(0.1, deadline - time.monotonic()))
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._readers.shutdown(wait=True, cancel_futures=True)
+        self._writer.stop(max(0.1, deadline - time.monotonic()))
         self._store.close()
         os.close(self._stop_r)
         os.close(self._stop_w)

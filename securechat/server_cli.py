@@ -44,6 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of silence before a client is pinged; as long again without an answer "
         "drops it (default 30)",
     )
+    p.add_argument(
+        "--durability",
+        choices=("normal", "full"),
+        default="normal",
+        help="normal: committed messages survive a crash of the server; full: also a power "
+        "loss (an fsync per group commit)",
+    )
+    p.add_argument(
+        "--retention-days",
+        type=int,
+        default=0,
+        help="delete messages older than this many days (0, the default, keeps everything)",
+    )
+    p.add_argument(
+        "--history-on-join",
+        type=int,
+        default=20,
+        help="messages replayed to a user joining a room (default 20)",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
@@ -67,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         io_threads=args.io_threads,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_interval,
+        durability=args.durability,
+        retention_days=args.retention_days,
+        history_on_join=args.history_on_join,
     )
     stop = threading.Event()
 

@@ -1,25 +1,58 @@
-"""The server's SQLite database: accounts now, message history later.
+"""The server's SQLite database: accounts and message history. Knows nothing of the network.
 
-Knows nothing of the network. The schema is versioned with ``PRAGMA
-user_version``; ``MIGRATIONS[i]`` takes a database from version ``i`` to
-``i + 1`` inside one transaction, so a crash mid-upgrade leaves the old
-version intact. A database from a newer securechat is refused, as is any file
-that is not a securechat database: we never overwrite what we do not own.
+Schema and upgrades
+-------------------
+The schema is versioned with ``PRAGMA user_version``; ``MIGRATIONS[i]`` takes a
+database from version ``i`` to ``i + 1`` inside one transaction, so a crash
+mid-upgrade leaves the old version intact. A database from a newer securechat
+is refused, as is any file that is not a securechat database: we never
+overwrite what we do not own.
+
+Connections
+-----------
+One *write* connection, guarded by a lock, serves the message writer thread
+(group commits, erasure, retention) and the rare account updates. Readers
+(history replay, search, export) each get a connection of their own per
+thread, so a long read never waits for a commit and vice versa (WAL mode).
+
+Durability
+----------
+WAL with ``synchronous=NORMAL`` (default): a committed message survives a
+crash of the process, not necessarily a power loss. ``durability="full"``
+(``synchronous=FULL``) also survives power loss, at the cost of an fsync per
+commit, which group commit spreads over every message of the group.
+
+Search uses FTS5 when this SQLite has it (detected when the database is
+opened), else a LIKE scan. Every query is parameterised: no name or room is
+ever interpolated into SQL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, StoreError
 from .names import fold
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Account", "Store"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Account",
+    "NewMessage",
+    "Store",
+    "StoredMessage",
+    "pair_key",
+    "utc_timestamp",
+]
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -31,11 +64,52 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
         )""",
     ),
+    (
+        "ALTER TABLE accounts ADD COLUMN keep_history INTEGER NOT NULL DEFAULT 1",
+        # Ids are assigned by the writer, not by SQLite, so that messages that are
+        # never stored (opt-out, /nolog) still get unique, increasing ids.
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            sender INTEGER NOT NULL REFERENCES accounts(id),
+            room TEXT,
+            room_name TEXT,
+            recipient INTEGER REFERENCES accounts(id),
+            pair TEXT,
+            text TEXT NOT NULL,
+            CHECK ((room IS NULL) = (recipient IS NOT NULL))
+        )""",
+        "CREATE INDEX messages_by_room ON messages(room, id) WHERE room IS NOT NULL",
+        "CREATE INDEX messages_by_pair ON messages(pair, id) WHERE pair IS NOT NULL",
+        "CREATE INDEX messages_by_sender ON messages(sender)",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('reserved_id', 0)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_FTS_SETUP = (
+    "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='id')",
+    """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+    END""",
+    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    END""",
+    "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+)
+
+_SELECT = """SELECT m.id, m.ts, s.name, m.room_name, r.name, m.text
+    FROM messages m JOIN accounts s ON s.id = m.sender LEFT JOIN accounts r ON r.id = m.recipient"""
+
+
+def utc_timestamp(when: datetime.datetime | None = None) -> str:
+    """``when`` (default: now) as ISO 8601 UTC with milliseconds and a ``Z``."""
+    when = when or datetime.datetime.now(datetime.UTC)
+    return when.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,33 +119,99 @@ class Account:
     id: int
     name: str
     password: str | None
+    keep_history: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store: a room message (``room`` set) or a private one (``recipient``)."""
+
+    id: int
+    ts: str
+    sender: int
+    text: str
+    room: str | None = None
+    room_name: str | None = None
+    recipient: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message read back, with the accounts' current names."""
+
+    id: int
+    ts: str
+    sender: str
+    room: str | None
+    recipient: str | None
+    text: str
+
+    def wire_fields(self) -> dict[str, Any]:
+        """The fields of its ``message`` or ``private`` frame."""
+        fields: dict[str, Any] = {"id": self.id, "ts": self.ts, "from": self.sender}
+        if self.room is not None:
+            fields["room"] = self.room
+        else:
+            fields["to"] = self.recipient
+        fields["text"] = self.text
+        return fields
+
+    @property
+    def frame_type(self) -> str:
+        """``message`` for a room message, ``private`` for a private one."""
+        return "message" if self.room is not None else "private"
+
+
+_EXPORT_WHERE = (
+    " WHERE m.id > ? AND (m.sender = ? OR m.recipient = ? "
+    "OR m.room IN (SELECT value FROM json_each(?))) ORDER BY m.id LIMIT ?"
+)
+
+
+def pair_key(a: int, b: int) -> str:
+    """The key under which the private conversation of two accounts is indexed."""
+    return f"{min(a, b)}:{max(a, b)}"
 
 
 class Store:
-    """One SQLite database file, opened, checked and migrated on construction.
+    """One SQLite database file, opened, checked and migrated on construction."""
 
-    Thread-safe: calls are serialised on one connection, which is enough for
-    account traffic (a few rows per login).
-    """
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durability: str = "normal") -> None:
+        if durability not in ("normal", "full"):
+            raise ConfigError(f"durability must be normal or full, not {durability!r}")
         self.path = path
+        self._synchronous = durability.upper()
         _refuse_foreign_file(path)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(
-                path, check_same_thread=False, isolation_level=None, timeout=10.0
-            )
+            self._db = self._connect()
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            # Erased rows are overwritten, not just unlinked (see forget_sender).
+            self._db.execute("PRAGMA secure_delete=ON")
             self._migrate()
+            self.has_fts = self._ensure_fts()
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"cannot use database {path}: {exc}") from exc
-        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
 
     def close(self) -> None:
-        """Close the database connection."""
-        self._db.close()
+        """Close every connection."""
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+        with self._lock:
+            self._db.close()
+
+    # -- schema ----------------------------------------------------------------------------
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -88,23 +228,42 @@ class Store:
                     "refusing to change it: pass another --db"
                 )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in MIGRATIONS[target - 1]:
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {target:d}")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._transaction(MIGRATIONS[target - 1] + (f"PRAGMA user_version = {target:d}",))
+
+    def _ensure_fts(self) -> bool:
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'"
+        ).fetchone()
+        if exists:
+            return True
+        try:
+            self._db.execute("CREATE VIRTUAL TABLE temp.fts5_probe USING fts5(x)")
+            self._db.execute("DROP TABLE temp.fts5_probe")
+        except sqlite3.OperationalError:
+            return False  # no FTS5 in this SQLite: search falls back to LIKE
+        self._transaction(_FTS_SETUP)
+        return True
+
+    def _transaction(self, statements: Sequence[str]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                self._db.execute(statement)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    # -- accounts ---------------------------------------------------------------------------
 
     def find_account(self, name: str) -> Account | None:
         """The account registered under ``name`` (any case), if any."""
         with self._lock, _store_errors("read account"):
             row = self._db.execute(
-                "SELECT id, name, password FROM accounts WHERE name_fold = ?", (fold(name),)
+                "SELECT id, name, password, keep_history FROM accounts WHERE name_fold = ?",
+                (fold(name),),
             ).fetchone()
-        return Account(*row) if row else None
+        return Account(row[0], row[1], row[2], bool(row[3])) if row else None
 
     def create_account(self, name: str, password: str | None) -> Account | None:
         """Register ``name``; None if the name (in any case) is already taken."""
@@ -130,6 +289,198 @@ class Store:
             except sqlite3.IntegrityError:
                 return False
         return cur.rowcount == 1
+
+    def set_keep_history(self, account_id: int, keep: bool) -> None:
+        """Opt an account into (or out of) having its messages stored."""
+        with self._lock, _store_errors("change history setting"):
+            self._db.execute(
+                "UPDATE accounts SET keep_history = ? WHERE id = ?", (int(keep), account_id)
+            )
+
+    # -- writing messages (the writer thread) --------------------------------------------------
+
+    def reserved_id(self) -> int:
+        """The highest message id that may already have been handed out."""
+        with self._lock, _store_errors("read message ids"):
+            (top,) = self._db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
+            (reserved,) = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'reserved_id'"
+            ).fetchone()
+        return max(int(top), int(reserved))
+
+    def insert_messages(self, rows: Sequence[NewMessage], *, reserve_id: int | None) -> None:
+        """Store ``rows`` in one transaction (and move the id reservation, if given).
+
+        Raises StoreError (disk full, read-only, ...) with nothing written.
+        """
+        with self._lock, _store_errors("store messages"):
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO messages (id, ts, sender, room, room_name, recipient, pair, "
+                    "text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            m.id,
+                            m.ts,
+                            m.sender,
+                            m.room,
+                            m.room_name,
+                            m.recipient,
+                            pair_key(m.sender, m.recipient) if m.recipient is not None else None,
+                            m.text,
+                        )
+                        for m in rows
+                    ],
+                )
+                if reserve_id is not None:
+                    self._db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'reserved_id'", (reserve_id,)
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def forget_sender(self, account_id: int) -> int:
+        """Erase every message ``account_id`` sent, beyond recovery from the files.
+
+        The rows go (with ``secure_delete`` their bytes are overwritten), the
+        search index is rebuilt without them (FTS5 otherwise keeps deleted terms
+        until a merge), and the WAL is checkpointed and truncated so no older
+        page image survives there. Returns how many messages were erased.
+        """
+        with self._lock, _store_errors("erase messages"):
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                erased = self._db.execute(
+                    "DELETE FROM messages WHERE sender = ?", (account_id,)
+                ).rowcount
+                if self.has_fts:
+                    self._db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._checkpoint_truncate()
+        return int(erased)
+
+    def delete_older_than(self, cutoff: str) -> int:
+        """Retention: delete messages stamped before ``cutoff`` (ISO UTC). Returns the count."""
+        with self._lock, _store_errors("apply retention"):
+            deleted = self._db.execute("DELETE FROM messages WHERE ts < ?", (cutoff,)).rowcount
+        return int(deleted)
+
+    def _checkpoint_truncate(self) -> None:
+        # A reader mid-query can hold the WAL; our reads are short, so retry briefly.
+        for _ in range(50):
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.02)
+        raise StoreError("could not truncate the write-ahead log: readers kept it busy")
+
+    # -- reading (any thread; each has its own connection) --------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            db.execute("PRAGMA query_only=ON")
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return db
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[StoredMessage]:
+        with _store_errors("read history"):
+            rows = self._reader().execute(sql, params).fetchall()
+        return [StoredMessage(*row) for row in rows]
+
+    def room_history(
+        self, room: str, *, before: int | None = None, after: int | None = None, limit: int
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages of ``room`` (folded name), oldest first.
+
+        Without ``before``/``after``: the latest. With ``after``: the first ones after it.
+        """
+        return self._page("m.room = ?", (fold(room),), before=before, after=after, limit=limit)
+
+    def private_history(
+        self, a: int, b: int, *, before: int | None = None, after: int | None = None, limit: int
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages between accounts ``a`` and ``b``, oldest first."""
+        return self._page("m.pair = ?", (pair_key(a, b),), before=before, after=after, limit=limit)
+
+    def _page(
+        self,
+        where: str,
+        params: tuple[Any, ...],
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+    ) -> list[StoredMessage]:
+        if before is not None:
+            where += " AND m.id < ?"
+            params += (before,)
+        if after is not None:
+            where += " AND m.id > ?"
+            params += (after,)
+            order = "ASC"
+        else:
+            order = "DESC"
+        rows = self._query(
+            f"{_SELECT} WHERE {where} ORDER BY m.id {order} LIMIT ?", (*params, limit)
+        )
+        return rows if order == "ASC" else rows[::-1]
+
+    def search(
+        self, account_id: int, rooms: Sequence[str], words: Sequence[str], *, limit: int
+    ) -> list[StoredMessage]:
+        """Messages ``account_id`` may see (its rooms, its private messages) that contain
+        every word, newest first."""
+        visible = (
+            "(m.room IN (SELECT value FROM json_each(?)) "
+            "OR (m.room IS NULL AND (m.sender = ? OR m.recipient = ?)))"
+        )
+        params: list[Any] = [json.dumps([fold(r) for r in rooms]), account_id, account_id]
+        if self.has_fts:
+            match = " ".join('"' + w.replace('"', '""') + '"' for w in words)
+            sql = (
+                f"{_SELECT} JOIN messages_fts f ON f.rowid = m.id "
+                f"WHERE f.messages_fts MATCH ? AND {visible} ORDER BY m.id DESC LIMIT ?"
+            )
+            return self._query(sql, [match, *params, limit])
+        likes = " AND ".join("m.text LIKE ? ESCAPE '\\'" for _ in words)
+        patterns = ["%" + _escape_like(w) + "%" for w in words]
+        sql = f"{_SELECT} WHERE {likes} AND {visible} ORDER BY m.id DESC LIMIT ?"
+        return self._query(sql, [*patterns, *params, limit])
+
+    def export_page(
+        self, account_id: int, rooms: Sequence[str], *, after: int, limit: int
+    ) -> list[StoredMessage]:
+        """The next ``limit`` messages after id ``after`` that ``account_id`` sent or
+        received (private messages both ways, and the messages of its rooms)."""
+        sql = _SELECT + _EXPORT_WHERE
+        rooms_json = json.dumps([fold(r) for r in rooms])
+        return self._query(sql, [after, account_id, account_id, rooms_json, limit])
+
+    def sent_count(self, account_id: int) -> int:
+        """How many stored messages ``account_id`` sent."""
+        with _store_errors("count messages"):
+            (count,) = (
+                self._reader()
+                .execute("SELECT count(*) FROM messages WHERE sender = ?", (account_id,))
+                .fetchone()
+            )
+        return int(count)
+
+
+def _escape_like(word: str) -> str:
+    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 @contextlib.contextmanager

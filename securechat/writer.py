@@ -1,0 +1,195 @@
+"""The message writer: the one thread that numbers, stores and releases messages.
+
+Strategy
+--------
+Every chat message, stored or not, passes through this thread's queue, which
+gives all messages one order. The thread takes everything queued since its
+last turn as a *group*: it assigns each message its id and timestamp, writes
+the ones to be kept in a single transaction, and only after that transaction
+has committed calls each message's ``on_done``, which sends the sender its
+acknowledgement and fans the message out. An acknowledged message is
+therefore always on disk, and under load one commit covers many messages.
+
+Ids come from a counter, not from SQLite, so messages that are never stored
+(opt-out, /nolog) still get unique, increasing ids. The counter is reserved on
+disk in blocks of ``ID_BLOCK``: after a restart ids continue above anything
+handed out before, without a write per unstored message.
+
+If a commit fails (disk full, read-only file) the kept messages of that group
+get the error instead of an acknowledgement and are not delivered; the thread
+carries on, and the next group succeeds once space returns.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import StoreError
+from .store import NewMessage, Store, utc_timestamp
+
+__all__ = ["ID_BLOCK", "MAX_BACKLOG", "MessageWriter", "Outgoing"]
+
+log = logging.getLogger(__name__)
+
+ID_BLOCK = 1024
+"""Ids reserved on disk at a time; a restart skips at most this many."""
+
+MAX_BACKLOG = 100_000
+"""Messages waiting for the disk before new ones are refused as "server busy"."""
+
+_MAX_GROUP = 5000
+_RETENTION_EVERY = 3600.0  # seconds between retention sweeps
+
+
+@dataclass(slots=True, eq=False)
+class Outgoing:
+    """A message on its way: filled in with ``id`` and ``ts`` by the writer."""
+
+    sender: int
+    text: str
+    keep: bool
+    on_done: Callable[[Outgoing, StoreError | None], None]
+    room: str | None = None
+    room_name: str | None = None
+    recipient: int | None = None
+    id: int = 0
+    ts: str = ""
+
+
+_Task = Callable[[], None]
+_STOP = object()
+
+
+class MessageWriter:
+    """Owns the store's write side: group commit, erasure and retention, in one order."""
+
+    def __init__(self, store: Store, *, retention_days: int = 0) -> None:
+        self._store = store
+        self._retention_days = retention_days
+        self._queue: queue.SimpleQueue[Outgoing | _Task | object] = queue.SimpleQueue()
+        self._next_id = store.reserved_id() + 1
+        self._reserved = self._next_id - 1
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self._next_sweep = time.monotonic()
+
+    @property
+    def backlog(self) -> int:
+        """Items waiting in the queue."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def submit(self, message: Outgoing) -> bool:
+        """Queue a message; False (nothing queued) if the backlog is full."""
+        if self._queue.qsize() >= MAX_BACKLOG:
+            return False
+        self._queue.put(message)
+        return True
+
+    def run_in_order(self, task: _Task) -> None:
+        """Run ``task`` on the writer thread after every message queued before it."""
+        self._queue.put(task)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Commit what is queued, then end the thread."""
+        self._queue.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self._until_sweep())
+            except queue.Empty:
+                self._sweep()
+                continue
+            items = [first]
+            while len(items) < _MAX_GROUP:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            group: list[Outgoing] = []
+            for item in items:
+                if isinstance(item, Outgoing):
+                    group.append(item)
+                    continue
+                self._commit(group)
+                group = []
+                if item is _STOP:
+                    return
+                self._run_task(item)
+            self._commit(group)
+            if time.monotonic() >= self._next_sweep:
+                self._sweep()
+
+    def _run_task(self, task: Any) -> None:
+        try:
+            task()
+        except Exception:
+            log.exception("writer task failed")
+
+    def _commit(self, group: list[Outgoing]) -> None:
+        if not group:
+            return
+        ts = utc_timestamp()
+        for message in group:
+            message.id = self._next_id
+            message.ts = ts
+            self._next_id += 1
+        reserve = None
+        if self._next_id - 1 > self._reserved:
+            reserve = self._next_id - 1 + ID_BLOCK
+        rows = [
+            NewMessage(m.id, m.ts, m.sender, m.text, m.room, m.room_name, m.recipient)
+            for m in group
+            if m.keep
+        ]
+        error: StoreError | None = None
+        if rows or reserve is not None:
+            try:
+                self._store.insert_messages(rows, reserve_id=reserve)
+            except StoreError as exc:
+                log.error("cannot store %d messages: %s", len(rows), exc)
+                error = exc
+            else:
+                if reserve is not None:
+                    self._reserved = reserve
+        for message in group:
+            # Without the reservation on disk an unstored message's id could be
+            # reused after a restart, so it fails with the group.
+            failed = error is not None and (message.keep or reserve is not None)
+            try:
+                message.on_done(message, error if failed else None)
+            except Exception:
+                log.exception("delivering message %d failed", message.id)
+
+    def _until_sweep(self) -> float | None:
+        if self._retention_days <= 0:
+            return None
+        return max(0.0, self._next_sweep - time.monotonic())
+
+    def _sweep(self) -> None:
+        self._next_sweep = time.monotonic() + _RETENTION_EVERY
+        if self._retention_days <= 0:
+            return
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=self._retention_days)
+        stamp = utc_timestamp(cutoff)
+        try:
+            deleted = self._store.delete_older_than(stamp)
+        except StoreError as exc:
+            log.error("retention sweep failed: %s", exc)
+            return
+        if deleted:
+            log.info(
+                "retention: deleted %d messages older than %d days", deleted, self._retention_days
+            )
