@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import socket
 import ssl
 import threading
 import time
@@ -185,6 +186,7 @@ class Channel:
         """When set, the channel is closed if it is still open at this monotonic time."""
         self.deadline_reason = "TLS handshake timed out"
         self._state = self._HANDSHAKING
+        self._handshaken = False
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._last_recv = time.monotonic()
@@ -200,6 +202,11 @@ class Channel:
     def is_open(self) -> bool:
         """True between a completed handshake and the close."""
         return self._state == self._OPEN
+
+    @property
+    def is_handshaken(self) -> bool:
+        """True once the TLS handshake has completed (even if closed since)."""
+        return self._handshaken
 
     @property
     def tls_version(self) -> str:
@@ -259,14 +266,29 @@ class Channel:
             self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
             return
         except (ssl.SSLError, OSError, ValueError) as exc:
+            self._discard_unread()
             self._abort(f"TLS handshake failed: {_describe(exc)}", exc=exc)
             return
         self._state = self._OPEN
+        self._handshaken = True
         self.deadline = None
         self._last_recv = time.monotonic()
         self._set_events(selectors.EVENT_READ)
         self._call(self.handler.on_open)
         self._flush()
+
+    def _discard_unread(self) -> None:
+        """Read and drop what the peer already sent, so closing sends FIN, not RST.
+
+        A reset can overtake the TLS alert we just queued (under TLS 1.3 the
+        client has sent more by the time we refuse its certificate), and the
+        peer would then never learn why it was refused.
+        """
+        try:
+            while socket.socket.recv(self.sock, 65536, socket.MSG_DONTWAIT):
+                pass
+        except OSError:
+            pass
 
     def _read(self) -> None:
         budget = READ_BUDGET

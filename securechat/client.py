@@ -1,34 +1,60 @@
-"""The client core: one TLS connection, its state, and events for a front end.
+"""The client core: a connection to one server, its state, and events for a front end.
 
-Front ends (line mode now, the full-screen UI later) see :class:`Event` objects
-shaped like the ``--json`` contract in docs/client.md, and call
-:meth:`ChatClient.request` to act. They know nothing of TLS or frames.
+Front ends (line mode, the full-screen UI) see :class:`Event` objects shaped
+like the ``--json`` contract in docs/client.md, and call :meth:`ChatClient.request`
+to act. They know nothing of TLS or frames.
 
-The connection is a :class:`~securechat.channel.Channel` owned by a private
-:class:`~securechat.channel.IOLoop` thread, the only thread that touches the
-socket; ``request`` queues frames into the channel's outbox. Events are
-delivered from that I/O thread, in the order the server sent them.
+Each connection attempt is a :class:`~securechat.channel.Channel` owned by a
+private :class:`~securechat.channel.IOLoop` thread, the only thread that
+touches its socket; ``request`` queues frames into the channel's outbox.
+Events are delivered from that I/O thread, in the order the server sent them.
+
+Reconnecting without gaps
+-------------------------
+The client remembers the newest message id it has shown for every room and
+private conversation. When an established connection drops (anything but
+``/quit``), it reconnects with exponential backoff, logs in without the
+automatic replay, rejoins its rooms asking for everything ``since`` those ids,
+and fetches each private conversation ``after`` its id. Replayed messages it has
+already shown are dropped, so each message is shown once.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import random
 import socket
 import ssl
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .channel import Channel, IOLoop
-from .errors import ChatError, ConnectionLost, SecureChatError
+from .errors import (
+    CertificateVerifyError,
+    ChatError,
+    ConnectionLost,
+    SecureChatError,
+    TLSError,
+)
 from .names import fold
 from .protocol import Frame, encode
 from .tls import describe_tls_error
 
-__all__ = ["ChatClient", "Event"]
+__all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
 
 _CONNECT_TIMEOUT = 10.0
+MAX_BACKOFF = 30.0
+"""Longest wait between reconnection attempts, in seconds."""
+
+# Refusals that go away by themselves: the server still holds our old session
+# until its keepalive notices, or it is briefly overloaded.
+_RETRYABLE = frozenset({"name_in_use", "unavailable", "busy"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +69,32 @@ class Event:
         return {"type": self.type, **self.data}
 
 
+class _Attempt:
+    """One connection: TCP, TLS, login. Callbacks from a superseded attempt are ignored."""
+
+    def __init__(self, client: ChatClient, *, replay: bool) -> None:
+        self.client = client
+        self.replay = replay
+        self.loop = IOLoop("client-io")
+        self.channel: Channel | None = None
+        self.ready = False
+        self.closed = False
+        self.failure: SecureChatError | None = None
+        self.bye_reason: str | None = None
+        self.greeted = False
+
+    def on_open(self, channel: Channel) -> None:
+        self.client._on_open(self, channel)
+
+    def on_frame(self, channel: Channel, frame: Frame) -> None:
+        self.client._on_frame(self, frame)
+
+    def on_close(self, channel: Channel, reason: str) -> None:
+        self.client._on_close(self, channel, reason)
+
+
 class ChatClient:
-    """A logged-in connection to one server.
+    """A logged-in connection to one server that comes back by itself when dropped.
 
     ``connect()`` blocks until the client is logged in and in its first room,
     or raises: CertificateVerifyError or TLSError for TLS failures, ChatError
@@ -61,6 +111,7 @@ class ChatClient:
         password: str | None,
         on_event: Callable[[Event], None],
         ping_interval: float = 30.0,
+        reconnect: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -68,31 +119,127 @@ class ChatClient:
         self._password = password
         self._on_event = on_event
         self._ping_interval = ping_interval
+        self._reconnect_enabled = reconnect
         self._lock = threading.Condition()
         self._rids = itertools.count(1)
         self._pending: set[int] = set()
-        self._loop: IOLoop | None = None
-        self._channel: Channel | None = None
-        self._ready = False
-        self._closed = False
-        self._failure: SecureChatError | None = None
-        self._bye_reason: str | None = None
+        self._attempt: _Attempt | None = None
+        self._finished = False
+        self._stop = threading.Event()
+        self._partial: dict[int, list[Any]] = {}
+        self._resync_rids: set[int] = set()
+        self._collectors: dict[int, list[Frame]] = {}
+        self._collected: dict[int, Frame] = {}
+        self._last_seen: dict[str, int] = {}
+        self._partners: dict[str, str] = {}
         self.user = user
         self.tls_version = ""
         self.rooms: list[str] = []
         self.current_room: str | None = None
-        self._partial: dict[int, list[Any]] = {}
 
-    # -- for front ends ----------------------------------------------------------------
+    # -- state for front ends ----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while logged in on a live connection."""
+        with self._lock:
+            return self._attempt is not None and self._attempt.ready and not self._attempt.closed
 
     @property
     def closed(self) -> bool:
-        """True once the connection has ended."""
+        """True once the client has stopped for good (quit, refused, or given up)."""
         with self._lock:
-            return self._closed
+            return self._finished
+
+    # -- actions -------------------------------------------------------------------------
 
     def connect(self, timeout: float = _CONNECT_TIMEOUT) -> None:
         """Connect, verify the server, log in and wait for the first room."""
+        try:
+            self._connect_once(replay=True, timeout=timeout)
+        except SecureChatError:
+            self._finish()
+            raise
+
+    def request(self, type_: str, fields: dict[str, Any] | None = None) -> int:
+        """Send a request frame; returns its request id (``rid``)."""
+        return self._send(type_, fields or {})
+
+    def _send(self, type_: str, fields: dict[str, Any], *, resync: bool = False) -> int:
+        with self._lock:
+            attempt = self._attempt
+            if self._finished or attempt is None or attempt.closed or attempt.channel is None:
+                raise ConnectionLost("not connected to the server (reconnecting); nothing sent")
+            rid = next(self._rids)
+            self._pending.add(rid)
+            if resync:
+                # Marked before sending: the answer may arrive before send() returns.
+                self._resync_rids.add(rid)
+        attempt.channel.send(encode(type_, rid=rid, **fields))
+        return rid
+
+    def wait_for_reply(self, rid: int, timeout: float = 30.0) -> bool:
+        """Wait until the server answered ``rid``; False on timeout or disconnect."""
+        with self._lock:
+            self._lock.wait_for(lambda: rid not in self._pending, timeout)
+            return rid not in self._pending
+
+    def wait_for_replies(self, timeout: float = 30.0) -> bool:
+        """Wait until every request sent so far is answered; False on timeout or disconnect."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._pending, timeout)
+
+    def quit(self, reason: str = "", timeout: float = 5.0) -> None:
+        """Say goodbye, wait (briefly) for the server to close, and stop for good."""
+        self._stop.set()
+        try:
+            self.request("quit", {"reason": reason} if reason else None)
+        except ConnectionLost:
+            pass
+        else:
+            with self._lock:
+                self._lock.wait_for(lambda: self._attempt is None or self._attempt.closed, timeout)
+        self._finish()
+
+    def close(self) -> None:
+        """Drop the connection at once and stop for good."""
+        self._stop.set()
+        self._finish()
+
+    def show(self, event: Event) -> None:
+        """Pass a locally made event (help text, usage errors) to the front end."""
+        self._on_event(event)
+
+    def export(self, path: Path, *, timeout: float = 60.0) -> int:
+        """Write every stored message we sent or received to ``path`` as JSON Lines.
+
+        Fetched page by page (the server bounds each page); written to a
+        temporary file that replaces ``path`` only once complete. Returns the count.
+        """
+        directory = path.parent if str(path.parent) else Path(".")
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=".export-", suffix=".jsonl")
+        count, after = 0, 0
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                while True:
+                    rows, end = self._fetch("export", {"after": after}, timeout)
+                    for frame in rows:
+                        event = self._message_event(frame)
+                        out.write(json.dumps(event.as_dict(), ensure_ascii=False) + "\n")
+                    count += len(rows)
+                    last = end.get("last")
+                    if not rows or not isinstance(last, int):
+                        break
+                    after = last
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return count
+
+    # -- connecting ------------------------------------------------------------------------
+
+    def _connect_once(self, *, replay: bool, timeout: float) -> None:
         try:
             raw = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as exc:
@@ -109,116 +256,219 @@ class ChatClient:
         except (OSError, ssl.SSLError) as exc:
             raw.close()
             raise describe_tls_error(exc, host=self.host) from exc
-        self._loop = IOLoop("client-io")
-        self._channel = Channel(
+        attempt = _Attempt(self, replay=replay)
+        attempt.channel = Channel(
             tls,
-            self,
+            attempt,
             peer=f"{self.host}:{self.port}",
             handshake_timeout=timeout,
             ping_interval=self._ping_interval,
             ping_timeout=self._ping_interval,
         )
-        self._channel.deadline_reason = "the server did not complete the TLS handshake in time"
-        self._loop.start()
-        self._loop.add(self._channel)
+        attempt.channel.deadline_reason = "the server did not complete the TLS handshake in time"
         with self._lock:
-            ended = self._lock.wait_for(lambda: self._ready or self._closed, timeout + 5.0)
-            failure = self._failure
-        if failure is not None:
-            self.close()
-            raise failure
-        if not ended or not self._ready:
-            self.close()
-            raise ConnectionLost(f"{self.host}:{self.port} did not log us in; try again later")
-
-    def request(self, type_: str, fields: dict[str, Any] | None = None) -> int:
-        """Send a request frame; returns its request id (``rid``)."""
-        rid = next(self._rids)
-        data = encode(type_, rid=rid, **(fields or {}))
+            self._attempt = attempt
+        attempt.loop.start()
+        attempt.loop.add(attempt.channel)
         with self._lock:
-            if self._closed or self._channel is None:
-                raise ConnectionLost("not connected")
-            self._pending.add(rid)
-        self._channel.send(data)
-        return rid
-
-    def wait_for_reply(self, rid: int, timeout: float = 30.0) -> bool:
-        """Wait until the server answered ``rid``; False on timeout or disconnect."""
-        with self._lock:
-            return (
-                self._lock.wait_for(lambda: rid not in self._pending or self._closed, timeout)
-                and rid not in self._pending
+            self._lock.wait_for(lambda: attempt.ready or attempt.closed, timeout + 5.0)
+            failure, ready = attempt.failure, attempt.ready and not attempt.closed
+        if failure is not None or not ready:
+            attempt.loop.stop()
+            raise failure or ConnectionLost(
+                f"{self.host}:{self.port} did not log us in; try again later"
             )
 
-    def wait_for_replies(self, timeout: float = 30.0) -> bool:
-        """Wait until every request sent so far is answered; False on timeout or disconnect."""
+    def _finish(self) -> None:
         with self._lock:
-            return (
-                self._lock.wait_for(lambda: not self._pending or self._closed, timeout)
-                and not self._pending
+            self._finished = True
+            attempt = self._attempt
+            self._pending.clear()
+            self._lock.notify_all()
+        if attempt is not None:
+            attempt.loop.stop()
+
+    def _reconnect(self, reason: str) -> None:
+        """Runs on its own thread after a drop: back off, reconnect, fill the gap."""
+        delay = 1.0
+        while not self._stop.is_set():
+            wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+            self._emit(
+                "system",
+                event="reconnecting",
+                delay=round(wait, 1),
+                text=f"connection lost ({reason}); reconnecting in {wait:.0f} s",
             )
+            if self._stop.wait(wait):
+                return
+            try:
+                self._connect_once(replay=False, timeout=_CONNECT_TIMEOUT)
+            except CertificateVerifyError as exc:
+                self._give_up(str(exc))
+                return
+            except ChatError as exc:
+                if exc.code not in _RETRYABLE:
+                    self._give_up(exc.text)
+                    return
+                reason = exc.text
+            except (ConnectionLost, TLSError) as exc:
+                reason = str(exc)
+            else:
+                self._resync()
+                return
+            delay = min(delay * 2, MAX_BACKOFF)
 
-    def wait_closed(self, timeout: float | None = None) -> bool:
-        """Wait until the connection has ended."""
+    def _give_up(self, reason: str) -> None:
+        self._emit("disconnected", reason=f"cannot reconnect: {reason}")
+        self._finish()
+
+    def _resync(self) -> None:
+        """Rejoin rooms and fetch what was missed, marking those answers as gap fill."""
         with self._lock:
-            return self._lock.wait_for(lambda: self._closed, timeout)
-
-    def quit(self, reason: str = "", timeout: float = 5.0) -> None:
-        """Say goodbye and wait (briefly) for the server to close the connection."""
+            rooms = list(self.rooms)
+            partners = [
+                (self._partners[key[1:]], seen)
+                for key, seen in self._last_seen.items()
+                if key.startswith("@") and key[1:] in self._partners
+            ]
         try:
-            self.request("quit", {"reason": reason} if reason else None)
+            for room in rooms:
+                since = self._last_seen.get(fold(room), 0)
+                self._send("join", {"room": room, "since": since}, resync=True)
+            for name, seen in partners:
+                self._send("history", {"user": name, "after": seen, "limit": 500}, resync=True)
         except ConnectionLost:
-            pass
-        self.wait_closed(timeout)
-        self.close()
+            pass  # dropped again: the next reconnect resyncs
 
-    def close(self) -> None:
-        """Drop the connection at once and end the I/O thread."""
-        if self._loop is not None:
-            self._loop.stop()
+    def _fetch(
+        self, type_: str, fields: dict[str, Any], timeout: float
+    ) -> tuple[list[Frame], Frame]:
+        """Send a request and collect its rows instead of showing them."""
+        with self._lock:
+            rid = next(self._rids)
+            self._collectors[rid] = []
+        try:
+            with self._lock:
+                attempt = self._attempt
+            if attempt is None or attempt.channel is None or attempt.closed:
+                raise ConnectionLost("not connected to the server")
+            attempt.channel.send(encode(type_, rid=rid, **fields))
+            with self._lock:
+                self._lock.wait_for(lambda: rid in self._collected or self._finished, timeout)
+                end = self._collected.pop(rid, None)
+                rows = self._collectors.pop(rid, [])
+        finally:
+            with self._lock:
+                self._collectors.pop(rid, None)
+        if end is None:
+            raise ConnectionLost("no complete answer from the server")
+        if end.type == "error":
+            raise ChatError(end.str_field("code"), end.str_field("text"))
+        return rows, end
 
-    def show(self, event: Event) -> None:
-        """Pass a locally made event (help text, usage errors) to the front end."""
-        self._on_event(event)
+    # -- channel callbacks (I/O thread of the attempt) --------------------------------------
 
-    # -- channel callbacks (I/O thread) ----------------------------------------------
+    def _current(self, attempt: _Attempt) -> bool:
+        with self._lock:
+            return attempt is self._attempt
 
-    def on_open(self, channel: Channel) -> None:
-        """TLS is up: log in."""
+    def _on_open(self, attempt: _Attempt, channel: Channel) -> None:
+        if not self._current(attempt):
+            return
         self.tls_version = channel.tls_version
         fields: dict[str, Any] = {"user": self.user}
         if self._password is not None:
             fields["password"] = self._password
-        self.request("login", fields)
+        if not attempt.replay:
+            fields["replay"] = False
+        with self._lock:
+            rid = next(self._rids)
+            self._pending.add(rid)
+        channel.send(encode("login", rid=rid, **fields))
 
-    def on_frame(self, channel: Channel, frame: Frame) -> None:
-        """Update state from one server frame and turn it into events."""
+    def _on_frame(self, attempt: _Attempt, frame: Frame) -> None:
+        if not self._current(attempt):
+            return
         rid = frame.int_field("rid", optional=True)
+        if rid is not None and self._collect(rid, frame):
+            return
+        if frame.type == "hello":
+            attempt.greeted = True
+        elif frame.type == "bye":
+            attempt.bye_reason = frame.str_field("reason", optional=True) or "server closed"
+        elif frame.type == "error" and not attempt.ready:
+            with self._lock:
+                attempt.failure = ChatError(frame.str_field("code"), frame.str_field("text"))
         handler = _FRAME_HANDLERS.get(frame.type)
         if handler is not None:
             handler(self, frame)
+        if frame.type == "joined" and not attempt.ready:
+            # The server puts every login in #general right after `welcome`: ready
+            # once that has happened, so the first typed line has a room to go to.
+            with self._lock:
+                attempt.ready = True
+                self._lock.notify_all()
         if rid is not None and frame.get("more") is not True:
             with self._lock:
                 self._pending.discard(rid)
                 self._lock.notify_all()
+            self._resync_rids.discard(rid)
 
-    def on_close(self, channel: Channel, reason: str) -> None:
-        """The connection ended: record why, and tell the front end if it had started."""
+    def _collect(self, rid: int, frame: Frame) -> bool:
         with self._lock:
-            was_ready = self._ready
-            if not was_ready and self._failure is None:
-                if isinstance(channel.error, ssl.SSLError):
+            if rid not in self._collectors:
+                return False
+            if frame.type in ("history_end", "error"):
+                self._collected[rid] = frame
+                self._lock.notify_all()
+            else:
+                self._collectors[rid].append(frame)
+        return True
+
+    def _on_close(self, attempt: _Attempt, channel: Channel, reason: str) -> None:
+        with self._lock:
+            if attempt is not self._attempt:
+                return
+            was_ready = attempt.ready
+            attempt.closed = True
+            if not was_ready and attempt.failure is None:
+                if isinstance(channel.error, ssl.SSLError) and not isinstance(
+                    channel.error, ssl.SSLEOFError
+                ):
                     # Under TLS 1.3 a refused client certificate arrives after the
                     # handshake, as an alert on the first read: still a TLS failure.
-                    self._failure = describe_tls_error(channel.error, host=self.host)
+                    attempt.failure = describe_tls_error(channel.error, host=self.host)
+                elif channel.is_handshaken and not attempt.greeted:
+                    # The server greets every connection it accepts; closing on us
+                    # before that means it refused our TLS session.
+                    attempt.failure = TLSError(
+                        f"the server closed the connection right after the TLS handshake "
+                        f"({reason}); if it requires client certificates, pass --cert and "
+                        "--key (securechat-certs --client NAME makes them)"
+                    )
                 else:
-                    self._failure = ConnectionLost(f"connection closed during login: {reason}")
-            self._closed = True
+                    attempt.failure = ConnectionLost(f"connection closed during login: {reason}")
+            lost = len(self._pending)
+            self._pending.clear()
+            self._partial.clear()
             self._lock.notify_all()
-        if was_ready:
-            self._emit("disconnected", reason=self._bye_reason or reason)
+        if not was_ready:
+            return
+        why = attempt.bye_reason or reason
+        self._emit("disconnected", reason=why)
+        if lost and attempt.bye_reason != "you quit":
+            self._emit(
+                "error",
+                code="unconfirmed",
+                text=f"{lost} request(s) were not confirmed before the connection was lost; "
+                "check /history before sending them again",
+            )
+        if self._stop.is_set() or not self._reconnect_enabled or attempt.bye_reason == "you quit":
+            self._finish()
+            return
+        threading.Thread(target=self._reconnect, args=(why,), name="reconnect", daemon=True).start()
 
-    # -- frame handlers ---------------------------------------------------------------
+    # -- frames to events --------------------------------------------------------------------
 
     def _emit(self, type_: str, **data: Any) -> None:
         # Absent and null mean the same on the wire; events leave nulls out.
@@ -235,6 +485,8 @@ class ChatClient:
 
     def _on_joined(self, frame: Frame) -> None:
         room = frame.str_field("room")
+        rid = frame.int_field("rid", optional=True)
+        resync = rid in self._resync_rids
         listed = frame.get("users")
         users = [u for u in listed if isinstance(u, str)] if isinstance(listed, list) else None
         count = frame.get("count", len(users or ()))
@@ -242,9 +494,10 @@ class ChatClient:
         with self._lock:
             if fold(room) not in map(fold, self.rooms):
                 self.rooms.append(room)
-            self.current_room = room
-            self._ready = True
-            self._lock.notify_all()
+            # A rejoin after reconnecting (or the server's automatic one) must
+            # not move the user away from the room they were talking in.
+            if not resync and (rid is not None or self.current_room is None):
+                self.current_room = room
         if users is not None:
             text = f"you joined {room} ({count} here: {', '.join(users)})"
         else:
@@ -264,24 +517,72 @@ class ChatClient:
         now = f"; now in {self.current_room}" if self.current_room else "; /join a room to talk"
         self._emit("system", event="parted", room=room, text=f"you left {room}{now}")
 
-    def _on_message(self, frame: Frame) -> None:
+    def _target(self, frame: Frame) -> str:
+        """The key of the room or conversation a message belongs to."""
+        room = frame.get("room")
+        if isinstance(room, str):
+            return fold(room)
+        sender, to = frame.str_field("from"), frame.str_field("to")
+        partner = to if fold(sender) == fold(self.user) else sender
+        self._partners[fold(partner)] = partner
+        return "@" + fold(partner)
+
+    def _on_any_message(self, frame: Frame) -> None:
+        mid = frame.int_field("id")
+        assert mid is not None
+        target = self._target(frame)
+        rid = frame.int_field("rid", optional=True)
+        replayed = frame.get("history") is True
+        explicit = replayed and rid is not None and rid not in self._resync_rids
+        seen = self._last_seen.get(target, 0)
+        if mid <= seen and not explicit:
+            return  # already shown: a replay overlapping live delivery or the gap fill
+        if not explicit:
+            self._last_seen[target] = max(seen, mid)
+        self._on_event(self._message_event(frame))
+
+    def _message_event(self, frame: Frame) -> Event:
+        data: dict[str, Any] = {"id": frame.get("id"), "ts": frame.get("ts")}
+        if frame.type == "message":
+            data["room"] = frame.str_field("room")
+        data["from"] = frame.str_field("from")
+        if frame.type == "private":
+            data["to"] = frame.str_field("to")
+        data["text"] = frame.str_field("text")
+        for flag in ("history", "search"):
+            if frame.get(flag) is True:
+                data[flag] = True
+        if frame.get("stored") is False:
+            data["stored"] = False
+        return Event(frame.type, data)
+
+    def _on_history_end(self, frame: Frame) -> None:
+        rid = frame.int_field("rid", optional=True)
+        if rid in self._resync_rids:
+            return
+        count = frame.get("count", 0)
+        where = frame.get("room") or frame.get("user")
+        if frame.get("search") is not None:
+            text = f"{count} messages match {frame.get('search')!r}"
+        elif count:
+            text = f"end of history of {where}: {count} messages"
+        else:
+            text = f"no stored messages in {where} for that request"
+        self._emit("system", event="history_end", text=text, count=count, room=frame.get("room"))
+
+    def _on_history_status(self, frame: Frame) -> None:
         self._emit(
-            "message",
-            id=frame.get("id"),
-            ts=frame.get("ts"),
-            room=frame.str_field("room"),
-            **{"from": frame.str_field("from")},
+            "system",
+            event="history_status",
             text=frame.str_field("text"),
+            keep=frame.get("keep"),
+            stored=frame.get("stored"),
+            retention_days=frame.get("retention_days"),
         )
 
-    def _on_private(self, frame: Frame) -> None:
+    def _on_forgotten(self, frame: Frame) -> None:
         self._emit(
-            "private",
-            id=frame.get("id"),
-            ts=frame.get("ts"),
-            **{"from": frame.str_field("from")},
-            to=frame.str_field("to"),
-            text=frame.str_field("text"),
+            "system", event="forgotten", text=frame.str_field("text"), count=frame.get("count")
         )
 
     def _on_system(self, frame: Frame) -> None:
@@ -335,22 +636,18 @@ class ChatClient:
         self._emit("system", event="time", ts=ts, text=f"server time is {ts}")
 
     def _on_error(self, frame: Frame) -> None:
-        code, text = frame.str_field("code"), frame.str_field("text")
-        with self._lock:
-            if not self._ready and self._failure is None:
-                self._failure = ChatError(code, text)
-        self._emit("error", code=code, text=text)
-
-    def _on_bye(self, frame: Frame) -> None:
-        self._bye_reason = frame.str_field("reason", optional=True) or "server closed"
+        self._emit("error", code=frame.str_field("code"), text=frame.str_field("text"))
 
 
 _FRAME_HANDLERS: dict[str, Callable[[ChatClient, Frame], None]] = {
     "welcome": ChatClient._on_welcome,
     "joined": ChatClient._on_joined,
     "parted": ChatClient._on_parted,
-    "message": ChatClient._on_message,
-    "private": ChatClient._on_private,
+    "message": ChatClient._on_any_message,
+    "private": ChatClient._on_any_message,
+    "history_end": ChatClient._on_history_end,
+    "history_status": ChatClient._on_history_status,
+    "forgotten": ChatClient._on_forgotten,
     "system": ChatClient._on_system,
     "users": ChatClient._on_users,
     "rooms": ChatClient._on_rooms,
@@ -358,5 +655,4 @@ _FRAME_HANDLERS: dict[str, Callable[[ChatClient, Frame], None]] = {
     "nick": ChatClient._on_nick,
     "time": ChatClient._on_time,
     "error": ChatClient._on_error,
-    "bye": ChatClient._on_bye,
 }

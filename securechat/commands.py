@@ -12,7 +12,18 @@ from typing import Any
 from .errors import ChatError
 from .names import MAX_TOPIC_CHARS, check_room_name, check_text, check_user_name
 
-__all__ = ["COMMANDS", "Command", "Local", "Request", "help_lines", "parse_input"]
+__all__ = [
+    "COMMANDS",
+    "MAX_HISTORY_REQUEST",
+    "Command",
+    "Local",
+    "Request",
+    "help_lines",
+    "parse_input",
+]
+
+MAX_HISTORY_REQUEST = 500
+"""The most messages one /history asks for (the server's page limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +44,28 @@ COMMANDS: tuple[Command, ...] = (
     Command("msg", "/msg NAME text", "send a private message only NAME will see"),
     Command("nick", "/nick NEW", "rename your account to NEW, if nobody has that name"),
     Command("time", "/time", "show the server's time (UTC)"),
+    Command(
+        "history",
+        "/history [#room|NAME] [N]",
+        "the last N (default 50, at most 500) messages of the current room, a room, or "
+        "your conversation with NAME",
+    ),
+    Command("history before", "/history before ID [N]", "the N messages before message ID"),
+    Command("history after", "/history after ID [N]", "the N messages after message ID"),
+    Command("history search", "/history search WORDS", "your visible messages with all WORDS"),
+    Command("history off", "/history off", "stop storing what you send (others still get it)"),
+    Command("history on", "/history on", "store what you send again"),
+    Command("history status", "/history status", "what is stored about you, and for how long"),
+    Command("history forget", "/history forget", "erase every stored message you sent"),
+    Command("history export", "/history export FILE", "save your stored messages as JSON Lines"),
+    Command("nolog", "/nolog text", "send one message to the room that is never stored"),
     Command("help", "/help [command]", "list the commands, or explain one"),
     Command("quit", "/quit [reason]", "leave the chat"),
 )
 
 _BY_NAME = {c.name: c for c in COMMANDS}
+
+_DEFAULT_HISTORY = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +79,22 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Local:
-    """Something the client does itself: ``help`` (with lines to show) or ``quit``."""
+    """Something the client does itself: ``help`` (with ``lines`` to show), ``quit``
+    (with a ``reason``) or ``export`` (to the file named in ``arg``)."""
 
     kind: str
     lines: tuple[str, ...] = ()
-    reason: str = ""
+    arg: str = ""
 
 
 def help_lines(topic: str = "") -> tuple[str, ...]:
     """The /help text: every command, or one command in detail."""
     if topic:
-        command = _BY_NAME.get(topic.lstrip("/").lower())
-        if command is None:
-            raise ChatError("unknown_command", f"no command /{topic.lstrip('/')}: /help lists them")
-        return (f"{command.usage}  {command.help}",)
+        wanted = " ".join(topic.lstrip("/").lower().split())
+        found = [c for c in COMMANDS if c.name == wanted or c.name.startswith(wanted + " ")]
+        if not found:
+            raise ChatError("unknown_command", f"no command /{wanted}: /help lists them")
+        return tuple(f"{c.usage}  {c.help}" for c in found)
     width = max(len(c.usage) for c in COMMANDS)
     lines = [f"{c.usage.ljust(width)}  {c.help}" for c in COMMANDS]
     lines.append("Anything else you type is sent to the current room ('//' sends a leading '/').")
@@ -79,12 +109,17 @@ def parse_input(line: str, *, current_room: str | None) -> Request | Local:
     word, _, rest = line[1:].partition(" ")
     name = word.lower()
     rest = rest.strip()
-    if name not in _BY_NAME:
+    if name not in _BY_NAME or " " in name:
         raise ChatError("unknown_command", f"unknown command /{word}: /help lists the commands")
     if name == "help":
         return Local("help", help_lines(rest))
     if name == "quit":
-        return Local("quit", reason=rest)
+        return Local("quit", arg=rest)
+    if name == "history":
+        return _parse_history(rest, current_room)
+    if name == "nolog":
+        text = check_text(rest)
+        return Request("say", {"room": _need_room(current_room), "text": text, "nolog": True})
     if name == "join":
         return Request("join", {"room": check_room_name(_one_arg(name, rest))}, waits=True)
     if name == "part":
@@ -108,6 +143,43 @@ def parse_input(line: str, *, current_room: str | None) -> Request | Local:
     if name == "nick":
         return Request("nick", {"name": check_user_name(_one_arg(name, rest))}, waits=True)
     return Request("time")
+
+
+def _parse_history(rest: str, current_room: str | None) -> Request | Local:
+    words = rest.split()
+    head = words[0].lower() if words else ""
+    if head in ("off", "on") and len(words) == 1:
+        return Request("history_mode", {"keep": head == "on"})
+    if head in ("status", "forget") and len(words) == 1:
+        return Request(f"history_{head}" if head == "status" else "forget")
+    if head == "search":
+        if len(words) < 2:
+            raise ChatError("usage", f"usage: {_BY_NAME['history search'].usage}")
+        return Request("search", {"text": " ".join(words[1:])})
+    if head == "export":
+        if len(words) != 2:
+            raise ChatError("usage", f"usage: {_BY_NAME['history export'].usage}")
+        return Local("export", arg=words[1])
+    fields: dict[str, Any] = {}
+    if head in ("before", "after"):
+        if len(words) not in (2, 3) or not words[1].isdigit():
+            raise ChatError("usage", f"usage: {_BY_NAME['history ' + head].usage}")
+        fields[head] = int(words[1])
+        words = words[2:]
+    elif words and not words[0].isdigit():
+        target = words.pop(0)
+        if target.startswith("#"):
+            fields["room"] = check_room_name(target)
+        else:
+            fields["user"] = check_user_name(target)
+    if "room" not in fields and "user" not in fields:
+        fields["room"] = _need_room(current_room)
+    if len(words) > 1 or (words and not words[0].isdigit()):
+        raise ChatError("usage", f"usage: {_BY_NAME['history'].usage}")
+    fields["limit"] = int(words[0]) if words else _DEFAULT_HISTORY
+    if not 1 <= fields["limit"] <= MAX_HISTORY_REQUEST:
+        raise ChatError("usage", f"ask for 1 to {MAX_HISTORY_REQUEST} messages")
+    return Request("history", fields)
 
 
 def _one_arg(name: str, rest: str) -> str:

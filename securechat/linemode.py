@@ -14,11 +14,12 @@ import os
 import selectors
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 from .client import ChatClient, Event
 from .commands import Local, parse_input
-from .errors import ChatError, ConnectionLost
+from .errors import ChatError, ConnectionLost, SecureChatError
 from .sanitize import sanitize
 
 __all__ = ["HumanPrinter", "JsonPrinter", "Printer", "run_line_mode"]
@@ -71,6 +72,8 @@ class HumanPrinter(Printer):
         s = {k: sanitize(v) if isinstance(v, str) else v for k, v in d.items()}
         me = self.client.user if self.client else ""
         current = self.client.current_room if self.client else None
+        if d.get("history"):
+            stamp = _local_time(d.get("ts"), with_date=True)
         if event.type == "message":
             where = "" if current == d.get("room") else f"{s['room']} "
             return f"[{stamp}] {where}<{s['from']}> {s['text']}"
@@ -99,14 +102,15 @@ def _room_line(room: dict[str, Any]) -> str:
     return f"{line} {sanitize(topic)}" if isinstance(topic, str) and topic else line
 
 
-def _local_time(ts: Any) -> str:
+def _local_time(ts: Any, *, with_date: bool = False) -> str:
+    fmt = "%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S"
     if isinstance(ts, str):
         try:
             when = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-            return when.astimezone().strftime("%H:%M:%S")
+            return when.astimezone().strftime(fmt)
         except ValueError:
             pass
-    return datetime.datetime.now().strftime("%H:%M:%S")
+    return datetime.datetime.now().strftime(fmt)
 
 
 def run_line_mode(client: ChatClient, fd: int) -> int:
@@ -118,7 +122,8 @@ def run_line_mode(client: ChatClient, fd: int) -> int:
             client.wait_for_replies(_REPLY_TIMEOUT)
             client.quit(quit_reason)
             return 0
-    if client.closed:
+    if not client.connected:
+        client.close()  # gone for good, or mid-reconnect with nothing left to send
         return 1
     if not client.wait_for_replies(_REPLY_TIMEOUT) and not client.closed:
         client.show(
@@ -173,6 +178,25 @@ def _input_lines(fd: int, client: ChatClient) -> Iterator[bytes]:
         selector.close()
 
 
+def _export(client: ChatClient, path: str) -> None:
+    try:
+        count = client.export(Path(path).expanduser())
+    except (OSError, SecureChatError) as exc:
+        client.show(Event("error", {"code": "export", "text": f"export to {path} failed: {exc}"}))
+        return
+    client.show(
+        Event(
+            "system",
+            {
+                "event": "export",
+                "path": path,
+                "count": count,
+                "text": f"exported {count} messages to {path}",
+            },
+        )
+    )
+
+
 def _handle_line(client: ChatClient, raw: bytes) -> str | None:
     """Act on one input line; the quit reason if the user asked to quit."""
     try:
@@ -194,7 +218,10 @@ def _handle_line(client: ChatClient, raw: bytes) -> str | None:
         return None
     if isinstance(action, Local):
         if action.kind == "quit":
-            return action.reason
+            return action.arg
+        if action.kind == "export":
+            _export(client, action.arg)
+            return None
         for text in action.lines:
             client.show(Event("system", {"event": "help", "text": text}))
         return None

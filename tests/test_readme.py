@@ -14,7 +14,7 @@ import securechat
 from securechat.commands import COMMANDS, Command, help_lines
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+README = (ROOT / "README.md").read_text(encoding="utf-8").replace("\\|", "|")
 CI = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
