@@ -224,8 +224,9 @@ class ChatClient:
                 while True:
                     rows, end = self._fetch("export", {"after": after}, timeout)
                     for frame in rows:
-                        event = self._message_event(frame)
-                        out.write(json.dumps(event.as_dict(), ensure_ascii=False) + "\n")
+                        record = self._message_event(frame).as_dict()
+                        record.pop("history", None)  # everything exported is history
+                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     count += len(rows)
                     last = end.get("last")
                     if not rows or not isinstance(last, int):
@@ -561,11 +562,13 @@ class ChatClient:
         if rid in self._resync_rids:
             return
         count = frame.get("count", 0)
-        where = frame.get("room") or frame.get("user")
+        room, user = frame.get("room"), frame.get("user")
+        where = room if room else f"your conversation with {user}"
+        noun = "message" if count == 1 else "messages"
         if frame.get("search") is not None:
-            text = f"{count} messages match {frame.get('search')!r}"
+            text = f"{count} {noun} match {frame.get('search')!r}"
         elif count:
-            text = f"end of history of {where}: {count} messages"
+            text = f"end of history of {where}: {count} {noun}"
         else:
             text = f"no stored messages in {where} for that request"
         self._emit("system", event="history_end", text=text, count=count, room=frame.get("room"))
