@@ -41,6 +41,7 @@ from .errors import ProtocolError
 from .protocol import Decoder, Frame, encode
 
 __all__ = [
+    "BULK_LIMIT",
     "CLOSE_TIMEOUT",
     "OUTBOX_LIMIT",
     "WRITE_CHUNK",
@@ -63,6 +64,10 @@ would delay the other channels of the loop."""
 CLOSE_TIMEOUT = 2.0
 """Seconds a closing channel gets to deliver its last frames."""
 
+BULK_LIMIT = 8 * 1024 * 1024
+"""File-chunk bytes queued for one peer before it counts as stuck: several
+transfer windows (each sender keeps at most ``FILE_WINDOW`` in flight)."""
+
 READ_BUDGET = 256 * 1024
 """Most bytes read from one channel per wake-up, so one fast sender cannot starve a loop."""
 
@@ -84,44 +89,69 @@ class ChannelHandler(Protocol):
 
 
 class Outbox:
-    """The bounded queue of encoded frames waiting to be written to one channel.
+    """The bounded queues of encoded frames waiting to be written to one channel.
+
+    Two classes of traffic: chat (everything but file data) and bulk (file
+    chunks). The owner always takes all queued chat before the next bulk
+    chunk, so a file transfer delays a message by at most one chunk. Each
+    class has its own bound: bulk data is also bounded end to end by the
+    transfer window, so hitting ``BULK_LIMIT`` means a peer broke the protocol.
 
     Thread-safe; the only part of a channel that threads other than its owner touch.
     """
 
-    __slots__ = ("_chunks", "_limit", "_lock", "_notify", "_size", "close_reason", "overflowed")
+    __slots__ = (
+        "_bulk",
+        "_bulk_size",
+        "_chunks",
+        "_limit",
+        "_lock",
+        "_notify",
+        "_size",
+        "close_reason",
+        "overflowed",
+    )
 
     def __init__(self, *, limit: int, notify: Callable[[], None]) -> None:
         self._lock = threading.Lock()
         self._chunks: deque[bytes] = deque()
+        self._bulk: deque[bytes] = deque()
         self._size = 0
+        self._bulk_size = 0
         self._limit = limit
         self._notify = notify
         self.close_reason: str | None = None
         self.overflowed = False
 
-    def put(self, data: bytes) -> bool:
-        """Queue ``data``; False if the channel is closing or the queue overflowed."""
+    def put(self, data: bytes, *, bulk: bool = False) -> bool:
+        """Queue ``data`` (``bulk`` for file chunks); False if closing or overflowed."""
         with self._lock:
             if self.close_reason is not None:
                 return False
-            if self._size + len(data) > self._limit:
+            was_empty = not self._chunks and not self._bulk
+            if bulk:
+                over = self._bulk_size + len(data) > BULK_LIMIT
+            else:
+                over = self._size + len(data) > self._limit
+            if over:
                 self.overflowed = True
                 self.close_reason = (
-                    f"too slow: {self._size + len(data)} bytes waiting to be sent "
-                    f"(limit {self._limit}); the client stopped reading"
+                    f"too slow: {self._size + self._bulk_size + len(data)} bytes waiting to "
+                    f"be sent (limit {self._limit}); the client stopped reading"
                 )
                 self._chunks.clear()
-                self._size = 0
-                ok = False
+                self._bulk.clear()
+                self._size = self._bulk_size = 0
+            elif bulk:
+                self._bulk.append(data)
+                self._bulk_size += len(data)
             else:
-                ok = True
                 self._chunks.append(data)
                 self._size += len(data)
-                if len(self._chunks) > 1:
-                    return True  # the owner was already told about the first one
+            if not over and not was_empty:
+                return True  # the owner was already told about the earlier frames
         self._notify()
-        return ok
+        return not over
 
     def close(self, reason: str) -> None:
         """Ask the owner to send what is queued, then close the channel."""
@@ -133,26 +163,28 @@ class Outbox:
 
     @property
     def size(self) -> int:
-        """Bytes currently queued."""
-        return self._size
+        """Bytes currently queued, chat and bulk."""
+        return self._size + self._bulk_size
 
     def take(self, max_bytes: int) -> bytes:
-        """Remove and return queued bytes: whole frames, at least one, up to ``max_bytes``."""
+        """Remove and return queued bytes: whole frames, at least one, up to ``max_bytes``.
+
+        All queued chat that fits comes first; then at most one bulk chunk.
+        """
         with self._lock:
-            if not self._chunks:
-                return b""
-            if self._size <= max_bytes:
-                parts = list(self._chunks)
-                self._chunks.clear()
-            else:
-                parts = [self._chunks.popleft()]
-                taken = len(parts[0])
-                while self._chunks and taken + len(self._chunks[0]) <= max_bytes:
-                    chunk = self._chunks.popleft()
-                    parts.append(chunk)
-                    taken += len(chunk)
-            size = sum(map(len, parts))
-            self._size -= size
+            parts: list[bytes] = []
+            taken = 0
+            while self._chunks and (not parts or taken + len(self._chunks[0]) <= max_bytes):
+                chunk = self._chunks.popleft()
+                parts.append(chunk)
+                taken += len(chunk)
+            self._size -= taken
+            if self._bulk and (not parts or taken + len(self._bulk[0]) <= max_bytes):
+                chunk = self._bulk.popleft()
+                parts.append(chunk)
+                self._bulk_size -= len(chunk)
+        if not parts:
+            return b""
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
@@ -215,9 +247,9 @@ class Channel:
 
     # -- what other threads may call -----------------------------------------
 
-    def send(self, data: bytes) -> bool:
-        """Queue encoded frame bytes for this channel; False if it is closing."""
-        return self.outbox.put(data)
+    def send(self, data: bytes, *, bulk: bool = False) -> bool:
+        """Queue encoded frame bytes (``bulk`` for file chunks); False if it is closing."""
+        return self.outbox.put(data, bulk=bulk)
 
     def backlog(self) -> int:
         """Bytes queued for this channel and not yet handed to OpenSSL."""

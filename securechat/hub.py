@@ -282,6 +282,14 @@ class Hub:
     def _login_by_certificate(self, session: Session, frame: Frame, rid: int | None) -> None:
         assert session.cert_user is not None
         name = session.cert_user
+        try:
+            check_user_name(name)
+        except ChatError as exc:
+            raise ChatError(
+                "invalid_name",
+                f"your certificate's common name {name!r} is not a valid user name: "
+                "ask for a certificate whose common name is your user name",
+            ) from exc
         asked = frame.str_field("user", optional=True)
         if asked and fold(asked) != fold(name):
             raise ChatError(
@@ -289,12 +297,6 @@ class Hub:
                 f"your client certificate is for {name!r}, not {asked!r}: "
                 f"pass --user {name} or another certificate",
             )
-        try:
-            check_user_name(name)
-        except ChatError as exc:
-            raise ChatError(
-                "invalid_name", f"your certificate's common name is not a valid user name: {exc}"
-            ) from exc
         self._refuse_if_online(name)
         replay = frame.get("replay") is not False
         try:

@@ -53,9 +53,15 @@ class Printer:
 class JsonPrinter(Printer):
     """One JSON object per line; JSON escaping makes it terminal-safe already."""
 
+    def __init__(self, out: IO[str]) -> None:
+        super().__init__(out)
+        # Raw UTF-8 where the stream takes it; \u escapes (still valid JSON) where not.
+        encoding = (getattr(out, "encoding", None) or "").lower().replace("-", "")
+        self._ascii = encoding != "utf8"
+
     def format(self, event: Event) -> str:
         """``event`` as compact JSON."""
-        return json.dumps(event.as_dict(), ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(event.as_dict(), ensure_ascii=self._ascii, separators=(",", ":"))
 
 
 class HumanPrinter(Printer):
