@@ -42,6 +42,7 @@ from .errors import (
     SecureChatError,
     TLSError,
 )
+from .filetransfer import Transfers
 from .names import fold
 from .protocol import Frame, encode
 from .tls import describe_tls_error
@@ -112,6 +113,7 @@ class ChatClient:
         on_event: Callable[[Event], None],
         ping_interval: float = 30.0,
         reconnect: bool = True,
+        download_dir: Path = Path("downloads"),
     ) -> None:
         self.host = host
         self.port = port
@@ -136,6 +138,7 @@ class ChatClient:
         self.tls_version = ""
         self.rooms: list[str] = []
         self.current_room: str | None = None
+        self._transfers = Transfers(download_dir=download_dir, send=self._send_raw, emit=self._emit)
 
     # -- state for front ends ----------------------------------------------------------
 
@@ -164,6 +167,13 @@ class ChatClient:
     def request(self, type_: str, fields: dict[str, Any] | None = None) -> int:
         """Send a request frame; returns its request id (``rid``)."""
         return self._send(type_, fields or {})
+
+    def _send_raw(self, data: bytes, bulk: bool) -> None:
+        with self._lock:
+            attempt = self._attempt
+        if attempt is None or attempt.channel is None or attempt.closed:
+            raise ConnectionLost("not connected to the server")
+        attempt.channel.send(data, bulk=bulk)
 
     def _send(self, type_: str, fields: dict[str, Any], *, resync: bool = False) -> int:
         with self._lock:
@@ -205,6 +215,32 @@ class ChatClient:
         """Drop the connection at once and stop for good."""
         self._stop.set()
         self._finish()
+
+    def send_file(self, to: str, path: Path) -> None:
+        """Offer the file at ``path`` to user ``to`` (hashing it first)."""
+        self._transfers.offer(to, path, self._send)
+
+    def accept_file(self, tid: int) -> None:
+        """Accept offer ``tid``, resuming from any partial download of the same file."""
+        self.request("file_accept", self._transfers.accept(tid))
+
+    def reject_file(self, tid: int) -> None:
+        """Decline offer ``tid``."""
+        self._transfers.forget_offer(tid)
+        self.request("file_reject", {"id": tid})
+
+    def cancel_file(self, tid: int) -> None:
+        """Stop transfer ``tid``; nothing partial is kept."""
+        self._transfers.cancel(tid)
+        self.request("file_cancel", {"id": tid})
+
+    def transfers(self) -> list[dict[str, Any]]:
+        """Pending and active file transfers."""
+        return self._transfers.listing()
+
+    def wait_for_transfers(self) -> bool:
+        """Wait while files are moving; False if one stalls."""
+        return self._transfers.wait_idle()
 
     def show(self, event: Event) -> None:
         """Pass a locally made event (help text, usage errors) to the front end."""
@@ -400,6 +436,8 @@ class ChatClient:
         elif frame.type == "error" and not attempt.ready:
             with self._lock:
                 attempt.failure = ChatError(frame.str_field("code"), frame.str_field("text"))
+        if frame.type.startswith("file_"):
+            self._transfers.handle(frame)
         handler = _FRAME_HANDLERS.get(frame.type)
         if handler is not None:
             handler(self, frame)
@@ -455,6 +493,7 @@ class ChatClient:
             self._lock.notify_all()
         if not was_ready:
             return
+        self._transfers.connection_lost()
         why = attempt.bye_reason or reason
         self._emit("disconnected", reason=why)
         if lost and attempt.bye_reason != "you quit":
@@ -499,6 +538,8 @@ class ChatClient:
             # not move the user away from the room they were talking in.
             if not resync and (rid is not None or self.current_room is None):
                 self.current_room = room
+        if resync:
+            return  # the rejoin after a reconnect: the user never left
         if users is not None:
             text = f"you joined {room} ({count} here: {', '.join(users)})"
         else:

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         user=args.user or "",
         password=password,
         on_event=printer.emit,
+        download_dir=args.download_dir,
     )
     if isinstance(printer, HumanPrinter):
         printer.client = client

@@ -59,6 +59,15 @@ COMMANDS: tuple[Command, ...] = (
     Command("history forget", "/history forget", "erase every stored message you sent"),
     Command("history export", "/history export FILE", "save your stored messages as JSON Lines"),
     Command("nolog", "/nolog text", "send one message to the room that is never stored"),
+    Command(
+        "sendfile",
+        "/sendfile NAME PATH",
+        "offer a file to NAME; it moves inside this encrypted connection, SHA-256 verified",
+    ),
+    Command("accept", "/accept ID", "accept file offer ID (resumes a broken transfer)"),
+    Command("reject", "/reject ID", "decline file offer ID"),
+    Command("files", "/files", "list pending and active file transfers"),
+    Command("cancel", "/cancel ID", "stop file transfer ID (either side)"),
     Command("help", "/help [command]", "list the commands, or explain one"),
     Command("quit", "/quit [reason]", "leave the chat"),
 )
@@ -80,11 +89,14 @@ class Request:
 @dataclass(frozen=True, slots=True)
 class Local:
     """Something the client does itself: ``help`` (with ``lines`` to show), ``quit``
-    (with a ``reason``) or ``export`` (to the file named in ``arg``)."""
+    (reason in ``arg``), ``export`` (file in ``arg``), ``sendfile`` (user in ``target``,
+    path in ``arg``), ``accept``/``reject``/``cancel`` (transfer id in ``number``) or ``files``."""
 
     kind: str
     lines: tuple[str, ...] = ()
     arg: str = ""
+    target: str = ""
+    number: int = 0
 
 
 def help_lines(topic: str = "") -> tuple[str, ...]:
@@ -117,6 +129,17 @@ def parse_input(line: str, *, current_room: str | None) -> Request | Local:
         return Local("quit", arg=rest)
     if name == "history":
         return _parse_history(rest, current_room)
+    if name == "sendfile":
+        target, _, path = rest.partition(" ")
+        if not target or not path.strip():
+            raise ChatError("usage", f"usage: {_BY_NAME['sendfile'].usage}")
+        return Local("sendfile", target=check_user_name(target), arg=path.strip())
+    if name in ("accept", "reject", "cancel"):
+        if not rest.isdigit():
+            raise ChatError("usage", f"usage: {_BY_NAME[name].usage} (/files lists the ids)")
+        return Local(name, number=int(rest))
+    if name == "files":
+        return Local("files")
     if name == "nolog":
         text = check_text(rest)
         return Request("say", {"room": _need_room(current_room), "text": text, "nolog": True})

@@ -37,6 +37,7 @@ from .names import (
 )
 from .passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
 from .protocol import PROTOCOL_VERSION, Frame, encode
+from .relay import DEFAULT_MAX_FILE_SIZE, FileRelay
 from .store import Account, Store, StoredMessage, utc_timestamp
 from .writer import MessageWriter, Outgoing
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 SERVER_SOFTWARE = "securechat/0.1"
 
-FEATURES: tuple[str, ...] = ("chat", "history")
+FEATURES: tuple[str, ...] = ("chat", "history", "files")
 """What this server supports, announced in `hello` so clients need not guess."""
 
 # A list frame's items stay under this many bytes, leaving room for the envelope.
@@ -56,7 +57,9 @@ _JOINED_USERS_MAX = 200
 
 # Fields only the server may set: a client frame carrying one is claiming to be
 # someone else, or to be the server.
-_SERVER_ONLY_FIELDS = frozenset({"from", "id", "ts", "by"})
+_SERVER_ONLY_FIELDS = frozenset({"from", "ts", "by"})
+# In messages `id` is the server's message id too; file frames use it for the transfer.
+_MESSAGE_FRAMES = frozenset({"say", "msg"})
 
 
 class Link(Protocol):
@@ -70,8 +73,8 @@ class Link(Protocol):
     def tls_version(self) -> str:
         """The negotiated TLS version, e.g. ``TLSv1.3``."""
 
-    def send(self, data: bytes) -> bool:
-        """Queue encoded frames; False if the connection is closing or overflowed."""
+    def send(self, data: bytes, *, bulk: bool = False) -> bool:
+        """Queue encoded frames (``bulk`` for file chunks); False if closing or overflowed."""
 
     def close(self, reason: str) -> None:
         """Deliver what is queued, then hang up."""
@@ -111,6 +114,10 @@ class Session:
         """Queue encoded frames for this client."""
         return self.link.send(data)
 
+    def send_bulk(self, data: bytes) -> bool:
+        """Queue a file chunk, to be written after any queued chat."""
+        return self.link.send(data, bulk=True)
+
 
 @dataclass(eq=False)
 class Room:
@@ -147,6 +154,7 @@ class Hub:
         server_name: str,
         history_on_join: int = 20,
         retention_days: int = 0,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
     ) -> None:
         self._store = store
         self._writer = writer
@@ -155,6 +163,7 @@ class Hub:
         self._server_name = server_name
         self._history_on_join = history_on_join
         self._retention_days = retention_days
+        self._relay = FileRelay(max_file_size=max_file_size)
         self._lock = threading.RLock()
         self._sessions: set[Session] = set()
         self._online: dict[str, Session] = {}
@@ -196,6 +205,7 @@ class Hub:
             name = session.name
             if self._online.get(fold(name)) is session:
                 del self._online[fold(name)]
+            self._relay.drop(session)
             for key in sorted(session.rooms):
                 room = self._rooms[key]
                 room.members.pop(session.account.id, None)
@@ -236,11 +246,15 @@ class Hub:
     def handle(self, session: Session, frame: Frame) -> None:
         """Carry out one request; ProtocolError for frames that break the protocol."""
         forged = {k for k in _SERVER_ONLY_FIELDS if frame.get(k) is not None}
+        if frame.type in _MESSAGE_FRAMES and frame.get("id") is not None:
+            forged.add("id")
         if forged:
             raise ProtocolError(f"clients may not set {', '.join(sorted(forged))!r}")
         handler = _HANDLERS.get(frame.type)
         if handler is None:
             raise ProtocolError(f"unknown frame type {frame.type!r}")
+        if frame.body and frame.type != "file_chunk":
+            raise ProtocolError(f"{frame.type!r} frames carry no body")
         rid = frame.int_field("rid", optional=True)
         try:
             with self._lock:
@@ -610,6 +624,33 @@ class Hub:
         session.send(encode("bye", rid=rid, reason="you quit"))
         session.link.close(why)
 
+    # -- files -----------------------------------------------------------------------
+
+    def _file_offer(self, session: Session, frame: Frame, rid: int | None) -> None:
+        target = self._online_user(frame.str_field("to"))
+        self._relay.offer(session, target, frame, rid)
+
+    def _file_accept(self, session: Session, frame: Frame, rid: int | None) -> None:
+        self._relay.accept(session, frame, rid)
+
+    def _file_reject(self, session: Session, frame: Frame, rid: int | None) -> None:
+        self._relay.reject(session, frame, rid)
+
+    def _file_cancel(self, session: Session, frame: Frame, rid: int | None) -> None:
+        self._relay.cancel(session, frame, rid)
+
+    def _file_chunk(self, session: Session, frame: Frame, rid: int | None) -> None:
+        self._relay.chunk(session, frame)
+
+    def _file_ack(self, session: Session, frame: Frame, rid: int | None) -> None:
+        self._relay.ack(session, frame)
+
+    def _file_done(self, session: Session, frame: Frame, rid: int | None) -> None:
+        self._relay.done(session, frame)
+
+    def _file_result(self, session: Session, frame: Frame, rid: int | None) -> None:
+        self._relay.result(session, frame)
+
     # -- history ---------------------------------------------------------------------
 
     def _history_request(self, session: Session, frame: Frame, rid: int | None) -> None:
@@ -829,4 +870,12 @@ _HANDLERS: dict[str, _Handler] = {
     "history_mode": Hub._history_mode,
     "history_status": Hub._history_status,
     "forget": Hub._forget,
+    "file_offer": Hub._file_offer,
+    "file_accept": Hub._file_accept,
+    "file_reject": Hub._file_reject,
+    "file_cancel": Hub._file_cancel,
+    "file_chunk": Hub._file_chunk,
+    "file_ack": Hub._file_ack,
+    "file_done": Hub._file_done,
+    "file_result": Hub._file_result,
 }

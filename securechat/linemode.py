@@ -95,11 +95,23 @@ class HumanPrinter(Printer):
             return f"[{stamp}] -- rooms: " + ("; ".join(rooms) if rooms else "none")
         if event.type == "error":
             return f"[{stamp}] !! {s['text']}"
+        if event.type == "files":
+            items = [_transfer_line(t) for t in d.get("transfers", []) if isinstance(t, dict)]
+            return f"[{stamp}] -- transfers: " + ("; ".join(items) if items else "none")
         if event.type == "connected":
             return f"[{stamp}] -- connected to {s['server']} as {s['user']} ({s['tls_version']})"
         if event.type == "disconnected":
             return f"[{stamp}] -- disconnected: {s['reason']}"
         return f"[{stamp}] -- {s.get('text', '')}"
+
+
+def _transfer_line(item: dict[str, Any]) -> str:
+    arrow = "to" if item.get("direction") == "send" else "from"
+    return (
+        f"#{item.get('id')} {sanitize(str(item.get('name')))} {arrow} "
+        f"{sanitize(str(item.get('peer')))} ({item.get('state')}, "
+        f"{item.get('bytes')}/{item.get('size')} bytes)"
+    )
 
 
 def _room_line(room: dict[str, Any]) -> str:
@@ -131,6 +143,7 @@ def run_line_mode(client: ChatClient, fd: int) -> int:
     if not client.connected:
         client.close()  # gone for good, or mid-reconnect with nothing left to send
         return 1
+    client.wait_for_transfers()
     if not client.wait_for_replies(_REPLY_TIMEOUT) and not client.closed:
         client.show(
             Event(
@@ -184,6 +197,27 @@ def _input_lines(fd: int, client: ChatClient) -> Iterator[bytes]:
         selector.close()
 
 
+_FILE_ACTIONS = frozenset({"sendfile", "accept", "reject", "cancel", "files"})
+
+
+def _file_action(client: ChatClient, action: Local) -> None:
+    try:
+        if action.kind == "sendfile":
+            client.send_file(action.target, Path(action.arg).expanduser())
+        elif action.kind == "accept":
+            client.accept_file(action.number)
+        elif action.kind == "reject":
+            client.reject_file(action.number)
+        elif action.kind == "cancel":
+            client.cancel_file(action.number)
+        else:
+            client.show(Event("files", {"transfers": client.transfers()}))
+    except ChatError as exc:
+        client.show(Event("error", {"code": exc.code, "text": exc.text}))
+    except ConnectionLost as exc:
+        client.show(Event("error", {"code": "not_connected", "text": str(exc)}))
+
+
 def _export(client: ChatClient, path: str) -> None:
     try:
         count = client.export(Path(path).expanduser())
@@ -227,6 +261,9 @@ def _handle_line(client: ChatClient, raw: bytes) -> str | None:
             return action.arg
         if action.kind == "export":
             _export(client, action.arg)
+            return None
+        if action.kind in _FILE_ACTIONS:
+            _file_action(client, action)
             return None
         for text in action.lines:
             client.show(Event("system", {"event": "help", "text": text}))

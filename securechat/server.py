@@ -38,6 +38,7 @@ from .channel import CLOSE_TIMEOUT, OUTBOX_LIMIT, Channel, IOLoop
 from .errors import ConfigError
 from .hub import Hub, Session
 from .protocol import Frame
+from .relay import DEFAULT_MAX_FILE_SIZE
 from .store import Store
 from .tls import peer_common_name, server_context
 from .writer import MessageWriter
@@ -72,6 +73,7 @@ class ServerConfig:
     durability: str = "normal"
     retention_days: int = 0
     history_on_join: int = 20
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
 
 
 class _Connection:
@@ -124,6 +126,7 @@ class Server:
             server_name=socket.gethostname(),
             history_on_join=config.history_on_join,
             retention_days=config.retention_days,
+            max_file_size=config.max_file_size,
         )
         self._loops = [IOLoop(f"io-{i}") for i in range(max(1, config.io_threads))]
         self._next_loop = itertools.cycle(self._loops)

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from .errors import SecureChatError
+from .relay import DEFAULT_MAX_FILE_SIZE
 from .server import DEFAULT_PORT, Server, ServerConfig
 
 __all__ = ["build_parser", "main"]
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="messages replayed to a user joining a room (default 20)",
     )
+    p.add_argument(
+        "--max-file-size",
+        type=int,
+        default=DEFAULT_MAX_FILE_SIZE,
+        help=f"largest file a user may send, in bytes (default {DEFAULT_MAX_FILE_SIZE}: 1 GiB)",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
@@ -89,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         durability=args.durability,
         retention_days=args.retention_days,
         history_on_join=args.history_on_join,
+        max_file_size=args.max_file_size,
     )
     stop = threading.Event()
 

@@ -44,6 +44,9 @@ ROOM = "#general"
 HISTORY_ON_JOIN = 20  # the server's default --history-on-join
 CRASH_ROUNDS = 8
 BURST_BATCH = 32  # say frames per write while bursting
+# Unacknowledged messages at most. Unbounded, the client outruns the writer by
+# tens of thousands and the first commit can come after the kill.
+BURST_WINDOW = 1024
 BURST_RID_BASE = 1000  # rids of burst messages, clear of the login's rid
 FULL_DISK_ATTEMPTS = 200  # messages tried on a full disk before giving up on a refusal
 
@@ -200,31 +203,50 @@ class _Burst:
         self.sent: dict[int, str] = {}  # rid -> text
         self.acked: dict[int, str] = {}  # message id -> text, in the order the echoes came
 
-    def run_until_dead(self, *, limit: float) -> None:
-        """Send as fast as the socket takes it until the server is gone."""
-        self.client.sock.settimeout(1.0)
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            batch = []
-            for _ in range(BURST_BATCH):
-                seq = len(self.sent)
-                rid = BURST_RID_BASE + seq
-                self.sent[rid] = _burst_text(self.round, seq)
-                batch.append(encode("say", rid=rid, room=ROOM, text=self.sent[rid]))
-            try:
-                self.client.sock.sendall(b"".join(batch))
-            except OSError:  # ssl.SSLError included: the server died under us
-                break
-            if not self._read_available():
-                break
-        else:
-            raise AssertionError(f"the server was still answering after {limit} s")
-        self._read_to_end()
+    def run_until_killed(self, kill: Callable[[], None], *, kill_after: float) -> None:
+        """Send as fast as the window allows, ``kill`` the server ``kill_after`` seconds
+        after the first acknowledgement, then read every echo up to the connection's end.
 
-    def _read_available(self) -> bool:
-        """Decode what has arrived, without waiting for more; False once closed."""
+        Timing the kill from the first acknowledgement, not from the first write,
+        keeps a slow start (a busy machine) from leaving a round with nothing to check.
+        """
+        self.client.sock.settimeout(1.0)
+        timer = threading.Timer(kill_after, kill)
+        deadline = time.monotonic() + kill_after + EVENT_TIMEOUT
+        try:
+            alive = True
+            while alive:
+                assert time.monotonic() < deadline, "the server was still answering"
+                if len(self.sent) - len(self.acked) < BURST_WINDOW:
+                    alive = self._send_batch() and self._read(wait=0.0)
+                else:
+                    alive = self._read(wait=0.5)
+                if self.acked and timer.ident is None:
+                    timer.start()
+            self._read_to_end()
+        finally:
+            timer.cancel()
+            if timer.ident is not None:
+                timer.join()
+
+    def _send_batch(self) -> bool:
+        batch = []
+        for _ in range(BURST_BATCH):
+            seq = len(self.sent)
+            rid = BURST_RID_BASE + seq
+            self.sent[rid] = _burst_text(self.round, seq)
+            batch.append(encode("say", rid=rid, room=ROOM, text=self.sent[rid]))
+        try:
+            self.client.sock.sendall(b"".join(batch))
+        except OSError:  # ssl.SSLError included: the server died under us
+            return False
+        return True
+
+    def _read(self, *, wait: float) -> bool:
+        """Decode what arrives within ``wait`` seconds (and then at once); False once closed."""
         sock = self.client.sock
-        while sock.pending() or select.select([sock], [], [], 0)[0]:
+        while sock.pending() or select.select([sock], [], [], wait)[0]:
+            wait = 0.0
             try:
                 data = sock.recv(65536)
             except TimeoutError:
@@ -351,18 +373,14 @@ def test_kill_9_mid_burst_loses_no_acknowledged_message(pki: Pki, tmp_path: Path
         server = start()
         for round_ in range(CRASH_ROUNDS):
             kill_after = random.uniform(0.05, 0.4)
-            context = f"round {round_}, SIGKILL {kill_after:.3f} s into the burst"
+            context = f"round {round_}, SIGKILL {kill_after:.3f} s after the first acknowledgement"
             sender = RawClient(port, pki.ca_pem)
             try:
                 sender.login("burster")
                 burst = _Burst(sender, round_)
-                timer = threading.Timer(kill_after, server.sigkill)
-                timer.start()
                 try:
-                    burst.run_until_dead(limit=kill_after + EVENT_TIMEOUT)
+                    burst.run_until_killed(server.sigkill, kill_after=kill_after)
                 finally:
-                    timer.cancel()
-                    timer.join()
                     server.kill()
             finally:
                 sender.close()
@@ -370,7 +388,6 @@ def test_kill_9_mid_burst_loses_no_acknowledged_message(pki: Pki, tmp_path: Path
             assert server.proc.returncode == -signal.SIGKILL, context
             mid_burst_kills += len(burst.sent) > len(burst.acked)
             all_acked.update(burst.acked)
-            print('DIAG', context, len(burst.sent), len(burst.acked))
 
             server = start()
             rows = _check_after_crash(db, all_acked, burst, context=context)
@@ -449,7 +466,6 @@ def test_full_disk_refuses_message_keeps_serving_and_recovers(pki: Pki, tmp_path
         else:
             pytest.fail(f"{FULL_DISK_ATTEMPTS} messages stored on a full disk")
 
-        print('DIAG absorbed', len(absorbed))
         rid = sender.send("time")
         sender.expect("time", rid=rid)  # the refused sender is still served
 
