@@ -55,6 +55,7 @@ import hashlib
 import os
 import re
 import stat
+import sys
 import threading
 import unicodedata
 from pathlib import Path
@@ -162,6 +163,19 @@ def _reason(action: str, exc: OSError) -> str:
     if exc.errno == errno.EDQUOT:
         return f"{action}: the disk quota is exceeded"
     return f"{action}: {exc.strerror or exc}"
+
+
+def _free_bytes(dir_fd: int) -> int:
+    """Bytes an unprivileged user may still write on the directory's filesystem.
+
+    Checked against an offer up front, so one that cannot fit is refused before
+    most of it has arrived; the write path still catches a disk filling up later.
+    """
+    try:
+        vfs = os.fstatvfs(dir_fd)
+    except OSError:
+        return sys.maxsize  # unknown: let the writes find out
+    return vfs.f_bavail * vfs.f_frsize
 
 
 def _close_quietly(fd: int) -> None:
@@ -273,10 +287,23 @@ class Download:
             raise DownloadError(_reason(f"cannot create a file in {directory}", exc)) from exc
         try:
             position, hasher = cls._adopt(fd, directory / partial, size)
+            free = _free_bytes(dir_fd)
+            if size - position > free:
+                if position == 0:
+                    os.unlink(partial, dir_fd=dir_fd)  # nothing worth keeping for a resume
+                raise DownloadError(
+                    f"the disk is full: {final_name} needs {size - position} bytes "
+                    f"but only {free} are free in {directory}"
+                )
+        except OSError as exc:
+            _close_quietly(fd)
+            raise DownloadError(_reason(f"cannot create a file in {directory}", exc)) from exc
         except BaseException:
+            # The caller (start) closes dir_fd; closing it here too could close a
+            # descriptor another thread has since been given the same number.
             _close_quietly(fd)
             raise
-        download = cls(
+        return cls(
             directory=directory,
             dir_fd=dir_fd,
             fd=fd,
@@ -287,8 +314,6 @@ class Download:
             position=position,
             hasher=hasher,
         )
-        download._check_free_space()
-        return download
 
     @staticmethod
     def _adopt(fd: int, path: Path, size: int) -> tuple[int, hashlib._Hash]:
@@ -330,30 +355,10 @@ class Download:
             raise DownloadError(_reason(f"cannot read {path}", exc)) from exc
         return position, hasher
 
-    def _check_free_space(self) -> None:
-        """Refuse an offer that cannot fit now, rather than after most of it has arrived."""
-        try:
-            vfs = os.fstatvfs(self._dir_fd)
-        except OSError:
-            return  # the write path still reports a full disk
-        free = vfs.f_bavail * vfs.f_frsize
-        needed = self.size - self._position
-        if needed > free:
-            self._end(remove_partial=self._position == 0)
-            raise DownloadError(
-                f"the disk is full: {self.final_name} needs {needed} bytes "
-                f"but only {free} are free in {self._directory}"
-            )
-
     @property
     def offset(self) -> int:
         """Bytes already written; the next chunk must start here (a resume starts above 0)."""
         return self._position
-
-    @property
-    def partial_path(self) -> Path:
-        """Where the bytes are collected until :meth:`finish` (a hidden file in the directory)."""
-        return self._directory / self._partial
 
     def write(self, offset: int, data: bytes) -> None:
         """Append ``data``, which the sender says starts at byte ``offset``.

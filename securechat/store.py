@@ -188,10 +188,13 @@ class Store:
         self._readers_lock = threading.Lock()
         try:
             self._db = self._connect()
+            # Checked before anything is written: switching to WAL alone rewrites
+            # the file header of a database that may not be ours.
+            version = self._check_ownership()
             self._db.execute("PRAGMA journal_mode=WAL")
             # Erased rows are overwritten, not just unlinked (see forget_sender).
             self._db.execute("PRAGMA secure_delete=ON")
-            self._migrate()
+            self._migrate(version)
             self.has_fts = self._ensure_fts()
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"cannot use database {path}: {exc}") from exc
@@ -213,7 +216,8 @@ class Store:
 
     # -- schema ----------------------------------------------------------------------------
 
-    def _migrate(self) -> None:
+    def _check_ownership(self) -> int:
+        """The schema version, after refusing files securechat did not write."""
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise ConfigError(
@@ -227,6 +231,9 @@ class Store:
                     f"{self.path} is an SQLite database but not a securechat one; "
                     "refusing to change it: pass another --db"
                 )
+        return int(version)
+
+    def _migrate(self, version: int) -> None:
         for target in range(version + 1, SCHEMA_VERSION + 1):
             self._transaction(MIGRATIONS[target - 1] + (f"PRAGMA user_version = {target:d}",))
 

@@ -432,6 +432,27 @@ def test_same_file_cannot_be_received_twice_at_once(tmp_path: Path) -> None:
         assert first.finish().read_bytes() == content
 
 
+def test_no_file_descriptor_is_left_open_on_any_path(tmp_path: Path) -> None:
+    content = b"0123456789"
+    before = set(os.listdir("/proc/self/fd"))
+
+    receive(tmp_path, "ok.txt", content)
+    for bad_write in [(3, content), (0, content + b"!")]:
+        download = Download.start(tmp_path, name="a.txt", size=10, sha256=sha(content))
+        with pytest.raises(DownloadError):
+            download.write(*bad_write)
+    for written in [content[:5], b"X" * 10]:
+        download = Download.start(tmp_path, name="a.txt", size=10, sha256=sha(content))
+        download.write(download.offset, written[download.offset :])
+        with pytest.raises(DownloadError):
+            download.finish()
+    (tmp_path / partial_name(b"link")).symlink_to(tmp_path / "ok.txt")
+    with pytest.raises(DownloadError):
+        Download.start(tmp_path, name="a.txt", size=4, sha256=sha(b"link"))
+
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
 @pytest.mark.parametrize(
     ("size", "digest"),
     [
