@@ -309,7 +309,9 @@ class ChatClient:
         attempt.loop.add(attempt.channel)
         with self._lock:
             self._lock.wait_for(lambda: attempt.ready or attempt.closed, timeout + 5.0)
-            failure, ready = attempt.failure, attempt.ready and not attempt.closed
+            # A login that succeeded counts even if the connection dropped right
+            # after: from then on reconnecting is on_close's business.
+            failure, ready = attempt.failure, attempt.ready
         if failure is not None or not ready:
             attempt.loop.stop()
             raise failure or ConnectionLost(

@@ -196,8 +196,12 @@ class Store:
             self._db.execute("PRAGMA secure_delete=ON")
             self._migrate(version)
             self.has_fts = self._ensure_fts()
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"cannot use database {path}: {exc}") from exc
+        except BaseException as exc:
+            if hasattr(self, "_db"):
+                self._db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise ConfigError(f"cannot use database {path}: {exc}") from exc
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
