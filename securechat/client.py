@@ -45,7 +45,7 @@ from .errors import (
 from .filetransfer import Transfers
 from .names import fold
 from .protocol import Frame, encode
-from .tls import describe_tls_error
+from .tls import certificate_summary, describe_tls_error
 
 __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
 
@@ -138,6 +138,7 @@ class ChatClient:
         self.tls_version = ""
         self.rooms: list[str] = []
         self.current_room: str | None = None
+        self._certificate: dict[str, str] = {}
         self._transfers = Transfers(download_dir=download_dir, send=self._send_raw, emit=self._emit)
 
     # -- state for front ends ----------------------------------------------------------
@@ -415,6 +416,7 @@ class ChatClient:
         if not self._current(attempt):
             return
         self.tls_version = channel.tls_version
+        self._certificate = certificate_summary(channel.sock)
         fields: dict[str, Any] = {"user": self.user}
         if self._password is not None:
             fields["password"] = self._password
@@ -523,6 +525,7 @@ class ChatClient:
             user=self.user,
             server=f"{self.host}:{self.port}",
             tls_version=self.tls_version,
+            **self._certificate,
         )
 
     def _on_joined(self, frame: Frame) -> None:

@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if isinstance(printer, HumanPrinter):
         printer.client = client
+    printer.on_broken = client.close
     try:
         client.connect()
     except (TLSError, ChatError, ConnectionLost) as exc:

@@ -13,7 +13,7 @@ import json
 import os
 import selectors
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,13 +37,27 @@ class Printer:
     def __init__(self, out: IO[str]) -> None:
         self._out = out
         self._lock = threading.Lock()
+        self.on_broken: Callable[[], None] | None = None
+        """Called once if the reader of our output goes away (a closed pipe)."""
+        self._broken = False
 
     def emit(self, event: Event) -> None:
         """Print one event."""
         text = self.format(event)
         with self._lock:
-            self._out.write(text + "\n")
-            self._out.flush()
+            if self._broken:
+                return
+            try:
+                self._out.write(text + "\n")
+                self._out.flush()
+            except BrokenPipeError:
+                self._broken = True
+                # Nobody reads us any more: stop, without a traceback at exit.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._out.fileno())
+                os.close(devnull)
+                if self.on_broken is not None:
+                    self.on_broken()
 
     def format(self, event: Event) -> str:
         """The line for ``event``."""

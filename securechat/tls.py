@@ -9,6 +9,7 @@ server context allows more than that, so everything is set explicitly.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import ssl
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .errors import CertificateVerifyError, ConfigError, TLSError
 __all__ = [
     "GROUPS",
     "INTERMEDIATE_CIPHERS",
+    "certificate_summary",
     "client_context",
     "describe_tls_error",
     "peer_common_name",
@@ -106,6 +108,25 @@ def peer_common_name(sock: ssl.SSLSocket) -> str | None:
             if attribute[0] == "commonName":
                 return str(attribute[1])
     return None
+
+
+def certificate_summary(sock: ssl.SSLSocket) -> dict[str, str]:
+    """The verified peer certificate in words: subject, issuer, SHA-256 fingerprint."""
+    der = sock.getpeercert(binary_form=True)
+    if not der:
+        return {}
+    cert = sock.getpeercert() or {}
+
+    def _name(field: str) -> str:
+        parts = [f"{attr[0]}={attr[1]}" for rdn in cert.get(field, ()) for attr in rdn]
+        return ", ".join(parts)
+
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return {
+        "cert_subject": _name("subject"),
+        "cert_issuer": _name("issuer"),
+        "cert_sha256": ":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
+    }
 
 
 def describe_tls_error(exc: BaseException, *, host: str | None = None) -> TLSError:
