@@ -65,6 +65,32 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def server_argv(pki: Pki, db: Path, port: int, *extra: str) -> list[str]:
+    """The command line of a ``securechat-server`` process on ``port`` with ``db``."""
+    return [
+        sys.executable,
+        "-m",
+        "securechat.server_cli",
+        "--cert",
+        str(pki.server_pem),
+        "--key",
+        str(pki.server_key),
+        "--port",
+        str(port),
+        "--db",
+        str(db),
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="session")
 def other_ca_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA that signed nothing the server uses."""

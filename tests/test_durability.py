@@ -19,10 +19,8 @@ import random
 import re
 import select
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -38,7 +36,7 @@ from securechat.protocol import Frame, encode
 from securechat.server import Server
 from securechat.store import MIGRATIONS, SCHEMA_VERSION, NewMessage, Store, utc_timestamp
 from securechat.writer import MessageWriter
-from tests.conftest import EVENT_TIMEOUT, Pki, RawClient
+from tests.conftest import EVENT_TIMEOUT, Pki, RawClient, free_port, server_argv
 
 ROOM = "#general"
 HISTORY_ON_JOIN = 20  # the server's default --history-on-join
@@ -65,20 +63,7 @@ class ServerProcess:
 
     def __init__(self, pki: Pki, db: Path, *, port: int, extra: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "securechat.server_cli",
-                "--cert",
-                str(pki.server_pem),
-                "--key",
-                str(pki.server_key),
-                "--port",
-                str(port),
-                "--db",
-                str(db),
-                *extra,
-            ],
+            server_argv(pki, db, port, *extra),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -139,13 +124,6 @@ class ServerProcess:
         status = self.proc.wait(timeout)
         self._reader.join(timeout)
         return status
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def _read_only(db: Path) -> sqlite3.Connection:
@@ -358,7 +336,7 @@ def _check_replay_and_next_id(
 
 def test_kill_9_mid_burst_loses_no_acknowledged_message(pki: Pki, tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
-    port = _free_port()
+    port = free_port()
     servers: list[ServerProcess] = []
 
     def start() -> ServerProcess:
@@ -499,19 +477,7 @@ def test_full_disk_refuses_message_keeps_serving_and_recovers(pki: Pki, tmp_path
 def _refusal(pki: Pki, db: Path) -> str:
     """Start the server on ``db``; assert it refuses (status 2, one line); that line."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "securechat.server_cli",
-            "--cert",
-            str(pki.server_pem),
-            "--key",
-            str(pki.server_key),
-            "--port",
-            "0",
-            "--db",
-            str(db),
-        ],
+        server_argv(pki, db, 0),
         check=False,
         stdin=subprocess.DEVNULL,
         capture_output=True,

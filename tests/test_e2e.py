@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from securechat.server import Server
-from tests.conftest import ClientProcess, Pki
+from tests.conftest import ClientProcess, Pki, free_port, server_argv
 
 
 def test_two_users_chat_in_general(
@@ -187,28 +186,9 @@ def test_join_then_plain_line_goes_to_the_new_room(
 # -- the server as a process --------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _server_process(pki: Pki, tmp_path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "securechat.server_cli",
-            "--cert",
-            str(pki.server_pem),
-            "--key",
-            str(pki.server_key),
-            "--port",
-            str(port),
-            "--db",
-            str(tmp_path / "s.db"),
-            *extra,
-        ],
+        server_argv(pki, tmp_path / "s.db", port, *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -227,7 +207,7 @@ def _wait_listening(proc: subprocess.Popen[str]) -> None:
 def test_signal_shuts_down_gracefully_and_tells_clients(
     pki: Pki, tmp_path: Path, client_process: Callable[..., ClientProcess], signum: int
 ) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _server_process(pki, tmp_path, port)
     try:
         _wait_listening(proc)
@@ -248,7 +228,7 @@ def test_signal_shuts_down_gracefully_and_tells_clients(
 def test_restarted_server_binds_at_once_and_keeps_accounts(
     pki: Pki, tmp_path: Path, client_process: Callable[..., ClientProcess]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     for attempt in range(2):
         proc = _server_process(pki, tmp_path, port)
         try:
@@ -291,20 +271,10 @@ def test_unreadable_certificate_exits_with_one_line_reason(
     cert = tmp_path / "server.pem"
     if broken == "garbage":
         cert.write_text("not a certificate\n")
+    argv = server_argv(pki, tmp_path / "s.db", free_port())
+    argv[argv.index("--cert") + 1] = str(cert)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "securechat.server_cli",
-            "--cert",
-            str(cert),
-            "--key",
-            str(pki.server_key),
-            "--port",
-            str(_free_port()),
-            "--db",
-            str(tmp_path / "s.db"),
-        ],
+        argv,
         capture_output=True,
         check=False,
         text=True,
@@ -319,19 +289,7 @@ def test_database_that_is_not_sqlite_is_refused_and_left_alone(pki: Pki, tmp_pat
     db = tmp_path / "precious.txt"
     db.write_text("my thesis, do not overwrite\n")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "securechat.server_cli",
-            "--cert",
-            str(pki.server_pem),
-            "--key",
-            str(pki.server_key),
-            "--port",
-            str(_free_port()),
-            "--db",
-            str(db),
-        ],
+        server_argv(pki, db, free_port()),
         capture_output=True,
         check=False,
         text=True,

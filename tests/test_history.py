@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ import pytest
 
 from securechat.protocol import Frame
 from securechat.server import Server
-from tests.conftest import ClientProcess, RawClient
+from tests.conftest import ClientProcess, RawClient, free_port
 
 Factory = Callable[..., RawClient]
 
@@ -295,19 +294,13 @@ def test_history_commands_and_export_through_the_client(
     assert bob.finish()[0] == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_client_reconnects_and_fills_the_gap_without_duplicates(
     make_server: Callable[..., Server],
     client_process: Callable[..., ClientProcess],
     raw_client: Factory,
     db: Path,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     server = make_server(db=db, port=port)
     watcher = client_process(port, "watcher")
     watcher.wait_for("connected")

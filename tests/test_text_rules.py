@@ -415,9 +415,7 @@ def test_unknown_command_is_refused(line: str) -> None:
 
 
 def test_quit_is_local_with_reason() -> None:
-    assert parse_input("/quit gone fishing", current_room=ROOM) == Local(
-        "quit", arg="gone fishing"
-    )
+    assert parse_input("/quit gone fishing", current_room=ROOM) == Local("quit", arg="gone fishing")
     assert parse_input("/QUIT", current_room=None) == Local("quit")
 
 
