@@ -34,6 +34,17 @@ def _receiver(
     return proc
 
 
+def _offer_accepted(
+    sender: RawClient, bob: ClientProcess, *, name: str, size: int, sha256: str
+) -> int:
+    """A protocol-level offer to bob that bob accepts; the transfer id."""
+    sender.send("file_offer", to="bob", name=name, size=size, sha256=sha256)
+    tid: int = bob.wait_for("file_offer")["id"]
+    bob.type(f"/accept {tid}")
+    sender.expect("file_accepted", id=tid)
+    return tid
+
+
 def _raw_send(sender: RawClient, tid: int, data: bytes, *, start: int = 0) -> None:
     """Send ``data`` from ``start`` in chunks, honouring the window via the acks."""
     acked = start
@@ -100,10 +111,7 @@ def test_cancel_by_sender_leaves_nothing_partial(
     alice = raw_client(port)
     alice.login("alice")
     data = os.urandom(FILE_CHUNK * 4)
-    alice.send("file_offer", to="bob", name="half.bin", size=len(data), sha256=_sha(data))
-    tid = bob.wait_for("file_offer")["id"]
-    bob.type(f"/accept {tid}")
-    alice.expect("file_accepted", id=tid)
+    tid = _offer_accepted(alice, bob, name="half.bin", size=len(data), sha256=_sha(data))
     alice.send_raw(encode("file_chunk", data[:FILE_CHUNK], id=tid, offset=0))
     alice.expect("file_ack", id=tid)
     alice.send("file_cancel", id=tid)
@@ -139,11 +147,8 @@ def test_hostile_names_never_write_outside_the_download_dir(
     mallory = raw_client(port)
     mallory.login("mallory")
     data = b"payload from mallory\n"
-    mallory.send("file_offer", to="bob", name=offered, size=len(data), sha256=_sha(data))
-    offer = bob.wait_for("file_offer")
-    bob.type(f"/accept {offer['id']}")
-    mallory.expect("file_accepted", id=offer["id"])
-    _raw_send(mallory, offer["id"], data)
+    tid = _offer_accepted(mallory, bob, name=offered, size=len(data), sha256=_sha(data))
+    _raw_send(mallory, tid, data)
     saved = Path(bob.wait_for("file_saved")["path"])
     assert saved.parent == downloads.resolve()
     assert saved.read_bytes() == data
@@ -170,10 +175,7 @@ def test_existing_file_and_planted_symlink_are_never_overwritten_or_followed(
     mallory = raw_client(port)
     mallory.login("mallory")
     data = b"overwrite attempt"
-    mallory.send("file_offer", to="bob", name="notes.txt", size=len(data), sha256=_sha(data))
-    tid = bob.wait_for("file_offer")["id"]
-    bob.type(f"/accept {tid}")
-    mallory.expect("file_accepted", id=tid)
+    tid = _offer_accepted(mallory, bob, name="notes.txt", size=len(data), sha256=_sha(data))
     _raw_send(mallory, tid, data)
     saved = Path(bob.wait_for("file_saved")["path"])
     assert saved.name == "notes (2).txt"
@@ -190,10 +192,7 @@ def test_more_bytes_than_offered_aborts_and_leaves_nothing(
     bob = _receiver(client_process, port, downloads)
     mallory = raw_client(port)
     mallory.login("mallory")
-    mallory.send("file_offer", to="bob", name="small.txt", size=10, sha256=_sha(b"0123456789"))
-    tid = bob.wait_for("file_offer")["id"]
-    bob.type(f"/accept {tid}")
-    mallory.expect("file_accepted", id=tid)
+    tid = _offer_accepted(mallory, bob, name="small.txt", size=10, sha256=_sha(b"0123456789"))
     mallory.send_raw(encode("file_chunk", b"0123456789EXTRA", id=tid, offset=0))
     assert mallory.expect("error").get("code") == "bad_transfer"
     assert "more bytes" in bob.wait_for("file_failed")["reason"]
@@ -209,10 +208,7 @@ def test_sha256_mismatch_is_refused_and_both_sides_told(
     mallory = raw_client(port)
     mallory.login("mallory")
     data = b"the real content"
-    mallory.send("file_offer", to="bob", name="x.txt", size=len(data), sha256=_sha(b"other"))
-    tid = bob.wait_for("file_offer")["id"]
-    bob.type(f"/accept {tid}")
-    mallory.expect("file_accepted", id=tid)
+    tid = _offer_accepted(mallory, bob, name="x.txt", size=len(data), sha256=_sha(b"other"))
     _raw_send(mallory, tid, data)
     assert "SHA-256" in bob.wait_for("file_failed")["reason"]
     result = mallory.expect("file_result", id=tid)
@@ -229,10 +225,7 @@ def test_chunks_from_someone_else_or_for_unknown_transfers_are_refused(
     alice.login("alice")
     mallory.login("mallory")
     data = b"abc"
-    alice.send("file_offer", to="bob", name="a.txt", size=3, sha256=_sha(data))
-    tid = bob.wait_for("file_offer")["id"]
-    bob.type(f"/accept {tid}")
-    alice.expect("file_accepted", id=tid)
+    tid = _offer_accepted(alice, bob, name="a.txt", size=3, sha256=_sha(data))
     mallory.send_raw(encode("file_chunk", b"evil", id=tid, offset=0))
     assert mallory.expect("error").get("code") == "bad_transfer"
     assert "not theirs" in alice.expect("file_failed", id=tid).get("reason")
@@ -249,10 +242,7 @@ def test_sender_ignoring_flow_control_is_stopped(
     mallory = raw_client(port)
     mallory.login("mallory")
     data = os.urandom(FILE_WINDOW * 4)
-    mallory.send("file_offer", to="bob", name="flood.bin", size=len(data), sha256=_sha(data))
-    tid = bob.wait_for("file_offer")["id"]
-    bob.type(f"/accept {tid}")
-    mallory.expect("file_accepted", id=tid)
+    tid = _offer_accepted(mallory, bob, name="flood.bin", size=len(data), sha256=_sha(data))
     # Everything at once, never waiting for an acknowledgement.
     for position in range(0, len(data), FILE_CHUNK):
         mallory.send_raw(
@@ -290,10 +280,7 @@ def test_recipient_disconnect_tells_the_sender(
     alice = raw_client(port)
     alice.login("alice")
     data = os.urandom(FILE_CHUNK * 3)
-    alice.send("file_offer", to="bob", name="a.bin", size=len(data), sha256=_sha(data))
-    tid = bob.wait_for("file_offer")["id"]
-    bob.type(f"/accept {tid}")
-    alice.expect("file_accepted", id=tid)
+    tid = _offer_accepted(alice, bob, name="a.bin", size=len(data), sha256=_sha(data))
     alice.send_raw(encode("file_chunk", data[:FILE_CHUNK], id=tid, offset=0))
     alice.expect("file_ack", id=tid)
     bob.kill()
@@ -315,10 +302,7 @@ def test_transfer_resumes_after_a_dropped_connection(
     # First attempt: the sender's connection dies after four chunks.
     first = raw_client(port)
     first.login("alice")
-    first.send("file_offer", to="bob", name="resume.bin", size=len(payload), sha256=_sha(payload))
-    tid = bob.wait_for("file_offer")["id"]
-    bob.type(f"/accept {tid}")
-    first.expect("file_accepted", id=tid)
+    tid = _offer_accepted(first, bob, name="resume.bin", size=len(payload), sha256=_sha(payload))
     for position in range(0, 4 * FILE_CHUNK, FILE_CHUNK):
         first.send_raw(
             encode("file_chunk", payload[position : position + FILE_CHUNK], id=tid, offset=position)
