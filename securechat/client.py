@@ -139,6 +139,8 @@ class ChatClient:
         self.rooms: list[str] = []
         self.current_room: str | None = None
         self._certificate: dict[str, str] = {}
+        self.unconfirmed = 0
+        """Requests the server never answered because the connection dropped."""
         self._transfers = Transfers(download_dir=download_dir, send=self._send_raw, emit=self._emit)
 
     # -- state for front ends ----------------------------------------------------------
@@ -372,9 +374,15 @@ class ChatClient:
                 if key.startswith("@") and key[1:] in self._partners
             ]
         try:
+            # Ids are global: anything newer than the newest message we showed
+            # anywhere is news, also in a room where we had not seen a message yet.
+            newest = max(self._last_seen.values(), default=0)
             for room in rooms:
-                since = self._last_seen.get(fold(room), 0)
-                self._send("join", {"room": room, "since": since}, resync=True)
+                since = self._last_seen.get(fold(room), newest)
+                fields: dict[str, Any] = {"room": room}
+                if since:
+                    fields["since"] = since
+                self._send("join", fields, resync=True)
             for name, seen in partners:
                 self._send("history", {"user": name, "after": seen, "limit": 500}, resync=True)
         except ConnectionLost:
@@ -492,6 +500,7 @@ class ChatClient:
                 else:
                     attempt.failure = ConnectionLost(f"connection closed during login: {reason}")
             lost = len(self._pending)
+            self.unconfirmed += lost
             self._pending.clear()
             self._partial.clear()
             self._lock.notify_all()
@@ -617,7 +626,9 @@ class ChatClient:
             text = f"end of history of {where}: {count} {noun}"
         else:
             text = f"no stored messages in {where} for that request"
-        self._emit("system", event="history_end", text=text, count=count, room=frame.get("room"))
+        self._emit(
+            "system", event="history_end", text=text, count=count, room=room, user=user
+        )
 
     def _on_history_status(self, frame: Frame) -> None:
         self._emit(

@@ -604,7 +604,7 @@ class Hub:
             raise ChatError(
                 "name_in_use", f"{new} is registered to another account; pick another name"
             )
-        session.account = Account(session.account.id, new, session.account.password)
+        session.account = dataclasses.replace(session.account, name=new)
         del self._online[fold(old)]
         self._online[fold(new)] = session
         notice = encode("nick", old=old, new=new, text=f"{old} is now known as {new}")
@@ -731,7 +731,8 @@ class Hub:
             except StoreError as exc:
                 session.send(_error(ChatError("unavailable", f"cannot count: {exc}"), rid))
                 return
-            text = f"{self._storage_notice(account)}; {stored} messages you sent are stored"
+            sent = "1 message you sent is" if stored == 1 else f"{stored} messages you sent are"
+            text = f"{self._storage_notice(account)}; {sent} stored"
             session.send(
                 encode(
                     "history_status",

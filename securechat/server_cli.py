@@ -76,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server; 0 after a clean shutdown, 2 if it cannot start."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for option in ("retention_days", "history_on_join", "max_file_size"):
+        if getattr(args, option) < 0:
+            parser.error(f"--{option.replace('_', '-')} must not be negative")
+    if args.io_threads < 1:
+        parser.error("--io-threads must be at least 1")
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(message)s",

@@ -355,3 +355,20 @@ def test_message_ids_keep_increasing_across_restarts(
         alice.close()
         server.stop()
         time.sleep(0.05)
+
+
+def test_rename_keeps_the_opt_out(
+    make_server: Callable[..., Server], raw_client: Factory, db: Path
+) -> None:
+    server = make_server(db=db)
+    alice = raw_client(server.address[1])
+    alice.login("alice")
+    alice.send("history_mode", keep=False)
+    alice.expect("history_status")
+    alice.send("nick", name="alicia")
+    alice.expect("nick")
+    assert _say(alice, "renamed-canary").get("stored") is False
+    alice.send("history_status")
+    assert alice.expect("history_status").get("keep") is False
+    server.stop()
+    assert b"renamed-canary" not in _db_bytes(db)
