@@ -332,7 +332,13 @@ class Hub:
             account = self._store.find_account(name)
             if account is None:
                 account = self._store.create_account(name, hash_password(password))
-                if account is None:
+                if account is None and self._store.is_reserved(name):
+                    error = ChatError(
+                        "name_in_use",
+                        f"{name} was the name of another account and stays reserved for it; "
+                        "pick another name",
+                    )
+                elif account is None:
                     account = self._store.find_account(name)  # registered meanwhile
                     error = ChatError("name_in_use", f"{name} was registered just now; try again")
             elif account.password is None:
@@ -602,7 +608,8 @@ class Hub:
             self._refuse_if_online(new)
         if not self._store.rename_account(session.account.id, new):
             raise ChatError(
-                "name_in_use", f"{new} is registered to another account; pick another name"
+                "name_in_use",
+                f"{new} belongs, or belonged, to another account; pick another name",
             )
         session.account = dataclasses.replace(session.account, name=new)
         del self._online[fold(old)]

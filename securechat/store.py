@@ -85,6 +85,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
         "INSERT INTO meta (key, value) VALUES ('reserved_id', 0)",
     ),
+    (
+        # A name an account gave up stays that account's: nobody else may register
+        # it and pass for the person others knew by it.
+        """CREATE TABLE former_names (
+            name_fold TEXT PRIMARY KEY,
+            account INTEGER NOT NULL REFERENCES accounts(id)
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -277,8 +285,10 @@ class Store:
         return Account(row[0], row[1], row[2], bool(row[3])) if row else None
 
     def create_account(self, name: str, password: str | None) -> Account | None:
-        """Register ``name``; None if the name (in any case) is already taken."""
+        """Register ``name``; None if the name (in any case) is taken or reserved."""
         with self._lock, _store_errors("create account"):
+            if self._reserved_by(fold(name)) is not None:
+                return None
             try:
                 cur = self._db.execute(
                     "INSERT INTO accounts (name, name_fold, password) VALUES (?, ?, ?)",
@@ -289,16 +299,48 @@ class Store:
         assert cur.lastrowid is not None
         return Account(cur.lastrowid, name, password)
 
+    def is_reserved(self, name: str) -> bool:
+        """True if ``name`` is the former name of some account."""
+        with self._lock, _store_errors("read account"):
+            return self._reserved_by(fold(name)) is not None
+
+    def _reserved_by(self, name_fold: str) -> int | None:
+        row = self._db.execute(
+            "SELECT account FROM former_names WHERE name_fold = ?", (name_fold,)
+        ).fetchone()
+        return int(row[0]) if row else None
+
     def rename_account(self, account_id: int, new_name: str) -> bool:
-        """Rename an account; False if ``new_name`` belongs to another account."""
+        """Rename an account, keeping its old name reserved for it; False if
+        ``new_name`` belongs (or belonged) to another account."""
+        new_fold = fold(new_name)
         with self._lock, _store_errors("rename account"):
+            owner = self._reserved_by(new_fold)
+            if owner is not None and owner != account_id:
+                return False
             try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT OR IGNORE INTO former_names (name_fold, account) "
+                    "SELECT name_fold, id FROM accounts WHERE id = ? AND name_fold != ?",
+                    (account_id, new_fold),
+                )
                 cur = self._db.execute(
                     "UPDATE accounts SET name = ?, name_fold = ? WHERE id = ?",
-                    (new_name, fold(new_name), account_id),
+                    (new_name, new_fold, account_id),
                 )
+                self._db.execute(
+                    "DELETE FROM former_names WHERE name_fold = ? AND account = ?",
+                    (new_fold, account_id),
+                )
+                self._db.execute("COMMIT")
             except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
                 return False
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
         return cur.rowcount == 1
 
     def set_keep_history(self, account_id: int, keep: bool) -> None:

@@ -486,3 +486,21 @@ def test_null_topic_text_reads_the_topic(server: Server, raw_client: Factory) ->
     client.login("alice")
     client.send("topic", room="#general", text=None, **{"from": None})
     assert client.expect("topic").get("topic") == ""
+
+
+def test_former_name_stays_reserved_for_its_account(server: Server, raw_client: Factory) -> None:
+    port = server.address[1]
+    bob = raw_client(port)
+    bob.login("bob", "bobs-password")
+    bob.send("nick", name="robert")
+    bob.expect("nick")
+    impostor = raw_client(port)
+    impostor.send("login", user="Bob", password="anything")
+    error = impostor.expect("error")
+    assert error.get("code") == "name_in_use" and "reserved" in error.get("text")
+    other = raw_client(port)
+    other.login("carol")
+    other.send("nick", name="BOB")
+    assert other.expect("error").get("code") == "name_in_use"
+    bob.send("nick", name="bob")  # the owner may take it back
+    assert bob.expect("nick").get("new") == "bob"
