@@ -626,9 +626,7 @@ class ChatClient:
             text = f"end of history of {where}: {count} {noun}"
         else:
             text = f"no stored messages in {where} for that request"
-        self._emit(
-            "system", event="history_end", text=text, count=count, room=room, user=user
-        )
+        self._emit("system", event="history_end", text=text, count=count, room=room, user=user)
 
     def _on_history_status(self, frame: Frame) -> None:
         self._emit(

@@ -1,5 +1,8 @@
 """``securechat-client``: connect, verify the server, log in, chat.
 
+On a terminal (standard input and output both) the full-screen interface of
+:mod:`securechat.ui` opens; otherwise, or with ``--json``, line mode.
+
 Exit status: 0 after a clean quit or EOF, 1 if the connection was lost,
 2 for a usage or configuration problem, 3 if TLS or certificate verification
 failed, 4 if the server refused the login, 5 if the server could not be reached.
@@ -101,13 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         # A terminal or pipe that cannot show some character must not kill the chat.
         sys.stdout.reconfigure(errors="backslashreplace")
     printer: Printer = JsonPrinter(sys.stdout) if args.json else HumanPrinter(sys.stdout)
+    ui = None
+    if not args.json and sys.stdin.isatty() and sys.stdout.isatty():
+        # Imported only for a terminal: scripts and bots skip prompt_toolkit's ~90 ms import.
+        from .ui import ChatApp  # noqa: PLC0415
+
+        ui = ChatApp()
     client = ChatClient(
         host=args.host,
         port=args.port,
         context=context,
         user=args.user or "",
         password=password,
-        on_event=printer.emit,
+        on_event=printer.emit if ui is None else ui.post_event,
         download_dir=args.download_dir,
     )
     if isinstance(printer, HumanPrinter):
@@ -131,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"securechat-client: {exc}", file=sys.stderr)
         return status
     try:
+        if ui is not None:
+            return ui.run(client)
         return run_line_mode(client, sys.stdin.fileno())
     except KeyboardInterrupt:
         client.quit("interrupted")

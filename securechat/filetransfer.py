@@ -27,7 +27,7 @@ from .errors import ChatError, ConnectionLost
 from .protocol import Frame, encode
 from .relay import FILE_CHUNK, FILE_WINDOW
 
-__all__ = ["Transfers", "file_digest"]
+__all__ = ["Transfers", "file_digest", "format_size"]
 
 _PROGRESS_EVERY = 1.0  # seconds between file_progress events of one transfer
 _STALL_TIMEOUT = 60.0  # an upload waiting this long for acknowledgements gives up
@@ -207,7 +207,7 @@ class Transfers:
             event="file_offered",
             id=upload.id,
             to=upload.to,
-            text=f"offered {upload.name} ({_size(upload.size)}) to {upload.to} as transfer "
+            text=f"offered {upload.name} ({format_size(upload.size)}) to {upload.to} as transfer "
             f"{upload.id}; waiting for them to accept",
         )
 
@@ -228,7 +228,7 @@ class Transfers:
             name=item.name,
             size=item.size,
             sha256=item.sha256,
-            text=f"{item.sender} offers {item.name} ({_size(item.size)}): "
+            text=f"{item.sender} offers {item.name} ({format_size(item.size)}): "
             f"/accept {tid} or /reject {tid}",
             **{"from": item.sender},
         )
@@ -424,17 +424,20 @@ class Transfers:
             bytes=done,
             size=size,
             direction=direction,
-            text=f"transfer {tid}: {percent}% ({_size(done)} of {_size(size)})",
+            text=f"transfer {tid}: {percent}% ({format_size(done)} of {format_size(size)})",
         )
 
 
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+def format_size(n: float) -> str:
+    """``n`` bytes for people: ``512 B``, ``1.5 KiB``, ``3.2 MiB``."""
+    if n < 1024:
+        return f"{n:.0f} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
         size /= 1024
-    return f"{n} B"
+    return f"{size:.1f} GiB"
 
 
 _HANDLERS: dict[str, Callable[[Transfers, Frame], None]] = {

@@ -22,7 +22,7 @@ from .commands import Local, parse_input
 from .errors import ChatError, ConnectionLost, SecureChatError
 from .sanitize import sanitize
 
-__all__ = ["HumanPrinter", "JsonPrinter", "Printer", "run_line_mode"]
+__all__ = ["HumanPrinter", "JsonPrinter", "Printer", "execute_local", "run_line_mode"]
 
 _REPLY_TIMEOUT = 30.0
 """How long EOF waits for the server to acknowledge what was sent."""
@@ -251,6 +251,21 @@ def _export(client: ChatClient, path: str) -> None:
     )
 
 
+def execute_local(client: ChatClient, action: Local) -> None:
+    """Carry out a local action other than ``quit``: help, export, or a file action.
+
+    Results and failures are shown as events through the client. This blocks
+    while it works (export pages through the server, ``sendfile`` hashes the file).
+    """
+    if action.kind == "export":
+        _export(client, action.arg)
+    elif action.kind in _FILE_ACTIONS:
+        _file_action(client, action)
+    else:
+        for text in action.lines:
+            client.show(Event("system", {"event": "help", "text": text}))
+
+
 def _handle_line(client: ChatClient, raw: bytes) -> str | None:
     """Act on one input line; the quit reason if the user asked to quit."""
     try:
@@ -273,14 +288,7 @@ def _handle_line(client: ChatClient, raw: bytes) -> str | None:
     if isinstance(action, Local):
         if action.kind == "quit":
             return action.arg
-        if action.kind == "export":
-            _export(client, action.arg)
-            return None
-        if action.kind in _FILE_ACTIONS:
-            _file_action(client, action)
-            return None
-        for text in action.lines:
-            client.show(Event("system", {"event": "help", "text": text}))
+        execute_local(client, action)
         return None
     try:
         rid = client.request(action.type, action.fields)

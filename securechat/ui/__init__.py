@@ -1,0 +1,14 @@
+"""The full-screen terminal client, for ``securechat-client`` on a terminal.
+
+Built with prompt_toolkit over the same client core as line mode, and knowing
+nothing of TLS or frames: ``model`` (plain state fed by client events),
+``render`` (state to sanitised formatted text), ``complete`` (Tab completion),
+``actions`` (what a typed line means in the current buffer) and ``app`` (the
+Application, its keys and its threading). See docs/ui.md.
+"""
+
+from __future__ import annotations
+
+from .app import ChatApp
+
+__all__ = ["ChatApp"]
