@@ -694,6 +694,9 @@ class ChatClient:
         self._emit("system", event="time", ts=ts, text=f"server time is {ts}")
 
     def _on_error(self, frame: Frame) -> None:
+        rid = frame.int_field("rid", optional=True)
+        if rid is not None:
+            self._transfers.refused(rid)
         self._emit("error", code=frame.str_field("code"), text=frame.str_field("text"))
 
 

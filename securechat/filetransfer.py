@@ -108,14 +108,27 @@ class Transfers:
             item = self._downloads.get(tid)
             if item is None or item.state != "offered":
                 raise ChatError("no_such_transfer", f"no pending offer {tid}: /files lists them")
-            try:
-                item.download = Download.start(
-                    self._download_dir, name=item.name, size=item.size, sha256=item.sha256
-                )
-            except DownloadError as exc:
-                raise ChatError("file", f"cannot receive {item.name}: {exc.reason}") from exc
+            item.state = "opening"
+        # Outside the lock: resuming hashes the partial file, which may take a while.
+        try:
+            download = Download.start(
+                self._download_dir, name=item.name, size=item.size, sha256=item.sha256
+            )
+        except DownloadError as exc:
+            with self._lock:
+                item.state = "offered"
+            raise ChatError("file", f"cannot receive {item.name}: {exc.reason}") from exc
+        with self._lock:
+            item.download = download
             item.state = "receiving"
-            item.received = item.download.offset
+            item.received = download.offset
+        resumed = f", resuming at byte {item.received}" if item.received else ""
+        self._emit(
+            "system",
+            event="file_accepting",
+            id=tid,
+            text=f"receiving {item.name} from {item.sender}{resumed}",
+        )
         return {"id": tid, "offset": item.received}
 
     def forget_offer(self, tid: int) -> None:
@@ -125,13 +138,23 @@ class Transfers:
             if item is None or item.state != "offered":
                 raise ChatError("no_such_transfer", f"no pending offer {tid}: /files lists them")
             del self._downloads[tid]
+        self._emit("system", event="file_rejected", id=tid, text=f"rejected {item.name}")
 
     def cancel(self, tid: int) -> None:
         """Stop transfer ``tid`` on our side (the server tells the other side)."""
         with self._lock:
-            if tid not in self._uploads and tid not in self._downloads:
+            upload, item = self._uploads.get(tid), self._downloads.get(tid)
+            if upload is None and item is None:
                 raise ChatError("no_such_transfer", f"no transfer {tid}: /files lists them")
             self._end(tid, keep_partial=False)
+        name = upload.name if upload is not None else item.name if item is not None else ""
+        self._emit("system", event="file_cancelled", id=tid, text=f"cancelled {name}")
+
+    def refused(self, rid: int) -> None:
+        """The server refused request ``rid``: forget the offer it was, if any."""
+        with self._lock:
+            self._offering.pop(rid, None)
+            self._lock.notify_all()
 
     def listing(self) -> list[dict[str, Any]]:
         """Pending and active transfers, for /files."""
@@ -170,8 +193,12 @@ class Transfers:
             return True
 
     def _busy(self) -> bool:
-        return any(u.state == "sending" for u in self._uploads.values()) or any(
-            d.state == "receiving" for d in self._downloads.values()
+        # Offers we made count: a script that offers a file and ends its input
+        # still wants the file to go once the recipient accepts.
+        return (
+            any(u.state in ("offered", "sending") for u in self._uploads.values())
+            or any(d.state in ("opening", "receiving") for d in self._downloads.values())
+            or bool(self._offering)
         )
 
     # -- frames from the server (I/O thread) -----------------------------------------------
@@ -309,6 +336,7 @@ class Transfers:
             return
         with self._lock:
             item.received = (frame.int_field("offset") or 0) + len(frame.body)
+            self._lock.notify_all()  # progress: wait_idle's stall timer starts over
             due = self._progress_due(item)
         self._send(encode("file_ack", id=tid, bytes=item.received), False)
         if due:
@@ -333,6 +361,7 @@ class Transfers:
             "file_saved",
             id=tid,
             path=str(path),
+            **{"from": item.sender},
             size=item.size,
             sha256=item.sha256,
             text=f"saved {item.name} from {item.sender} as {path} (SHA-256 verified)",
@@ -370,7 +399,13 @@ class Transfers:
     def _on_failed(self, frame: Frame) -> None:
         reason = frame.str_field("reason", optional=True) or "failed"
         keep = frame.get("resumable") is True
-        self._fail(frame.int_field("id") or 0, reason, keep_partial=keep, tell_server=False)
+        self._fail(
+            frame.int_field("id") or 0,
+            reason,
+            keep_partial=keep,
+            tell_server=False,
+            resumable=keep,
+        )
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -382,6 +417,7 @@ class Transfers:
         keep_partial: bool = False,
         verdict: bool = False,
         tell_server: bool = True,
+        resumable: bool = False,
     ) -> None:
         """End ``tid`` as failed, tell the user, and (unless the server told us) the server."""
         with self._lock:
@@ -397,7 +433,13 @@ class Transfers:
                     self._send(encode("file_cancel", id=tid), False)
             except ConnectionLost:
                 pass
-        self._emit("file_failed", id=tid, reason=reason, text=f"transfer {tid} failed: {reason}")
+        self._emit(
+            "file_failed",
+            id=tid,
+            reason=reason,
+            resumable=True if resumable else None,
+            text=f"transfer {tid} failed: {reason}",
+        )
 
     def _end(self, tid: int, *, keep_partial: bool) -> None:
         """Forget ``tid`` (lock held); stops its upload thread and closes its download."""

@@ -20,8 +20,8 @@ The relay keeps no lock of its own: the hub calls it with its lock held.
 
 from __future__ import annotations
 
-import itertools
 import re
+import secrets
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_MAX_FILE_SIZE",
     "FILE_CHUNK",
     "FILE_WINDOW",
+    "MAX_OFFERS",
     "MAX_TRANSFERS",
     "FileRelay",
     "Party",
@@ -52,7 +53,10 @@ DEFAULT_MAX_FILE_SIZE = 1024**3
 """Offers above this are refused up front (``--max-file-size``)."""
 
 MAX_TRANSFERS = 4
-"""Active incoming transfers per user; with the window, this bounds queued bulk data."""
+"""Accepted (moving) transfers per recipient; with the window, this bounds queued bulk data."""
+
+MAX_OFFERS = 8
+"""Unanswered offers one user may have out at a time, so nobody can flood another with offers."""
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _MAX_NAME_CHARS = 255
@@ -99,7 +103,6 @@ class FileRelay:
 
     def __init__(self, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> None:
         self.max_file_size = max_file_size
-        self._ids = itertools.count(1)
         self._transfers: dict[int, Transfer] = {}
         # Chunks still in flight when a transfer ends are dropped quietly, not
         # answered with one error each.
@@ -125,12 +128,14 @@ class FileRelay:
             )
         if recipient is sender:
             raise ChatError("bad_file", "you cannot send a file to yourself")
-        active = sum(1 for t in self._transfers.values() if t.recipient is recipient)
-        if active >= MAX_TRANSFERS:
+        pending = sum(
+            1 for t in self._transfers.values() if t.sender is sender and t.state is _State.OFFERED
+        )
+        if pending >= MAX_OFFERS:
             raise ChatError(
-                "busy", f"{recipient.name} already has {active} transfers pending; try later"
+                "busy", f"you have {pending} offers nobody answered yet; /cancel some first"
             )
-        transfer = Transfer(next(self._ids), sender, recipient, name, size, sha256)
+        transfer = Transfer(self._new_id(), sender, recipient, name, size, sha256)
         self._transfers[transfer.id] = transfer
         recipient.send(
             encode(
@@ -149,11 +154,22 @@ class FileRelay:
     def accept(self, party: Party, frame: Frame, rid: int | None) -> None:
         """The recipient accepts, from ``offset`` (the bytes it already has) on."""
         transfer = self._own(party, frame, as_recipient=True)
+        if transfer is None:
+            return
         offset = frame.int_field("offset", optional=True) or 0
         if transfer.state is not _State.OFFERED:
             raise ChatError("bad_transfer", f"transfer {transfer.id} was already accepted")
         if not 0 <= offset <= transfer.size:
             raise ProtocolError(f"'offset' must be between 0 and {transfer.size}")
+        moving = sum(
+            1
+            for t in self._transfers.values()
+            if t.recipient is party and t.state is not _State.OFFERED
+        )
+        if moving >= MAX_TRANSFERS:
+            raise ChatError(
+                "busy", f"you are receiving {moving} files already; accept this one afterwards"
+            )
         transfer.state = _State.ACCEPTED
         transfer.start = transfer.sent = transfer.acked = offset
         transfer.sender.send(encode("file_accepted", id=transfer.id, offset=offset, by=party.name))
@@ -162,6 +178,10 @@ class FileRelay:
     def reject(self, party: Party, frame: Frame, rid: int | None) -> None:
         """The recipient declines an offer."""
         transfer = self._own(party, frame, as_recipient=True)
+        if transfer is None:
+            return
+        if transfer.state is not _State.OFFERED:
+            raise ChatError("bad_transfer", f"transfer {transfer.id} is under way: /cancel it")
         self._end(transfer)
         transfer.sender.send(encode("file_rejected", id=transfer.id, by=party.name))
         party.send(encode("ok", rid=rid))
@@ -169,6 +189,9 @@ class FileRelay:
     def cancel(self, party: Party, frame: Frame, rid: int | None) -> None:
         """Either side stops a transfer."""
         transfer = self._find(frame)
+        if transfer is None:
+            party.send(encode("ok", rid=rid))  # already over: nothing left to stop
+            return
         if party is not transfer.sender and party is not transfer.recipient:
             raise ChatError("no_such_transfer", f"there is no transfer {transfer.id} of yours")
         self._fail(transfer, f"cancelled by {party.name}")
@@ -204,6 +227,8 @@ class FileRelay:
     def ack(self, party: Party, frame: Frame) -> None:
         """The recipient has written everything up to ``bytes``: open the sender's window."""
         transfer = self._own(party, frame, as_recipient=True)
+        if transfer is None:
+            return
         written = frame.int_field("bytes") or 0
         if not transfer.acked <= written <= transfer.sent:
             self._fail(transfer, "the recipient acknowledged bytes it was never sent")
@@ -214,6 +239,8 @@ class FileRelay:
     def done(self, party: Party, frame: Frame) -> None:
         """The sender has sent every byte."""
         transfer = self._own(party, frame, as_recipient=False)
+        if transfer is None:
+            return
         if transfer.state is not _State.ACCEPTED or transfer.sent != transfer.size:
             self._fail(transfer, f"ended after {transfer.sent} of {transfer.size} bytes")
             return
@@ -224,9 +251,14 @@ class FileRelay:
     def result(self, party: Party, frame: Frame) -> None:
         """The recipient's verdict: saved (hash matched) or failed, with a reason."""
         transfer = self._own(party, frame, as_recipient=True)
+        if transfer is None:
+            return
         self._end(transfer)
-        ok = frame.get("ok") is True
         reason = UNSENDABLE_RE.sub("", frame.str_field("reason", optional=True))[:300]
+        ok = frame.get("ok") is True
+        if ok and transfer.state is not _State.DONE:
+            # Success is only possible once every byte went through us.
+            ok, reason = False, "the recipient claimed success before the file was complete"
         fields: dict[str, Any] = {"id": transfer.id, "ok": ok, "by": party.name}
         if not ok:
             fields["reason"] = reason or "the recipient could not save the file"
@@ -254,15 +286,26 @@ class FileRelay:
             if side is not None:
                 side.send(failed)
 
-    def _find(self, frame: Frame) -> Transfer:
-        tid = frame.int_field("id")
-        transfer = self._transfers.get(tid or 0)
-        if transfer is None:
+    def _new_id(self) -> int:
+        # Unguessable, so nobody but the two parties can address a transfer (a
+        # stray chunk aborts it); below 2**53 so every JSON parser keeps it exact.
+        while (tid := secrets.randbelow(2**53 - 1) + 1) in self._transfers:
+            pass
+        return tid
+
+    def _find(self, frame: Frame) -> Transfer | None:
+        """The transfer named by ``id``; None for one that ended a moment ago (frames
+        that crossed its end are dropped quietly); ChatError for an unknown one."""
+        tid = frame.int_field("id") or 0
+        transfer = self._transfers.get(tid)
+        if transfer is None and tid not in self._ended:
             raise ChatError("no_such_transfer", f"there is no transfer {tid}: /files lists them")
         return transfer
 
-    def _own(self, party: Party, frame: Frame, *, as_recipient: bool) -> Transfer:
+    def _own(self, party: Party, frame: Frame, *, as_recipient: bool) -> Transfer | None:
         transfer = self._find(frame)
+        if transfer is None:
+            return None
         owner = transfer.recipient if as_recipient else transfer.sender
         if party is not owner:
             raise ChatError("no_such_transfer", f"there is no transfer {transfer.id} of yours")

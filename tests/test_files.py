@@ -39,7 +39,7 @@ def _offer_accepted(
 ) -> int:
     """A protocol-level offer to bob that bob accepts; the transfer id."""
     sender.send("file_offer", to="bob", name=name, size=size, sha256=sha256)
-    tid: int = bob.wait_for("file_offer")["id"]
+    tid: int = bob.wait_for("file_offer", name=name)["id"]
     bob.type(f"/accept {tid}")
     sender.expect("file_accepted", id=tid)
     return tid
@@ -322,3 +322,96 @@ def test_transfer_resumes_after_a_dropped_connection(
     saved = bob.wait_for("file_saved", timeout=30)
     assert Path(saved["path"]).read_bytes() == payload
     assert alice.wait_for("file_sent")["id"] == tid2
+
+
+def test_transfer_ids_cannot_be_guessed_by_third_parties(
+    server: Server, raw_client: Factory, client_process: Clients, tmp_path: Path
+) -> None:
+    port = server.address[1]
+    bob = _receiver(client_process, port, tmp_path / "downloads")
+    alice = raw_client(port)
+    alice.login("alice")
+    ids = []
+    for i in range(3):
+        alice.send("file_offer", to="bob", name=f"f{i}", size=1, sha256=_sha(b"x"))
+        ids.append(alice.expect("file_offered").get("id"))
+        bob.wait_for("file_offer")
+    assert min(ids) > 2**20 and len(set(ids)) == 3
+    assert sorted(ids) != list(range(ids[0], ids[0] + 3))
+
+
+def test_unanswered_offers_are_capped_per_sender_not_per_recipient(
+    server: Server, raw_client: Factory, client_process: Clients, tmp_path: Path
+) -> None:
+    port = server.address[1]
+    bob = _receiver(client_process, port, tmp_path / "downloads")
+    spammer, friend = raw_client(port), raw_client(port)
+    spammer.login("spammer")
+    friend.login("friend")
+    for i in range(8):
+        spammer.send("file_offer", to="bob", name=f"spam{i}", size=1, sha256=_sha(b"x"))
+        spammer.expect("file_offered")
+    spammer.send("file_offer", to="bob", name="spam8", size=1, sha256=_sha(b"x"))
+    assert spammer.expect("error").get("code") == "busy"
+    data = b"wanted"
+    tid = _offer_accepted(friend, bob, name="wanted.txt", size=len(data), sha256=_sha(data))
+    _raw_send(friend, tid, data)
+    assert Path(bob.wait_for("file_saved")["path"]).read_bytes() == data
+
+
+def test_frames_crossing_a_cancel_are_dropped_quietly(server: Server, raw_client: Factory) -> None:
+    port = server.address[1]
+    alice, bob = raw_client(port), raw_client(port)
+    alice.login("alice")
+    bob.login("bob")
+    data = os.urandom(FILE_CHUNK * 2)
+    alice.send("file_offer", to="bob", name="x.bin", size=len(data), sha256=_sha(data))
+    tid = bob.expect("file_offer").get("id")
+    bob.send("file_accept", id=tid, offset=0)
+    alice.expect("file_accepted", id=tid)
+    alice.send_raw(encode("file_chunk", data[:FILE_CHUNK], id=tid, offset=0))
+    bob.expect("file_chunk", id=tid)
+    alice.send("file_cancel", id=tid)
+    bob.expect("file_failed", id=tid)
+    bob.send_raw(encode("file_ack", id=tid, bytes=FILE_CHUNK))  # crossed the cancel
+    bob.send_raw(encode("file_result", id=tid, ok=False, reason="late"))
+    rid = bob.send("time")
+    answer = bob.expect("time", rid=rid)
+    assert answer is not None
+    assert not [f for f in bob.frames if f.type == "error"]
+
+
+def test_success_claimed_before_the_data_is_reported_as_failure(
+    server: Server, raw_client: Factory
+) -> None:
+    port = server.address[1]
+    alice, bob = raw_client(port), raw_client(port)
+    alice.login("alice")
+    bob.login("bob")
+    alice.send("file_offer", to="bob", name="x.bin", size=10, sha256=_sha(b"0123456789"))
+    tid = bob.expect("file_offer").get("id")
+    bob.send("file_accept", id=tid, offset=0)
+    alice.expect("file_accepted", id=tid)
+    bob.send_raw(encode("file_result", id=tid, ok=True))
+    result = alice.expect("file_result", id=tid)
+    assert result.get("ok") is False and "before" in result.get("reason")
+
+
+def test_script_that_offers_and_ends_input_waits_for_the_recipient(
+    server: Server, client_process: Clients, tmp_path: Path
+) -> None:
+    port = server.address[1]
+    downloads = tmp_path / "downloads"
+    bob = _receiver(client_process, port, downloads)
+    source = tmp_path / "scripted.txt"
+    source.write_text("sent by a script\n")
+    alice = client_process(port, "alice")
+    alice.wait_for("connected")
+    alice.type(f"/sendfile bob {source}")
+    alice.proc.stdin.close()  # EOF straight after the offer
+    tid = bob.wait_for("file_offer")["id"]
+    bob.type(f"/accept {tid}")
+    saved = bob.wait_for("file_saved")
+    assert saved["from"] == "alice"
+    assert Path(saved["path"]).read_text() == "sent by a script\n"
+    assert alice.finish()[0] == 0
