@@ -13,11 +13,12 @@ worker pool, never on the I/O thread that received them and never under the lock
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import Enum
@@ -41,7 +42,7 @@ from .relay import DEFAULT_MAX_FILE_SIZE, FileRelay
 from .store import Account, Store, StoredMessage, utc_timestamp
 from .writer import MessageWriter, Outgoing
 
-__all__ = ["FEATURES", "SERVER_SOFTWARE", "Hub", "Link", "Room", "Session"]
+__all__ = ["ANNOUNCE_LIMIT", "FEATURES", "SERVER_SOFTWARE", "Hub", "Link", "Room", "Session"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ SERVER_SOFTWARE = "securechat/0.1"
 
 FEATURES: tuple[str, ...] = ("chat", "history", "files")
 """What this server supports, announced in `hello` so clients need not guess."""
+
+ANNOUNCE_LIMIT = 200
+"""Rooms with more members than this do not announce joins, parts and quits."""
 
 # A list frame's items stay under this many bytes, leaving room for the envelope.
 _LIST_CHUNK_BYTES = 12 * 1024
@@ -133,6 +137,15 @@ class Room:
             if member is not skip:
                 member.send(data)
 
+    def announce(self, data: bytes, *, skip: Session | None = None) -> None:
+        """Broadcast a join, part or quit notice, unless the room is large.
+
+        In a room of thousands every arrival would otherwise cost a notice to
+        everyone (quadratic work and noise); its members use /who instead.
+        """
+        if len(self.members) <= ANNOUNCE_LIMIT:
+            self.broadcast(data, skip=skip)
+
     def user_names(self) -> list[str]:
         """Members' names, sorted case-insensitively."""
         return sorted((s.name for s in self.members.values()), key=fold)
@@ -164,6 +177,8 @@ class Hub:
         self._history_on_join = history_on_join
         self._retention_days = retention_days
         self._relay = FileRelay(max_file_size=max_file_size)
+        self._batch: dict[Session, list[bytes]] | None = None
+        writer.delivery_context = self._delivery_batch
         self._lock = threading.RLock()
         self._sessions: set[Session] = set()
         self._online: dict[str, Session] = {}
@@ -209,7 +224,7 @@ class Hub:
             for key in sorted(session.rooms):
                 room = self._rooms[key]
                 room.members.pop(session.account.id, None)
-                room.broadcast(
+                room.announce(
                     encode(
                         "system",
                         event="quit",
@@ -436,13 +451,36 @@ class Hub:
         if not self._writer.submit(message):
             raise ChatError("busy", "the server is overloaded; nothing was sent, try again")
 
+    @contextlib.contextmanager
+    def _delivery_batch(self) -> Iterator[None]:
+        """Deliver one commit group under one lock, one queued write per connection.
+
+        Under load a group holds many messages for the same recipients; joining
+        them saves a queue operation and a wake-up per message and recipient,
+        and the connection writes them with one TLS record run.
+        """
+        with self._lock:
+            self._batch = {}
+            try:
+                yield
+            finally:
+                batch, self._batch = self._batch, None
+                for session, parts in batch.items():
+                    session.send(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def _deliver(self, session: Session, data: bytes) -> None:
+        if self._batch is not None:
+            self._batch.setdefault(session, []).append(data)
+        else:
+            session.send(data)
+
     def _deliver_room(
         self, session: Session, rid: int | None, message: Outgoing, error: StoreError | None
     ) -> None:
         """Runs on the writer thread once the message is committed (or failed)."""
         with self._lock:
             if error is not None:
-                session.send(_not_stored(rid, error))
+                self._deliver(session, _not_stored(rid, error))
                 return
             assert message.room is not None
             room = self._rooms.get(message.room)
@@ -455,8 +493,11 @@ class Hub:
                 "stored": message.keep,
             }
             if room is not None:
-                room.broadcast(encode("message", **fields), skip=session)
-            session.send(encode("message", rid=rid, **fields))
+                data = encode("message", **fields)
+                for member in room.members.values():
+                    if member is not session:
+                        self._deliver(member, data)
+            self._deliver(session, encode("message", rid=rid, **fields))
 
     def _deliver_private(
         self,
@@ -469,7 +510,7 @@ class Hub:
         """Runs on the writer thread once the message is committed (or failed)."""
         with self._lock:
             if error is not None:
-                session.send(_not_stored(rid, error))
+                self._deliver(session, _not_stored(rid, error))
                 return
             fields = {
                 "id": message.id,
@@ -480,8 +521,8 @@ class Hub:
                 "stored": message.keep,
             }
             if target is not session:
-                target.send(encode("private", **fields))
-            session.send(encode("private", rid=rid, **fields))
+                self._deliver(target, encode("private", **fields))
+            self._deliver(session, encode("private", rid=rid, **fields))
 
     def _join(self, session: Session, frame: Frame, rid: int | None) -> None:
         room = check_room_name(frame.str_field("room"))
@@ -500,7 +541,7 @@ class Hub:
         assert session.account is not None
         room = self._rooms.setdefault(fold(name), Room(name))
         if session.account.id not in room.members:
-            room.broadcast(
+            room.announce(
                 encode(
                     "system",
                     event="join",
@@ -558,7 +599,7 @@ class Hub:
         room = self._member_room(session, frame.str_field("room"))
         del room.members[session.account.id]
         session.rooms.discard(fold(room.name))
-        room.broadcast(
+        room.announce(
             encode(
                 "system",
                 event="part",

@@ -97,31 +97,45 @@ class Frame:
         return value
 
 
+# One encoder for every frame: json.dumps with options builds a new one per call,
+# which was the largest single cost of encoding a chat message. allow_nan=False:
+# NaN and Infinity are not JSON, and our own decoder refuses them.
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# Types seen valid before skip the regex; only encode() adds to it, so the set stays
+# as small as the protocol, whatever peers send.
+_valid_types: set[str] = set()
+
+
 def encode_frame(frame: Frame) -> bytes:
     """The wire bytes of ``frame``. Raises FrameTooLarge if a part is over its limit.
 
     Fields whose value is None are left out: absent and null mean the same.
     """
-    if not _TYPE_RE.fullmatch(frame.type) or "type" in frame.fields:
-        raise ProtocolError(f"invalid frame type {frame.type!r} or a 'type' field")
-    header: dict[str, Any] = {"type": frame.type}
-    header.update((k, v) for k, v in frame.fields.items() if v is not None)
-    try:
-        # allow_nan=False: NaN and Infinity are not JSON, and our own decoder refuses them.
-        text = json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        raw = text.encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"cannot encode {frame.type!r} frame: {exc}") from exc
-    if len(raw) > MAX_HEADER:
-        raise FrameTooLarge(f"{frame.type!r} header is {len(raw)} bytes (limit {MAX_HEADER})")
-    if len(frame.body) > MAX_BODY:
-        raise FrameTooLarge(f"{frame.type!r} body is {len(frame.body)} bytes (limit {MAX_BODY})")
-    return b"".join((PREFIX.pack(PROTOCOL_VERSION, 0, len(raw), len(frame.body)), raw, frame.body))
+    return encode(frame.type, frame.body, **frame.fields)
 
 
 def encode(type_: str, body: bytes = b"", /, **fields: Any) -> bytes:
-    """Shorthand for ``encode_frame(Frame(type_, fields, body))``."""
-    return encode_frame(Frame(type_, fields, body))
+    """The wire bytes of a ``type_`` frame with ``fields`` and ``body`` (see encode_frame)."""
+    if type_ not in _valid_types:
+        if not _TYPE_RE.fullmatch(type_):
+            raise ProtocolError(f"invalid frame type {type_!r}")
+        _valid_types.add(type_)
+    if "type" in fields:
+        raise ProtocolError(f"a {type_!r} frame cannot have a 'type' field")
+    header: dict[str, Any] = {"type": type_}
+    for key, value in fields.items():
+        if value is not None:
+            header[key] = value
+    try:
+        raw = _JSON.encode(header).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"cannot encode {type_!r} frame: {exc}") from exc
+    if len(raw) > MAX_HEADER:
+        raise FrameTooLarge(f"{type_!r} header is {len(raw)} bytes (limit {MAX_HEADER})")
+    if len(body) > MAX_BODY:
+        raise FrameTooLarge(f"{type_!r} body is {len(body)} bytes (limit {MAX_BODY})")
+    return PREFIX.pack(PROTOCOL_VERSION, 0, len(raw), len(body)) + raw + body
 
 
 class Decoder:
@@ -163,8 +177,8 @@ class Decoder:
         end = start + header_len + body_len
         if len(self._buf) < end:
             return None
-        header = bytes(self._buf[start : start + header_len])
-        body = bytes(self._buf[start + header_len : end])
+        header = self._buf[start : start + header_len]
+        body = bytes(self._buf[start + header_len : end]) if body_len else b""
         self._pos = end
         self._lengths = None
         if self._pos > 65536 and self._pos * 2 > len(self._buf):
@@ -193,9 +207,9 @@ class Decoder:
         self._lengths = (header_len, body_len)
 
 
-def _parse_header(raw: bytes, body: bytes) -> Frame:
+def _parse_header(raw: bytearray, body: bytes) -> Frame:
     try:
-        header = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        header = _JSON_DECODER.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         # UnicodeDecodeError and JSONDecodeError are both ValueErrors; deep nesting
         # makes the JSON scanner raise RecursionError.
@@ -203,6 +217,6 @@ def _parse_header(raw: bytes, body: bytes) -> Frame:
     if not isinstance(header, dict):
         raise ProtocolError("frame header must be a JSON object")
     type_ = header.pop("type", None)
-    if not isinstance(type_, str) or not _TYPE_RE.fullmatch(type_):
+    if not isinstance(type_, str) or (type_ not in _valid_types and not _TYPE_RE.fullmatch(type_)):
         raise ProtocolError("frame header needs a 'type' of 1-32 lowercase letters or '_'")
     return Frame(type_, header, body)

@@ -22,12 +22,14 @@ carries on, and the next group succeeds once space returns.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +80,9 @@ class MessageWriter:
         self._reserved = self._next_id - 1
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._next_sweep = time.monotonic()
+        self.delivery_context: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+        """Wraps the delivery of each committed group, so that the receiving side can
+        coalesce a whole group into one write per connection (set by the hub)."""
 
     @property
     def backlog(self) -> int:
@@ -164,14 +169,15 @@ class MessageWriter:
             else:
                 if reserve is not None:
                     self._reserved = reserve
-        for message in group:
-            # Without the reservation on disk an unstored message's id could be
-            # reused after a restart, so it fails with the group.
-            failed = error is not None and (message.keep or reserve is not None)
-            try:
-                message.on_done(message, error if failed else None)
-            except Exception:
-                log.exception("delivering message %d failed", message.id)
+        with self.delivery_context():
+            for message in group:
+                # Without the reservation on disk an unstored message's id could be
+                # reused after a restart, so it fails with the group.
+                failed = error is not None and (message.keep or reserve is not None)
+                try:
+                    message.on_done(message, error if failed else None)
+                except Exception:
+                    log.exception("delivering message %d failed", message.id)
 
     def _until_sweep(self) -> float | None:
         if self._retention_days <= 0:
