@@ -744,9 +744,15 @@ class Hub:
             raise ChatError("usage", "search for at most 16 words of at most 100 characters")
         rooms = [self._rooms[key].name for key in session.rooms]
         query = partial(self._store.search, session.account.id, rooms, words, limit=MAX_SEARCH)
-        self._history.answer(
-            session.link, rid, query, end={"search": " ".join(words)}, mark="search"
-        )
+
+        def _index_then_search() -> None:
+            # On the writer thread, after every message acknowledged so far.
+            self._writer.index_now()
+            self._history.answer(
+                session.link, rid, query, end={"search": " ".join(words)}, mark="search"
+            )
+
+        self._writer.run_in_order(_index_then_search)
 
     def _export(self, session: Session, frame: Frame, rid: int | None) -> None:
         assert session.account is not None

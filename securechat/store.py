@@ -99,15 +99,30 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
+# The search index trails the messages table: rows up to meta.indexed_id are
+# indexed, later ones are indexed in batches by index_pending(), off the path
+# that acknowledges messages (indexing a row costs three times storing it).
+# Only indexed rows may be removed from the index: FTS5 cannot delete what it
+# never saw.
+_FTS_DELETE_TRIGGER = """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+    WHEN old.id <= (SELECT value FROM meta WHERE key = 'indexed_id') BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    END"""
+
 _FTS_SETUP = (
     "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='id')",
-    """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-        INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
-    END""",
-    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-        INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
-    END""",
-    "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+    "INSERT OR REPLACE INTO meta (key, value) VALUES ('indexed_id', 0)",
+    _FTS_DELETE_TRIGGER,
+)
+
+# An index made by an earlier build, kept current by an insert trigger: take the
+# trigger away, and record that every row so far is indexed.
+_FTS_UNTRIGGER = (
+    "DROP TRIGGER messages_fts_insert",
+    "DROP TRIGGER messages_fts_delete",
+    "INSERT OR REPLACE INTO meta (key, value) "
+    "SELECT 'indexed_id', coalesce(max(id), 0) FROM messages",
+    _FTS_DELETE_TRIGGER,
 )
 
 _SELECT = """SELECT m.id, m.ts, s.name, m.room_name, r.name, m.text
@@ -254,6 +269,11 @@ class Store:
             "SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'"
         ).fetchone()
         if exists:
+            triggered = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'messages_fts_insert'"
+            ).fetchone()
+            if triggered:
+                self._transaction(_FTS_UNTRIGGER)
             return True
         try:
             self._db.execute("CREATE VIRTUAL TABLE temp.fts5_probe USING fts5(x)")
@@ -395,6 +415,36 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+
+    def index_pending(self, limit: int | None = None) -> int:
+        """Add up to ``limit`` (default: all) not yet indexed messages to the search
+        index, in one transaction; returns how many. Idempotent after a crash."""
+        if not self.has_fts:
+            return 0
+        with self._lock, _store_errors("index messages"):
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                (done,) = self._db.execute(
+                    "SELECT value FROM meta WHERE key = 'indexed_id'"
+                ).fetchone()
+                (top, count) = self._db.execute(
+                    "SELECT max(id), count(*) FROM (SELECT id FROM messages WHERE id > ? "
+                    "ORDER BY id LIMIT ?)",
+                    (done, -1 if limit is None else limit),
+                ).fetchone()
+                if count:
+                    self._db.execute(
+                        "INSERT INTO messages_fts (rowid, text) "
+                        "SELECT id, text FROM messages WHERE id > ? AND id <= ?",
+                        (done, top),
+                    )
+                    self._db.execute("UPDATE meta SET value = ? WHERE key = 'indexed_id'", (top,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return int(count)
 
     def forget_sender(self, account_id: int) -> int:
         """Erase every message ``account_id`` sent, beyond recovery from the files.

@@ -10,6 +10,11 @@ has committed calls each message's ``on_done``, which sends the sender its
 acknowledgement and fans the message out. An acknowledged message is
 therefore always on disk, and under load one commit covers many messages.
 
+Search indexing is not on that path: stored rows are added to the full-text
+index in batches when the queue is idle (or once ``_INDEX_LAG`` rows wait), and
+a search first asks this thread to index everything stored before it, so it
+still finds every message acknowledged before it was asked.
+
 Ids come from a counter, not from SQLite, so messages that are never stored
 (opt-out, /nolog) still get unique, increasing ids. The counter is reserved on
 disk in blocks of ``ID_BLOCK``: after a restart ids continue above anything
@@ -47,6 +52,9 @@ MAX_BACKLOG = 100_000
 """Messages waiting for the disk before new ones are refused as "server busy"."""
 
 _MAX_GROUP = 5000
+_INDEX_IDLE = 0.05  # seconds without new messages before pending rows are indexed
+_INDEX_LAG = 5000  # rows stored but not indexed before indexing cannot wait for a pause
+_INDEX_BATCH = 5000
 _RETENTION_EVERY = 3600.0  # seconds between retention sweeps
 
 
@@ -80,6 +88,7 @@ class MessageWriter:
         self._reserved = self._next_id - 1
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._next_sweep = time.monotonic()
+        self._unindexed = 0
         self.delivery_context: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         """Wraps the delivery of each committed group, so that the receiving side can
         coalesce a whole group into one write per connection (set by the hub)."""
@@ -111,11 +120,15 @@ class MessageWriter:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        self._index(None)  # whatever an earlier run stored but did not index
         while True:
             try:
-                first = self._queue.get(timeout=self._until_sweep())
+                first = self._queue.get(timeout=self._idle_timeout())
             except queue.Empty:
-                self._sweep()
+                if self._unindexed:
+                    self._index(_INDEX_BATCH)
+                elif time.monotonic() >= self._next_sweep:
+                    self._sweep()
                 continue
             items = [first]
             while len(items) < _MAX_GROUP:
@@ -134,8 +147,22 @@ class MessageWriter:
                     return
                 self._run_task(item)
             self._commit(group)
+            if self._unindexed >= _INDEX_LAG:
+                self._index(_INDEX_BATCH)  # busy for long: do not let search fall behind
             if time.monotonic() >= self._next_sweep:
                 self._sweep()
+
+    def index_now(self) -> None:
+        """Index every stored message (writer thread only; search calls it in order)."""
+        self._index(None)
+
+    def _index(self, limit: int | None) -> None:
+        try:
+            done = self._store.index_pending(limit)
+        except StoreError as exc:
+            log.error("search indexing failed (will retry): %s", exc)
+            return
+        self._unindexed = max(0, self._unindexed - done) if limit is not None else 0
 
     def _run_task(self, task: Any) -> None:
         try:
@@ -167,6 +194,7 @@ class MessageWriter:
                 log.error("cannot store %d messages: %s", len(rows), exc)
                 error = exc
             else:
+                self._unindexed += len(rows)
                 if reserve is not None:
                     self._reserved = reserve
         with self.delivery_context():
@@ -179,7 +207,9 @@ class MessageWriter:
                 except Exception:
                     log.exception("delivering message %d failed", message.id)
 
-    def _until_sweep(self) -> float | None:
+    def _idle_timeout(self) -> float | None:
+        if self._unindexed:
+            return _INDEX_IDLE  # index once the burst is over
         if self._retention_days <= 0:
             return None
         return max(0.0, self._next_sweep - time.monotonic())
