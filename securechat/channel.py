@@ -487,10 +487,14 @@ class IOLoop:
 
     def mark_dirty(self, channel: Channel, *, read: bool = False) -> None:
         """Note that ``channel`` has something to write (or, with ``read``, to read)."""
+        # One lock round for both the note and the wake-up decision: this runs once
+        # per recipient of every message, from the writer and history threads.
         with self._lock:
             (self._readable if read else self._dirty).add(channel)
-        if threading.get_ident() != self._thread.ident:
-            self._wake()
+            if self._woken or threading.get_ident() == self._thread.ident:
+                return
+            self._woken = True
+        self._write_wake_byte()
 
     def forget(self, channel: Channel) -> None:
         """Drop a closing channel from the selector (owner only)."""
@@ -528,6 +532,9 @@ class IOLoop:
             if self._woken:
                 return
             self._woken = True
+        self._write_wake_byte()
+
+    def _write_wake_byte(self) -> None:
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):

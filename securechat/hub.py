@@ -552,16 +552,17 @@ class Hub:
             )
             room.members[session.account.id] = session
             session.rooms.add(fold(name))
-        names = room.user_names()
-        # The member list rides along while it surely fits one frame; /who pages longer ones.
+        count = len(room.members)
+        # The member list rides along while it surely fits one frame; /who pages longer
+        # ones (and a big room is not sorted on every join).
         session.send(
             encode(
                 "joined",
                 rid=rid,
                 room=room.name,
                 topic=room.topic,
-                count=len(names),
-                users=names if len(names) <= _JOINED_USERS_MAX else None,
+                count=count,
+                users=room.user_names() if count <= _JOINED_USERS_MAX else None,
             )
         )
         if replay:
@@ -705,7 +706,8 @@ class Hub:
         assert session.account is not None
         before = frame.int_field("before", optional=True)
         after = frame.int_field("after", optional=True)
-        limit = frame.int_field("limit", optional=True) or 50
+        limit = frame.int_field("limit", optional=True)
+        limit = 50 if limit is None else limit
         if limit < 1:
             raise ChatError("usage", "the number of messages must be at least 1")
         limit = min(limit, MAX_HISTORY)

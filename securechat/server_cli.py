@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         history_on_join=args.history_on_join,
         max_file_size=args.max_file_size,
     )
+    # The I/O loops, the writer and the reader pool share the GIL; Python's default
+    # 5 ms switch interval let one busy thread hold a message back that long.
+    sys.setswitchinterval(0.0005)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
