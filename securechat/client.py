@@ -225,7 +225,7 @@ class ChatClient:
 
     def accept_file(self, tid: int) -> None:
         """Accept offer ``tid``, resuming from any partial download of the same file."""
-        self.request("file_accept", self._transfers.accept(tid))
+        self._transfers.accept(tid, self._send)
 
     def reject_file(self, tid: int) -> None:
         """Decline offer ``tid``."""

@@ -83,6 +83,7 @@ class Transfers:
         self._emit = emit
         self._lock = threading.Condition()
         self._offering: dict[int, _Upload] = {}  # by request id, until the server numbers it
+        self._accepting: dict[int, int] = {}  # request id of a file_accept -> transfer id
         self._uploads: dict[int, _Upload] = {}
         self._downloads: dict[int, _Download] = {}
 
@@ -102,8 +103,8 @@ class Transfers:
             rid = request("file_offer", fields)
             self._offering[rid] = upload
 
-    def accept(self, tid: int) -> dict[str, Any]:
-        """Start receiving offer ``tid``; the fields of the ``file_accept`` request."""
+    def accept(self, tid: int, request: Callable[[str, dict[str, Any]], int]) -> None:
+        """Start receiving offer ``tid``: open the download, then send ``file_accept``."""
         with self._lock:
             item = self._downloads.get(tid)
             if item is None or item.state != "offered":
@@ -122,6 +123,10 @@ class Transfers:
             item.download = download
             item.state = "receiving"
             item.received = download.offset
+            # Recorded under the lock that refused() takes, so a refusal arriving
+            # before request() returns still finds it.
+            rid = request("file_accept", {"id": tid, "offset": item.received})
+            self._accepting[rid] = tid
         resumed = f", resuming at byte {item.received}" if item.received else ""
         self._emit(
             "system",
@@ -129,7 +134,6 @@ class Transfers:
             id=tid,
             text=f"receiving {item.name} from {item.sender}{resumed}",
         )
-        return {"id": tid, "offset": item.received}
 
     def forget_offer(self, tid: int) -> None:
         """The user rejected offer ``tid``."""
@@ -151,9 +155,17 @@ class Transfers:
         self._emit("system", event="file_cancelled", id=tid, text=f"cancelled {name}")
 
     def refused(self, rid: int) -> None:
-        """The server refused request ``rid``: forget the offer it was, if any."""
+        """The server refused request ``rid``: forget the offer it made, or take back
+        the acceptance (the offer stays pending, its partial file kept)."""
         with self._lock:
             self._offering.pop(rid, None)
+            tid = self._accepting.pop(rid, None)
+            item = self._downloads.get(tid) if tid is not None else None
+            if item is not None and item.state == "receiving":
+                if item.download is not None:
+                    item.download.abort(keep_partial=True)
+                item.download = None
+                item.state = "offered"
             self._lock.notify_all()
 
     def listing(self) -> list[dict[str, Any]]:
@@ -354,8 +366,7 @@ class Transfers:
             self._fail(tid, exc.reason, verdict=True)
             return
         with self._lock:
-            self._downloads.pop(tid, None)
-            self._lock.notify_all()
+            self._end(tid, keep_partial=True)  # finished: nothing partial is left to keep
         self._send(encode("file_result", id=tid, ok=True), False)
         self._emit(
             "file_saved",
@@ -449,6 +460,8 @@ class Transfers:
         item = self._downloads.pop(tid, None)
         if item is not None and item.download is not None:
             item.download.abort(keep_partial=keep_partial)
+        for rid in [r for r, t in self._accepting.items() if t == tid]:
+            del self._accepting[rid]
         self._lock.notify_all()
 
     def _progress_due(self, item: _Upload | _Download) -> bool:

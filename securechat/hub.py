@@ -349,7 +349,7 @@ class Hub:
                 account = self._store.create_account(name, hash_password(password))
                 if account is None and self._store.is_reserved(name):
                     error = ChatError(
-                        "name_in_use",
+                        "name_reserved",
                         f"{name} was the name of another account and stays reserved for it; "
                         "pick another name",
                     )

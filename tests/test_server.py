@@ -497,7 +497,7 @@ def test_former_name_stays_reserved_for_its_account(server: Server, raw_client: 
     impostor = raw_client(port)
     impostor.send("login", user="Bob", password="anything")
     error = impostor.expect("error")
-    assert error.get("code") == "name_in_use" and "reserved" in error.get("text")
+    assert error.get("code") == "name_reserved" and "reserved" in error.get("text")
     other = raw_client(port)
     other.login("carol")
     other.send("nick", name="BOB")

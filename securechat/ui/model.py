@@ -675,6 +675,9 @@ class ChatModel:
     def _file_failed(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
         self._file_end(d, "failed", "error")
 
+    def _file_cancelled(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+        self._file_end(d, "cancelled")
+
     def _other(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
         """Event types this version does not know: their text, as a notice."""
         if d.get("text"):
@@ -717,4 +720,7 @@ _SYSTEM_HANDLERS: dict[str, _Handler] = {
     "reconnecting": ChatModel._reconnecting,
     "file_offered": ChatModel._file_offered,
     "file_accepted": ChatModel._file_accepted,
+    "file_accepting": ChatModel._file_accepted,
+    "file_rejected": ChatModel._file_rejected,
+    "file_cancelled": ChatModel._file_cancelled,
 }
