@@ -229,13 +229,11 @@ class ChatClient:
 
     def reject_file(self, tid: int) -> None:
         """Decline offer ``tid``."""
-        self._transfers.forget_offer(tid)
-        self.request("file_reject", {"id": tid})
+        self.request("file_reject", {"id": self._transfers.forget_offer(tid)})
 
     def cancel_file(self, tid: int) -> None:
         """Stop transfer ``tid``; nothing partial is kept."""
-        self._transfers.cancel(tid)
-        self.request("file_cancel", {"id": tid})
+        self.request("file_cancel", {"id": self._transfers.cancel(tid)})
 
     def transfers(self) -> list[dict[str, Any]]:
         """Pending and active file transfers."""

@@ -84,6 +84,8 @@ class Transfers:
         self._lock = threading.Condition()
         self._offering: dict[int, _Upload] = {}  # by request id, until the server numbers it
         self._accepting: dict[int, int] = {}  # request id of a file_accept -> transfer id
+        self._handles: dict[int, int] = {}  # server transfer id -> the user's short number
+        self._server_ids: dict[int, int] = {}
         self._uploads: dict[int, _Upload] = {}
         self._downloads: dict[int, _Download] = {}
 
@@ -103,12 +105,13 @@ class Transfers:
             rid = request("file_offer", fields)
             self._offering[rid] = upload
 
-    def accept(self, tid: int, request: Callable[[str, dict[str, Any]], int]) -> None:
-        """Start receiving offer ``tid``: open the download, then send ``file_accept``."""
+    def accept(self, handle: int, request: Callable[[str, dict[str, Any]], int]) -> None:
+        """Start receiving offer ``handle``: open the download, then send ``file_accept``."""
         with self._lock:
+            tid = self._server_id(handle)
             item = self._downloads.get(tid)
             if item is None or item.state != "offered":
-                raise ChatError("no_such_transfer", f"no pending offer {tid}: /files lists them")
+                raise ChatError("no_such_transfer", f"no pending offer {handle}: /files lists them")
             item.state = "opening"
         # Outside the lock: resuming hashes the partial file, which may take a while.
         try:
@@ -131,28 +134,51 @@ class Transfers:
         self._emit(
             "system",
             event="file_accepting",
-            id=tid,
+            id=self._handle(tid),
             text=f"receiving {item.name} from {item.sender}{resumed}",
         )
 
-    def forget_offer(self, tid: int) -> None:
-        """The user rejected offer ``tid``."""
+    def forget_offer(self, handle: int) -> int:
+        """The user rejected offer ``handle``; its server id, to tell the server."""
         with self._lock:
+            tid = self._server_id(handle)
             item = self._downloads.get(tid)
             if item is None or item.state != "offered":
-                raise ChatError("no_such_transfer", f"no pending offer {tid}: /files lists them")
+                raise ChatError("no_such_transfer", f"no pending offer {handle}: /files lists them")
             del self._downloads[tid]
-        self._emit("system", event="file_rejected", id=tid, text=f"rejected {item.name}")
+        self._emit("system", event="file_rejected", id=handle, text=f"rejected {item.name}")
+        return tid
 
-    def cancel(self, tid: int) -> None:
-        """Stop transfer ``tid`` on our side (the server tells the other side)."""
+    def cancel(self, handle: int) -> int:
+        """Stop transfer ``handle`` on our side; its server id, to tell the server."""
         with self._lock:
+            tid = self._server_id(handle)
             upload, item = self._uploads.get(tid), self._downloads.get(tid)
             if upload is None and item is None:
-                raise ChatError("no_such_transfer", f"no transfer {tid}: /files lists them")
+                raise ChatError("no_such_transfer", f"no transfer {handle}: /files lists them")
             self._end(tid, keep_partial=False)
         name = upload.name if upload is not None else item.name if item is not None else ""
-        self._emit("system", event="file_cancelled", id=tid, text=f"cancelled {name}")
+        self._emit("system", event="file_cancelled", id=handle, text=f"cancelled {name}")
+        return tid
+
+    def _handle(self, tid: int) -> int:
+        """The short number the user sees for server transfer ``tid`` (1, 2, 3, ...).
+
+        Server ids are random 16-digit numbers so that nobody else can address a
+        transfer; nobody should have to type one either.
+        """
+        with self._lock:
+            handle = self._handles.get(tid)
+            if handle is None:
+                handle = self._handles[tid] = len(self._handles) + 1
+                self._server_ids[handle] = tid
+            return handle
+
+    def _server_id(self, handle: int) -> int:
+        tid = self._server_ids.get(handle)
+        if tid is None:
+            raise ChatError("no_such_transfer", f"no transfer {handle}: /files lists them")
+        return tid
 
     def refused(self, rid: int) -> None:
         """The server refused request ``rid``: forget the offer it made, or take back
@@ -173,7 +199,7 @@ class Transfers:
         with self._lock:
             items = [
                 {
-                    "id": u.id,
+                    "id": self._handle(u.id),
                     "direction": "send",
                     "peer": u.to,
                     "name": u.name,
@@ -184,7 +210,7 @@ class Transfers:
                 for u in self._uploads.values()
             ] + [
                 {
-                    "id": d.id,
+                    "id": self._handle(d.id),
                     "direction": "receive",
                     "peer": d.sender,
                     "name": d.name,
@@ -194,7 +220,7 @@ class Transfers:
                 }
                 for d in self._downloads.values()
             ]
-        return sorted(items, key=lambda item: item["id"])
+        return sorted(items, key=lambda item: int(item["id"]))
 
     def wait_idle(self, timeout: float = _STALL_TIMEOUT) -> bool:
         """Wait while uploads or downloads are moving; False if one stalls for ``timeout``."""
@@ -244,10 +270,10 @@ class Transfers:
         self._emit(
             "system",
             event="file_offered",
-            id=upload.id,
+            id=self._handle(upload.id),
             to=upload.to,
             text=f"offered {upload.name} ({format_size(upload.size)}) to {upload.to} as transfer "
-            f"{upload.id}; waiting for them to accept",
+            f"{self._handle(upload.id)}; waiting for them to accept",
         )
 
     def _on_offer(self, frame: Frame) -> None:
@@ -263,12 +289,12 @@ class Transfers:
             self._downloads[tid] = item
         self._emit(
             "file_offer",
-            id=tid,
+            id=self._handle(tid),
             name=item.name,
             size=item.size,
             sha256=item.sha256,
             text=f"{item.sender} offers {item.name} ({format_size(item.size)}): "
-            f"/accept {tid} or /reject {tid}",
+            f"/accept {self._handle(tid)} or /reject {self._handle(tid)}",
             **{"from": item.sender},
         )
 
@@ -285,7 +311,7 @@ class Transfers:
         self._emit(
             "system",
             event="file_accepted",
-            id=tid,
+            id=self._handle(tid),
             text=f"{upload.to} accepted {upload.name}; sending{resumed}",
         )
         threading.Thread(
@@ -370,7 +396,7 @@ class Transfers:
         self._send(encode("file_result", id=tid, ok=True), False)
         self._emit(
             "file_saved",
-            id=tid,
+            id=self._handle(tid),
             path=str(path),
             **{"from": item.sender},
             size=item.size,
@@ -389,14 +415,17 @@ class Transfers:
             upload.state = "sent"
             self._emit(
                 "file_sent",
-                id=tid,
+                id=self._handle(tid),
                 to=upload.to,
                 text=f"{upload.name} arrived intact at {upload.to}",
             )
         else:
             reason = frame.str_field("reason", optional=True) or "the recipient could not save it"
             self._emit(
-                "file_failed", id=tid, reason=reason, text=f"transfer {tid} failed: {reason}"
+                "file_failed",
+                id=self._handle(tid),
+                reason=reason,
+                text=f"transfer {self._handle(tid)} failed: {reason}",
             )
 
     def _on_rejected(self, frame: Frame) -> None:
@@ -405,7 +434,9 @@ class Transfers:
             upload = self._uploads.pop(tid, None)
         if upload is not None:
             by = frame.str_field("by")
-            self._emit("file_rejected", id=tid, by=by, text=f"{by} rejected {upload.name}")
+            self._emit(
+                "file_rejected", id=self._handle(tid), by=by, text=f"{by} rejected {upload.name}"
+            )
 
     def _on_failed(self, frame: Frame) -> None:
         reason = frame.str_field("reason", optional=True) or "failed"
@@ -446,10 +477,10 @@ class Transfers:
                 pass
         self._emit(
             "file_failed",
-            id=tid,
+            id=self._handle(tid),
             reason=reason,
             resumable=True if resumable else None,
-            text=f"transfer {tid} failed: {reason}",
+            text=f"transfer {self._handle(tid)} failed: {reason}",
         )
 
     def _end(self, tid: int, *, keep_partial: bool) -> None:
@@ -475,11 +506,12 @@ class Transfers:
         percent = 100 * done // size if size else 100
         self._emit(
             "file_progress",
-            id=tid,
+            id=self._handle(tid),
             bytes=done,
             size=size,
             direction=direction,
-            text=f"transfer {tid}: {percent}% ({format_size(done)} of {format_size(size)})",
+            text=f"transfer {self._handle(tid)}: {percent}% "
+            f"({format_size(done)} of {format_size(size)})",
         )
 
 

@@ -38,9 +38,10 @@ def _offer_accepted(
     sender: RawClient, bob: ClientProcess, *, name: str, size: int, sha256: str
 ) -> int:
     """A protocol-level offer to bob that bob accepts; the transfer id."""
-    sender.send("file_offer", to="bob", name=name, size=size, sha256=sha256)
-    tid: int = bob.wait_for("file_offer", name=name)["id"]
-    bob.type(f"/accept {tid}")
+    rid = sender.send("file_offer", to="bob", name=name, size=size, sha256=sha256)
+    tid: int = sender.expect("file_offered", rid=rid).get("id")  # the server's id
+    handle = bob.wait_for("file_offer", name=name)["id"]  # the short number bob types
+    bob.type(f"/accept {handle}")
     sender.expect("file_accepted", id=tid)
     return tid
 
@@ -321,7 +322,7 @@ def test_transfer_resumes_after_a_dropped_connection(
     assert "from byte 262144" in accepted["text"]
     saved = bob.wait_for("file_saved", timeout=30)
     assert Path(saved["path"]).read_bytes() == payload
-    assert alice.wait_for("file_sent")["id"] == tid2
+    assert alice.wait_for("file_sent")["to"] == "bob"
 
 
 def test_transfer_ids_cannot_be_guessed_by_third_parties(
@@ -331,13 +332,17 @@ def test_transfer_ids_cannot_be_guessed_by_third_parties(
     bob = _receiver(client_process, port, tmp_path / "downloads")
     alice = raw_client(port)
     alice.login("alice")
-    ids = []
+    ids, handles = [], []
     for i in range(3):
         alice.send("file_offer", to="bob", name=f"f{i}", size=1, sha256=_sha(b"x"))
         ids.append(alice.expect("file_offered").get("id"))
-        bob.wait_for("file_offer")
+        handles.append(bob.wait_for("file_offer")["id"])
     assert min(ids) > 2**20 and len(set(ids)) == 3
     assert sorted(ids) != list(range(ids[0], ids[0] + 3))
+    # ... while the person receiving them types short numbers.
+    assert handles == [1, 2, 3]
+    bob.type("/files")
+    assert [t["id"] for t in bob.wait_for("files")["transfers"]] == [1, 2, 3]
 
 
 def test_unanswered_offers_are_capped_per_sender_not_per_recipient(
