@@ -812,6 +812,7 @@ class Bench:
     pki: Pki
     workdir: Path
     profile: Path | None = None
+    server_args: tuple[str, ...] = ()
     _context: ssl.SSLContext | None = None
 
     def n(self, full: float, minimum: float) -> int:
@@ -824,7 +825,9 @@ class Bench:
 
     def server(self, *extra: str, label: str = "server") -> ServerProcess:
         """A fresh server subprocess (use with ``async with``)."""
-        return ServerProcess(self.pki, self.workdir, extra, label, profile=self.profile)
+        return ServerProcess(
+            self.pki, self.workdir, (*extra, *self.server_args), label, profile=self.profile
+        )
 
     def client_context(self) -> ssl.SSLContext:
         """The one SSLContext shared by every password client."""
@@ -1790,7 +1793,13 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             busy_before = await wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else 0.0
             fingerprint = package_fingerprint()
             with tempfile.TemporaryDirectory(prefix=f"securechat-bench-{name}-") as tmp:
-                bench = Bench(args.scale, pki, Path(tmp), profile=args.py_spy)
+                bench = Bench(
+                    args.scale,
+                    pki,
+                    Path(tmp),
+                    profile=args.py_spy,
+                    server_args=tuple(args.server_arg),
+                )
                 began = time.perf_counter()
                 try:
                     async with asyncio.timeout(args.timeout):
@@ -1865,6 +1874,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="seconds one run of one scenario may take (default 60 + 600 x scale)",
+    )
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="pass ARG to every server (repeatable), e.g. --server-arg=--io-threads=1",
     )
     return p
 
