@@ -231,11 +231,6 @@ class Channel:
     # -- read-only facts ----------------------------------------------------
 
     @property
-    def is_open(self) -> bool:
-        """True between a completed handshake and the close."""
-        return self._state == self._OPEN
-
-    @property
     def is_handshaken(self) -> bool:
         """True once the TLS handshake has completed (even if closed since)."""
         return self._handshaken
@@ -504,15 +499,6 @@ class IOLoop:
         except (KeyError, ValueError):
             pass
 
-    def close_all(self, reason: str) -> None:
-        """Ask every channel to flush and close (any thread)."""
-
-        def _close_all() -> None:
-            for channel in list(self._channels):
-                channel.close(reason)
-
-        self.call_soon(_close_all)
-
     def stop(self, timeout: float = 5.0) -> None:
         """Close every channel at once and end the thread (any thread)."""
 
@@ -522,10 +508,6 @@ class IOLoop:
         self.call_soon(_stop)
         if self._thread.is_alive() and threading.get_ident() != self._thread.ident:
             self._thread.join(timeout)
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the loop's thread to end."""
-        self._thread.join(timeout)
 
     def _wake(self) -> None:
         with self._lock:

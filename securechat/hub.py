@@ -250,12 +250,6 @@ class Hub:
             session.send(bye)
             session.link.close(reason)
 
-    @property
-    def online_count(self) -> int:
-        """How many users are logged in."""
-        with self._lock:
-            return len(self._online)
-
     # -- requests ------------------------------------------------------------------
 
     def handle(self, session: Session, frame: Frame) -> None:
