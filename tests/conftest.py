@@ -308,10 +308,11 @@ class ClientProcess:
         return status, self.proc.stderr.read().decode("utf-8", "replace")
 
     def kill(self) -> None:
-        """Stop the process if it is still running."""
+        """Stop the process if it is still running, and let the reader see its EOF."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        self._reader.join(5)
 
 
 @pytest.fixture
