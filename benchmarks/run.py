@@ -8,12 +8,12 @@ Usage::
 Strategy
 --------
 Every run of every scenario starts a *fresh* server subprocess
-(``python -m securechat.server_cli``) on 127.0.0.1 with its own temporary
+(``python -m securechat.server.cli``) on 127.0.0.1 with its own temporary
 database and certificates made here (cached under ``benchmarks/.cache``), drives
 it from this process and stops it with SIGTERM. The load generator is one
 asyncio event loop in one thread; its clients are non-blocking
 ``ssl.SSLSocket`` objects served straight from the loop (``add_reader``), and
-they speak the wire protocol through :mod:`securechat.protocol` (``encode``
+they speak the wire protocol through :mod:`securechat.wire.protocol` (``encode``
 out, ``Decoder`` in).
 Every password client shares one ``SSLContext``. The generator competes with
 the server for the machine's cores, so every scenario reports both sides' CPU
@@ -78,8 +78,7 @@ from securechat.certs import (
     write_key,
 )
 from securechat.errors import ProtocolError
-from securechat.protocol import Decoder, Frame, encode
-from securechat.relay import FILE_CHUNK, FILE_WINDOW
+from securechat.wire.protocol import FILE_CHUNK, FILE_WINDOW, Decoder, Frame, encode
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_JSON = HERE / "results.json"
@@ -183,7 +182,7 @@ def _die_with_parent() -> None:
 
 
 class ServerProcess:
-    """``python -m securechat.server_cli`` on 127.0.0.1 with a fresh database."""
+    """``python -m securechat.server.cli`` on 127.0.0.1 with a fresh database."""
 
     def __init__(
         self,
@@ -215,7 +214,7 @@ class ServerProcess:
         argv = [
             sys.executable,
             "-m",
-            "securechat.server_cli",
+            "securechat.server.cli",
             "--cert",
             str(self.pki.server_pem),
             "--key",

@@ -18,7 +18,7 @@ from .errors import (
     StoreError,
     TLSError,
 )
-from .protocol import PROTOCOL_VERSION, Decoder, Frame, encode, encode_frame
+from .wire.protocol import PROTOCOL_VERSION, Decoder, Frame, encode, encode_frame
 
 __all__ = [
     "PROTOCOL_VERSION",

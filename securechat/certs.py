@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import ChatError, ConfigError
-from .names import check_user_name
+from .wire.names import check_user_name
 
 __all__ = [
     "CA_LIFETIME",

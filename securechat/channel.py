@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .errors import ProtocolError
-from .protocol import Decoder, Frame, encode
+from .wire.protocol import Decoder, Frame, encode
 
 __all__ = [
     "BULK_LIMIT",

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import trustme
 
-from securechat.protocol import Decoder, Frame, encode
-from securechat.server import Server, ServerConfig
+from securechat.server.listener import Server, ServerConfig
+from securechat.wire.protocol import Decoder, Frame, encode
 
 TLS_VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
 EVENT_TIMEOUT = 10.0
@@ -78,7 +78,7 @@ def server_argv(pki: Pki, db: Path, port: int, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "securechat.server_cli",
+        "securechat.server.cli",
         "--cert",
         str(pki.server_pem),
         "--key",
@@ -240,7 +240,7 @@ class ClientProcess:
         if password is not None:
             full_env["SECURECHAT_PASSWORD"] = password
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "securechat.client_cli", *args],
+            [sys.executable, "-m", "securechat.client.cli", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import securechat.downloads
-from securechat.downloads import MAX_NAME_BYTES, Download, DownloadError, safe_name
+import securechat.client.downloads
+from securechat.client.downloads import MAX_NAME_BYTES, Download, DownloadError, safe_name
 from securechat.errors import SecureChatError
 
 CHUNK = 64 * 1024
@@ -61,7 +61,7 @@ def tree(root: Path) -> dict[str, bytes | str | None]:
 
 
 def test_module_exports_exactly_its_public_api() -> None:
-    assert set(securechat.downloads.__all__) == {
+    assert set(securechat.client.downloads.__all__) == {
         "MAX_NAME_BYTES",
         "Download",
         "DownloadError",

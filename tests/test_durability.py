@@ -30,12 +30,12 @@ from pathlib import Path
 import pytest
 
 from securechat.errors import ConfigError
-from securechat.names import fold
-from securechat.passwords import hash_password
-from securechat.protocol import Frame, encode
-from securechat.server import Server
-from securechat.store import MIGRATIONS, SCHEMA_VERSION, NewMessage, Store, utc_timestamp
-from securechat.writer import MessageWriter
+from securechat.server.listener import Server
+from securechat.server.passwords import hash_password
+from securechat.server.writer import MessageWriter
+from securechat.store.sqlite import MIGRATIONS, SCHEMA_VERSION, NewMessage, Store, utc_timestamp
+from securechat.wire.names import fold
+from securechat.wire.protocol import Frame, encode
 from tests.conftest import EVENT_TIMEOUT, Pki, RawClient, free_port, server_argv
 
 ROOM = "#general"
@@ -56,7 +56,7 @@ _AFTER_TEXT = re.compile(r"after r(\d+)")
 
 
 class ServerProcess:
-    """A ``python -m securechat.server_cli`` process; its stderr read on a thread.
+    """A ``python -m securechat.server.cli`` process; its stderr read on a thread.
 
     The thread keeps draining stderr so the server never blocks on a full pipe.
     """

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from securechat.server import Server
+from securechat.server.listener import Server
 from tests.conftest import ClientProcess, Pki, free_port, server_argv
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from securechat.protocol import encode
-from securechat.relay import FILE_CHUNK, FILE_WINDOW
-from securechat.server import Server
+from securechat.server.listener import Server
+from securechat.wire.protocol import FILE_CHUNK, FILE_WINDOW, encode
 from tests.conftest import ClientProcess, RawClient
 
 Factory = Callable[..., RawClient]

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from securechat.protocol import Frame
-from securechat.server import Server
+from securechat.server.listener import Server
+from securechat.wire.protocol import Frame
 from tests.conftest import ClientProcess, RawClient, free_port
 
 Factory = Callable[..., RawClient]

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from securechat.errors import FrameTooLarge, ProtocolError
-from securechat.protocol import (
+from securechat.wire.protocol import (
     MAX_BODY,
     MAX_HEADER,
     PREFIX,

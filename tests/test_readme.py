@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import securechat
-from securechat.commands import COMMANDS, Command, help_lines
+from securechat.client.commands import COMMANDS, Command, help_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8").replace("\\|", "|")

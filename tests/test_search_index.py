@@ -6,8 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from securechat.store import NewMessage, Store, utc_timestamp
-from securechat.writer import MessageWriter
+from securechat.server.writer import MessageWriter
+from securechat.store.sqlite import NewMessage, Store, utc_timestamp
 
 
 def _fill(store: Store, sender: int, texts: list[str], first_id: int = 1) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from securechat.protocol import MAX_BODY, PREFIX, PROTOCOL_VERSION, encode
-from securechat.server import Server
+from securechat.server.listener import Server
+from securechat.wire.protocol import MAX_BODY, PREFIX, PROTOCOL_VERSION, encode
 from tests.conftest import TLS_VERSIONS, Pki, RawClient
 
 Factory = Callable[..., RawClient]

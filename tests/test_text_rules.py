@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from securechat.commands import COMMANDS, Local, Request, help_lines, parse_input
+from securechat.client.commands import COMMANDS, Local, Request, help_lines, parse_input
 from securechat.errors import ChatError
-from securechat.names import (
+from securechat.ui.sanitize import sanitize
+from securechat.wire.names import (
     MAX_MESSAGE_CHARS,
     MAX_TOPIC_CHARS,
     check_room_name,
@@ -19,8 +20,7 @@ from securechat.names import (
     check_user_name,
     fold,
 )
-from securechat.protocol import MAX_HEADER, Decoder, Frame, encode
-from securechat.sanitize import sanitize
+from securechat.wire.protocol import MAX_HEADER, Decoder, Frame, encode
 
 # -- names ---------------------------------------------------------------------------
 

@@ -19,8 +19,7 @@ import pytest
 import trustme
 
 from securechat.errors import CertificateVerifyError, ConfigError, TLSError
-from securechat.protocol import Decoder, Frame
-from securechat.server import Server
+from securechat.server.listener import Server
 from securechat.tls import (
     GROUPS,
     INTERMEDIATE_CIPHERS,
@@ -28,6 +27,7 @@ from securechat.tls import (
     describe_tls_error,
     server_context,
 )
+from securechat.wire.protocol import Decoder, Frame
 from tests.conftest import TLS_VERSIONS, Pki, RawClient
 
 IO_TIMEOUT = 5.0

@@ -34,11 +34,11 @@ from prompt_toolkit.output import DummyOutput, Output
 from prompt_toolkit.output.vt100 import Vt100_Output
 
 import securechat.ui
-from securechat.client import ChatClient, Event
-from securechat.commands import COMMANDS, Local, Request
+from securechat.client.commands import COMMANDS, Local, Request
+from securechat.client.core import ChatClient, Event
+from securechat.client.transfers import format_size
 from securechat.errors import ChatError
-from securechat.filetransfer import format_size
-from securechat.server import Server
+from securechat.server.listener import Server
 from securechat.tls import client_context
 from securechat.ui.actions import OpenConversation, interpret
 from securechat.ui.app import ChatApp
@@ -928,7 +928,7 @@ def test_a_pipe_keeps_human_line_mode(server: Server, pki: Pki) -> None:
         [
             sys.executable,
             "-m",
-            "securechat.client_cli",
+            "securechat.client.cli",
             "--ca",
             str(pki.ca_pem),
             "--port",

@@ -3,7 +3,7 @@
 Line mode has one current room; the full-screen client has buffers. A plain
 line goes to the buffer's room, or to the other party in a private
 conversation; ``/msg NAME`` without text opens that conversation. Everything
-else is :func:`securechat.commands.parse_input`, with the buffer's room as the
+else is :func:`securechat.client.commands.parse_input`, with the buffer's room as the
 current one.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..commands import Local, Request, parse_input
+from ..client.commands import Local, Request, parse_input
 from ..errors import ChatError
-from ..names import check_text, check_user_name
+from ..wire.names import check_text, check_user_name
 from .model import ChatModel
 
 __all__ = ["OpenConversation", "interpret"]

@@ -53,12 +53,12 @@ from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.layout.processors import BeforeInput
 from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
 
-from ..client import ChatClient, Event
-from ..commands import Local, Request
+from ..client.commands import Local, Request
+from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost
-from ..linemode import execute_local
 from .actions import OpenConversation, interpret
 from .complete import ChatCompleter
+from .linemode import execute_local
 from .model import ChatModel
 from .render import (
     STYLE,
@@ -165,7 +165,7 @@ class _PaneControl(FormattedTextControl):
 class ChatApp:
     """The full-screen chat client.
 
-    Make one, give :meth:`post_event` to the :class:`~securechat.client.ChatClient`
+    Make one, give :meth:`post_event` to the :class:`~securechat.client.core.ChatClient`
     as its ``on_event``, connect the client, then :meth:`run` it. Build it inside
     the prompt_toolkit app session whose input and output it should use.
     """

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from ..commands import COMMANDS
-from ..names import fold
+from ..client.commands import COMMANDS
+from ..wire.names import fold
 from .model import ChatModel
 
 __all__ = ["COMMAND_NAMES", "ChatCompleter"]

@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..client import Event
-from ..commands import Request
-from ..names import fold
+from ..client.commands import Request
+from ..client.core import Event
+from ..wire.names import fold
 
 __all__ = [
     "MAX_BUFFER_LINES",

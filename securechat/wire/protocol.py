@@ -27,9 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import FrameTooLarge, ProtocolError
+from ..errors import FrameTooLarge, ProtocolError
 
 __all__ = [
+    "DEFAULT_PORT",
+    "FILE_CHUNK",
+    "FILE_WINDOW",
     "MAX_BODY",
     "MAX_HEADER",
     "PREFIX",
@@ -52,6 +55,16 @@ once control characters are refused) plus its envelope; nothing legitimate is la
 MAX_BODY = 64 * 1024
 """One file chunk. Small enough that a chunk never delays chat by more than
 ~1 ms on the wire, large enough that per-frame overhead stays under 0.1 %."""
+
+DEFAULT_PORT = 7443
+"""The port securechat listens on unless told otherwise."""
+
+FILE_CHUNK = MAX_BODY
+"""Bytes of file data per chunk frame (the protocol's body limit)."""
+
+FILE_WINDOW = 16 * FILE_CHUNK
+"""Unacknowledged bytes a sender may have in flight: 1 MiB keeps loopback and LAN
+links full while a recipient's queue never holds more than this per transfer."""
 
 _TYPE_RE = re.compile(r"[a-z][a-z_]{0,31}")
 

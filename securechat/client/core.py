@@ -34,18 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .channel import Channel, IOLoop
-from .errors import (
+from ..channel import Channel, IOLoop
+from ..errors import (
     CertificateVerifyError,
     ChatError,
     ConnectionLost,
     SecureChatError,
     TLSError,
 )
-from .filetransfer import Transfers
-from .names import fold
-from .protocol import Frame, encode
-from .tls import certificate_summary, describe_tls_error
+from ..tls import certificate_summary, describe_tls_error
+from ..wire.names import fold
+from ..wire.protocol import Frame, encode
+from .transfers import Transfers
 
 __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
 

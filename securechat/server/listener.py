@@ -8,7 +8,7 @@ Threading model
 * ``io_threads`` **I/O loops** (see :mod:`securechat.channel`) each own their
   channels outright: handshake, reads, writes and close happen only there.
   Frames are decoded and handed to the hub in the loop's thread.
-* The **hub** (:mod:`securechat.hub`) is plain chat logic behind one lock; it
+* The **hub** (:mod:`securechat.server.hub`) is plain chat logic behind one lock; it
   reaches other connections only by queueing bytes in their bounded outboxes.
 * A small **login pool** hashes passwords so that scrypt never blocks an I/O loop.
 
@@ -34,21 +34,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .channel import CLOSE_TIMEOUT, OUTBOX_LIMIT, Channel, IOLoop
-from .errors import ConfigError
+from ..channel import CLOSE_TIMEOUT, OUTBOX_LIMIT, Channel, IOLoop
+from ..errors import ConfigError
+from ..store.sqlite import Store
+from ..tls import peer_common_name, server_context
+from ..wire.protocol import DEFAULT_PORT, Frame
 from .hub import Hub, Session
-from .protocol import Frame
 from .relay import DEFAULT_MAX_FILE_SIZE
-from .store import Store
-from .tls import peer_common_name, server_context
 from .writer import MessageWriter
 
-__all__ = ["DEFAULT_PORT", "Server", "ServerConfig"]
+__all__ = ["Server", "ServerConfig"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PORT = 7443
-"""The port securechat listens on unless told otherwise."""
 
 _BACKLOG = 1024
 

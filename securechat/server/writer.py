@@ -38,8 +38,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import StoreError
-from .store import NewMessage, Store, utc_timestamp
+from ..errors import StoreError
+from ..store.sqlite import NewMessage, Store, utc_timestamp
 
 __all__ = ["ID_BLOCK", "MAX_BACKLOG", "MessageWriter", "Outgoing"]
 

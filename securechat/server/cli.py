@@ -10,9 +10,10 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from .errors import SecureChatError
+from ..errors import SecureChatError
+from ..wire.protocol import DEFAULT_PORT
+from .listener import Server, ServerConfig
 from .relay import DEFAULT_MAX_FILE_SIZE
-from .server import DEFAULT_PORT, Server, ServerConfig
 
 __all__ = ["build_parser", "main"]
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from .errors import StoreError
-from .protocol import encode
-from .store import Store, StoredMessage
+from ..errors import StoreError
+from ..store.sqlite import Store, StoredMessage
+from ..wire.protocol import encode
 
 __all__ = [
     "EXPORT_PAGE",

@@ -17,11 +17,11 @@ import os
 import sys
 from pathlib import Path
 
-from .client import ChatClient, Event
-from .errors import ChatError, ConfigError, ConnectionLost, TLSError
-from .linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
-from .server import DEFAULT_PORT
-from .tls import client_context
+from ..errors import ChatError, ConfigError, ConnectionLost, TLSError
+from ..tls import client_context
+from ..ui.linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
+from ..wire.protocol import DEFAULT_PORT
+from .core import ChatClient, Event
 
 __all__ = ["EXIT_CONNECT", "EXIT_LOGIN", "EXIT_TLS", "build_parser", "main"]
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ui = None
     if not args.json and sys.stdin.isatty() and sys.stdout.isatty():
         # Imported only for a terminal: scripts and bots skip prompt_toolkit's ~90 ms import.
-        from .ui import ChatApp  # noqa: PLC0415
+        from ..ui import ChatApp  # noqa: PLC0415
 
         ui = ChatApp()
     client = ChatClient(

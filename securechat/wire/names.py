@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import ChatError
+from ..errors import ChatError
 
 __all__ = [
     "DEFAULT_ROOM",

@@ -27,27 +27,18 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-from .errors import ChatError, ProtocolError
-from .names import UNSENDABLE_RE
-from .protocol import Frame, encode
+from ..errors import ChatError, ProtocolError
+from ..wire.names import UNSENDABLE_RE
+from ..wire.protocol import FILE_WINDOW, Frame, encode
 
 __all__ = [
     "DEFAULT_MAX_FILE_SIZE",
-    "FILE_CHUNK",
-    "FILE_WINDOW",
     "MAX_OFFERS",
     "MAX_TRANSFERS",
     "FileRelay",
     "Party",
     "Transfer",
 ]
-
-FILE_CHUNK = 64 * 1024
-"""Bytes of file data per chunk frame (the protocol's body limit)."""
-
-FILE_WINDOW = 16 * FILE_CHUNK
-"""Unacknowledged bytes a sender may have in flight: 1 MiB keeps loopback and LAN
-links full while a recipient's queue never holds more than this per transfer."""
 
 DEFAULT_MAX_FILE_SIZE = 1024**3
 """Offers above this are refused up front (``--max-file-size``)."""

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .client import ChatClient, Event
-from .commands import Local, parse_input
-from .errors import ChatError, ConnectionLost, SecureChatError
+from ..client.commands import Local, parse_input
+from ..client.core import ChatClient, Event
+from ..errors import ChatError, ConnectionLost, SecureChatError
 from .sanitize import sanitize
 
 __all__ = ["HumanPrinter", "JsonPrinter", "Printer", "execute_local", "run_line_mode"]

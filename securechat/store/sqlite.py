@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, StoreError
-from .names import fold
+from ..errors import ConfigError, StoreError
+from ..wire.names import fold
 
 __all__ = [
     "MIGRATIONS",

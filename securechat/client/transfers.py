@@ -4,7 +4,7 @@ Uploads run on a thread of their own per transfer, reading the file in
 ``FILE_CHUNK`` pieces and never having more than ``FILE_WINDOW`` bytes that
 the recipient has not acknowledged; chunks are queued as bulk traffic, so
 anything typed meanwhile is sent before the next chunk. Downloads are written
-by :class:`~securechat.downloads.Download`, which owns every filesystem rule
+by :class:`~securechat.client.downloads.Download`, which owns every filesystem rule
 (sanitised names, no overwriting, no symlinks, SHA-256 verified before the
 file appears under its name).
 
@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ChatError, ConnectionLost
+from ..wire.protocol import FILE_CHUNK, FILE_WINDOW, Frame, encode
 from .downloads import Download, DownloadError
-from .errors import ChatError, ConnectionLost
-from .protocol import Frame, encode
-from .relay import FILE_CHUNK, FILE_WINDOW
 
 __all__ = ["Transfers", "file_digest", "format_size"]
 

@@ -25,9 +25,9 @@ from enum import Enum
 from functools import partial
 from typing import Any, Protocol
 
-from .errors import ChatError, ProtocolError, StoreError
-from .history import EXPORT_PAGE, MAX_HISTORY, MAX_SEARCH, HistoryService, history_frame
-from .names import (
+from ..errors import ChatError, ProtocolError, StoreError
+from ..store.sqlite import Account, Store, StoredMessage, utc_timestamp
+from ..wire.names import (
     DEFAULT_ROOM,
     MAX_TOPIC_CHARS,
     UNSENDABLE_RE,
@@ -36,10 +36,10 @@ from .names import (
     check_user_name,
     fold,
 )
+from ..wire.protocol import PROTOCOL_VERSION, Frame, encode
+from .history import EXPORT_PAGE, MAX_HISTORY, MAX_SEARCH, HistoryService, history_frame
 from .passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
-from .protocol import PROTOCOL_VERSION, Frame, encode
 from .relay import DEFAULT_MAX_FILE_SIZE, FileRelay
-from .store import Account, Store, StoredMessage, utc_timestamp
 from .writer import MessageWriter, Outgoing
 
 __all__ = ["ANNOUNCE_LIMIT", "FEATURES", "SERVER_SOFTWARE", "Hub", "Link", "Room", "Session"]

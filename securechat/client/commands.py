@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ChatError
-from .names import MAX_TOPIC_CHARS, check_room_name, check_text, check_user_name
+from ..errors import ChatError
+from ..wire.names import MAX_TOPIC_CHARS, check_room_name, check_text, check_user_name
 
 __all__ = [
     "COMMANDS",

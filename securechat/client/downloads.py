@@ -61,7 +61,7 @@ import unicodedata
 from pathlib import Path
 from types import TracebackType
 
-from .errors import SecureChatError
+from ..errors import SecureChatError
 
 __all__ = ["MAX_NAME_BYTES", "Download", "DownloadError", "safe_name"]
 
