@@ -63,9 +63,14 @@ class StoreError(SecureChatError):
 
 
 class ChatError(SecureChatError):
-    """A request refused by the chat rules; ``code`` is the wire error code."""
+    """A request refused by the chat rules; ``code`` is the wire error code.
 
-    def __init__(self, code: str, text: str) -> None:
+    ``retry_after`` (seconds) tells the client when trying again can succeed,
+    for refusals that are about timing (budgets), not about the request.
+    """
+
+    def __init__(self, code: str, text: str, *, retry_after: float | None = None) -> None:
         super().__init__(text)
         self.code = code
         self.text = text
+        self.retry_after = retry_after

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from securechat.server.writer import MessageWriter
-from securechat.store.sqlite import NewMessage, Store, utc_timestamp
+from securechat.store.base import NewMessage, utc_timestamp
+from securechat.store.sqlite import SQLiteStore as Store
 
 
 def _fill(store: Store, sender: int, texts: list[str], first_id: int = 1) -> None:

@@ -57,17 +57,46 @@ def test_first_login_registers_and_later_logins_need_that_password(
     assert again.login("ALICE", "correct horse").get("user") == "Alice"
 
 
-def test_name_in_use_is_refused_and_connected_user_is_not_disturbed(
+def test_second_session_of_an_account_gets_everything_the_first_does(
+    server: Server, raw_client: Factory
+) -> None:
+    port = server.address[1]
+    laptop = raw_client(port)
+    first = laptop.login("alice", "pw")
+    desktop = raw_client(port)
+    second = desktop.login("ALICE", "pw")
+    assert (first.get("sessions"), second.get("sessions")) == (1, 2)
+    assert second.get("user") == "alice"
+    bob = raw_client(port)
+    bob.login("bob")
+    bob.send("say", room="#general", text="are you there, alice?")
+    for session in (laptop, desktop):
+        assert session.expect("message", text="are you there, alice?").get("from") == "bob"
+    rid = laptop.send("msg", to="bob", text="yes, on my laptop")
+    laptop.expect("private", rid=rid)
+    copy = desktop.expect("private", text="yes, on my laptop")
+    assert (copy.get("from"), copy.get("to"), copy.get("rid")) == ("alice", "bob", None)
+    bob.expect("private", text="yes, on my laptop")
+    rid = desktop.send("sessions")
+    listed = desktop.expect("sessions", rid=rid).get("sessions")
+    assert [s["current"] for s in listed] == [False, True]
+    rid = desktop.send("session_close", session=listed[0]["session"])
+    desktop.expect("session_closed", rid=rid)
+    assert "closed from your session" in laptop.expect("bye").get("reason")
+    laptop.wait_closed()
+    bob.send("say", room="#general", text="still there?")
+    desktop.expect("message", text="still there?")
+
+
+def test_wrong_password_for_a_connected_account_is_refused_without_disturbing_it(
     server: Server, raw_client: Factory
 ) -> None:
     port = server.address[1]
     alice = raw_client(port)
     alice.login("alice", "pw")
     intruder = raw_client(port)
-    intruder.send("login", user="ALICE", password="pw")
-    error = intruder.expect("error")
-    assert error.get("code") == "name_in_use"
-    assert "already connected" in error.get("text")
+    intruder.send("login", user="ALICE", password="not-her-password")
+    assert intruder.expect("error").get("code") == "bad_password"
     intruder.wait_closed()
     bob = raw_client(port)
     bob.login("bob")
@@ -164,20 +193,54 @@ def test_private_message_is_seen_only_by_sender_and_recipient(
     assert not [f for f in carol.frames if f.type == "private"]
 
 
-def test_private_message_to_unknown_or_offline_user_is_refused(
-    server: Server, raw_client: Factory
-) -> None:
-    port = server.address[1]
-    alice = raw_client(port)
+def test_private_message_to_unknown_user_is_refused(server: Server, raw_client: Factory) -> None:
+    alice = raw_client(server.address[1])
     alice.login("alice")
     alice.send("msg", to="nobody", text="hi")
     assert alice.expect("error").get("code") == "no_such_user"
+
+
+def test_private_message_to_offline_user_waits_for_their_next_login(
+    server: Server, raw_client: Factory
+) -> None:
+    port = server.address[1]
     bob = raw_client(port)
     bob.login("bob")
     bob.send("quit")
     bob.wait_closed()
+    alice = raw_client(port)
+    alice.login("alice")
+    rid = alice.send("msg", to="bob", text="while you were out")
+    sent = alice.expect("private", rid=rid)
+    assert sent.get("stored") is True
+    for _ in range(2):  # both of bob's sessions get it, and see it as unread
+        bob = raw_client(port)
+        welcome = bob.login("bob")
+        assert welcome.get("sessions") >= 1
+        got = bob.expect("private", text="while you were out")
+        assert (got.get("from"), got.get("id"), got.get("history")) == (
+            "alice",
+            sent.get("id"),
+            True,
+        )
+
+
+def test_private_message_that_cannot_be_stored_needs_the_recipient_online(
+    server: Server, raw_client: Factory
+) -> None:
+    port = server.address[1]
+    bob = raw_client(port)
+    bob.login("bob")
+    bob.send("history_mode", keep=False)
+    bob.expect("history_status")
+    bob.send("quit")
+    bob.wait_closed()
+    alice = raw_client(port)
+    alice.login("alice")
     alice.send("msg", to="bob", text="hi")
-    assert alice.expect("error").get("code") == "not_online"
+    error = alice.expect("error")
+    assert error.get("code") == "not_online"
+    assert "history turned off" in error.get("text")
 
 
 def test_message_over_4000_characters_is_refused_not_truncated(
@@ -219,7 +282,7 @@ def test_join_part_who_rooms_and_topic(server: Server, raw_client: Factory) -> N
     assert bob.expect("users").get("users") == ["alice", "bob"]
     bob.send("rooms")
     rooms = bob.expect("rooms").get("rooms")
-    assert {"name": "#Dev", "users": 2, "topic": "release planning"} in rooms
+    assert {"name": "#Dev", "users": 2, "members": 2, "topic": "release planning"} in rooms
     bob.send("part", room="#dev")
     bob.expect("parted", room="#Dev")
     assert alice.expect("system", event="part").get("user") == "bob"

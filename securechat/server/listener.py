@@ -36,11 +36,14 @@ from pathlib import Path
 
 from ..channel import CLOSE_TIMEOUT, OUTBOX_LIMIT, Channel, IOLoop
 from ..errors import ConfigError
-from ..store.sqlite import Store
+from ..store.sqlite import SQLiteStore
 from ..tls import peer_common_name, server_context
 from ..wire.protocol import DEFAULT_PORT, Frame
-from .hub import Hub, Session
+from . import chat, history_requests
+from .hub import DEFAULT_MAX_SESSIONS, Hub
+from .login import Logins
 from .relay import DEFAULT_MAX_FILE_SIZE
+from .sessions import Session
 from .writer import MessageWriter
 
 __all__ = ["Server", "ServerConfig"]
@@ -71,6 +74,7 @@ class ServerConfig:
     retention_days: int = 0
     history_on_join: int = 20
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    max_sessions: int = DEFAULT_MAX_SESSIONS
 
 
 class _Connection:
@@ -90,7 +94,10 @@ class _Connection:
         # Under mutual TLS a certificate without a common name is an invalid name,
         # never a fall-back to password login.
         cert_user = (peer_common_name(channel.sock) or "") if self._mutual_tls else None
-        self.session = self._hub.open_session(channel, cert_user=cert_user)
+        # Read here, on the socket's own thread: it is an SSL call.
+        self.session = self._hub.open_session(
+            channel, cert_user=cert_user, tls_version=channel.tls_version
+        )
 
     def on_frame(self, channel: Channel, frame: Frame) -> None:
         assert self.session is not None
@@ -111,20 +118,24 @@ class Server:
         self._context = server_context(
             cert=config.cert, key=config.key, client_ca=config.client_ca, tls_min=config.tls_min
         )
-        self._store = Store(config.db, durability=config.durability)
+        self._store = SQLiteStore(config.db, durability=config.durability)
         self._writer = MessageWriter(self._store, retention_days=config.retention_days)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="login")
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="history")
         self.hub = Hub(
             store=self._store,
             writer=self._writer,
-            login_executor=self._pool,
-            history_pool=self._readers,
+            reader_pool=self._readers,
+            account_pool=self._pool,
             server_name=socket.gethostname(),
             history_on_join=config.history_on_join,
             retention_days=config.retention_days,
             max_file_size=config.max_file_size,
+            max_sessions=config.max_sessions,
         )
+        self.hub.handlers.update(chat.HANDLERS)
+        self.hub.handlers.update(history_requests.HANDLERS)
+        self.hub.handlers["login"] = Logins(self.hub, self._pool).handle
         self._loops = [IOLoop(f"io-{i}") for i in range(max(1, config.io_threads))]
         self._next_loop = itertools.cycle(self._loops)
         self._listener: socket.socket | None = None

@@ -25,18 +25,18 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import ChatError, ProtocolError
 from ..wire.names import UNSENDABLE_RE
 from ..wire.protocol import FILE_WINDOW, Frame, encode
+from .sessions import Session
 
 __all__ = [
     "DEFAULT_MAX_FILE_SIZE",
     "MAX_OFFERS",
     "MAX_TRANSFERS",
     "FileRelay",
-    "Party",
     "Transfer",
 ]
 
@@ -53,20 +53,6 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _MAX_NAME_CHARS = 255
 
 
-class Party(Protocol):
-    """What the relay needs of a session."""
-
-    @property
-    def name(self) -> str:
-        """The user's current name."""
-
-    def send(self, data: bytes) -> bool:
-        """Queue a chat-class frame."""
-
-    def send_bulk(self, data: bytes) -> bool:
-        """Queue a file chunk (written after any queued chat)."""
-
-
 class _State(Enum):
     OFFERED = "offered"
     ACCEPTED = "accepted"
@@ -78,8 +64,8 @@ class Transfer:
     """One file on its way from ``sender`` to ``recipient``."""
 
     id: int
-    sender: Party
-    recipient: Party
+    sender: Session
+    recipient: Session
     name: str
     size: int
     sha256: str
@@ -99,7 +85,7 @@ class FileRelay:
         # answered with one error each.
         self._ended: deque[int] = deque(maxlen=256)
 
-    def offer(self, sender: Party, recipient: Party, frame: Frame, rid: int | None) -> None:
+    def offer(self, sender: Session, recipient: Session, frame: Frame, rid: int | None) -> None:
         """A user offers a file to another (online) user."""
         name = frame.str_field("name")
         size = frame.int_field("size")
@@ -142,7 +128,7 @@ class FileRelay:
             encode("file_offered", rid=rid, id=transfer.id, to=recipient.name, name=name, size=size)
         )
 
-    def accept(self, party: Party, frame: Frame, rid: int | None) -> None:
+    def accept(self, party: Session, frame: Frame, rid: int | None) -> None:
         """The recipient accepts, from ``offset`` (the bytes it already has) on."""
         transfer = self._own(party, frame, as_recipient=True)
         if transfer is None:
@@ -166,7 +152,7 @@ class FileRelay:
         transfer.sender.send(encode("file_accepted", id=transfer.id, offset=offset, by=party.name))
         party.send(encode("ok", rid=rid))
 
-    def reject(self, party: Party, frame: Frame, rid: int | None) -> None:
+    def reject(self, party: Session, frame: Frame, rid: int | None) -> None:
         """The recipient declines an offer."""
         transfer = self._own(party, frame, as_recipient=True)
         if transfer is None:
@@ -177,7 +163,7 @@ class FileRelay:
         transfer.sender.send(encode("file_rejected", id=transfer.id, by=party.name))
         party.send(encode("ok", rid=rid))
 
-    def cancel(self, party: Party, frame: Frame, rid: int | None) -> None:
+    def cancel(self, party: Session, frame: Frame, rid: int | None) -> None:
         """Either side stops a transfer."""
         transfer = self._find(frame)
         if transfer is None:
@@ -188,7 +174,7 @@ class FileRelay:
         self._fail(transfer, f"cancelled by {party.name}")
         party.send(encode("ok", rid=rid))
 
-    def chunk(self, party: Party, frame: Frame) -> None:
+    def chunk(self, party: Session, frame: Frame) -> None:
         """Relay one chunk of file data, after checking everything about it."""
         tid = frame.int_field("id") or 0
         transfer = self._transfers.get(tid)
@@ -213,9 +199,11 @@ class FileRelay:
             self._fail(transfer, problem)
             raise ChatError("bad_transfer", f"transfer {transfer.id} aborted: {problem}")
         transfer.sent += len(data)
-        transfer.recipient.send_bulk(encode("file_chunk", data, id=transfer.id, offset=offset))
+        transfer.recipient.send(
+            encode("file_chunk", data, id=transfer.id, offset=offset), bulk=True
+        )
 
-    def ack(self, party: Party, frame: Frame) -> None:
+    def ack(self, party: Session, frame: Frame) -> None:
         """The recipient has written everything up to ``bytes``: open the sender's window."""
         transfer = self._own(party, frame, as_recipient=True)
         if transfer is None:
@@ -227,7 +215,7 @@ class FileRelay:
         transfer.acked = written
         transfer.sender.send(encode("file_ack", id=transfer.id, bytes=written))
 
-    def done(self, party: Party, frame: Frame) -> None:
+    def done(self, party: Session, frame: Frame) -> None:
         """The sender has sent every byte."""
         transfer = self._own(party, frame, as_recipient=False)
         if transfer is None:
@@ -237,9 +225,9 @@ class FileRelay:
             return
         transfer.state = _State.DONE
         # In the bulk lane, behind the last chunks it announces.
-        transfer.recipient.send_bulk(encode("file_done", id=transfer.id))
+        transfer.recipient.send(encode("file_done", id=transfer.id), bulk=True)
 
-    def result(self, party: Party, frame: Frame) -> None:
+    def result(self, party: Session, frame: Frame) -> None:
         """The recipient's verdict: saved (hash matched) or failed, with a reason."""
         transfer = self._own(party, frame, as_recipient=True)
         if transfer is None:
@@ -255,7 +243,7 @@ class FileRelay:
             fields["reason"] = reason or "the recipient could not save the file"
         transfer.sender.send(encode("file_result", **fields))
 
-    def drop(self, party: Party) -> None:
+    def drop(self, party: Session) -> None:
         """``party`` disconnected: fail its transfers and tell the other sides."""
         for transfer in list(self._transfers.values()):
             if party is transfer.sender:
@@ -267,7 +255,7 @@ class FileRelay:
         self._transfers.pop(transfer.id, None)
         self._ended.append(transfer.id)
 
-    def _fail(self, transfer: Transfer, reason: str, *, tell: Party | None = None) -> None:
+    def _fail(self, transfer: Transfer, reason: str, *, tell: Session | None = None) -> None:
         self._end(transfer)
         # A disconnect leaves the recipient's partial file resumable; anything else does not.
         failed = encode(
@@ -293,7 +281,7 @@ class FileRelay:
             raise ChatError("no_such_transfer", f"there is no transfer {tid}: /files lists them")
         return transfer
 
-    def _own(self, party: Party, frame: Frame, *, as_recipient: bool) -> Transfer | None:
+    def _own(self, party: Session, frame: Frame, *, as_recipient: bool) -> Transfer | None:
         transfer = self._find(frame)
         if transfer is None:
             return None

@@ -20,6 +20,13 @@ Ids come from a counter, not from SQLite, so messages that are never stored
 disk in blocks of ``ID_BLOCK``: after a restart ids continue above anything
 handed out before, without a write per unstored message.
 
+Every stored message also gets a sequence number within its conversation
+(room, or pair of accounts), from counters the store keeps with the messages,
+so numbers have no holes and are never reused. A message sent with the
+client's idempotency key that this thread has seen in the last ``KEY_TTL``
+seconds (the store remembers keys across restarts) is not stored again: it is
+answered with the original's id, time and number, marked ``duplicate``.
+
 If a commit fails (disk full, read-only file) the kept messages of that group
 get the error instead of an acknowledgement and are not delivered; the thread
 carries on, and the next group succeeds once space returns.
@@ -33,20 +40,26 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import StoreError
-from ..store.sqlite import NewMessage, Store, utc_timestamp
+from ..store.base import NewMessage, SentKey, Store, pair_key, utc_timestamp
 
-__all__ = ["ID_BLOCK", "MAX_BACKLOG", "MessageWriter", "Outgoing"]
+__all__ = ["ID_BLOCK", "KEY_TTL", "MAX_BACKLOG", "MessageWriter", "Outgoing"]
 
 log = logging.getLogger(__name__)
 
 ID_BLOCK = 1024
 """Ids reserved on disk at a time; a restart skips at most this many."""
+
+KEY_TTL = 600.0
+"""Seconds an idempotency key is remembered at least: longer than any reconnect."""
+
+_MAX_KEYS = 500_000  # keys remembered at most (~100 MB), oldest forgotten first
 
 MAX_BACKLOG = 100_000
 """Messages waiting for the disk before new ones are refused as "server busy"."""
@@ -69,8 +82,20 @@ class Outgoing:
     room: str | None = None
     room_name: str | None = None
     recipient: int | None = None
+    key: str | None = None
     id: int = 0
     ts: str = ""
+    seq: int | None = None
+    duplicate: bool = False
+    """True when ``key`` was seen before: id, ts and seq are the original's."""
+
+    @property
+    def conversation(self) -> str:
+        """The room (folded) or the pair of accounts it belongs to."""
+        if self.room is not None:
+            return self.room
+        assert self.recipient is not None
+        return pair_key(self.sender, self.recipient)
 
 
 _Task = Callable[[], None]
@@ -89,6 +114,17 @@ class MessageWriter:
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._next_sweep = time.monotonic()
         self._unindexed = 0
+        self._seqs = store.load_last_seqs()
+        since = utc_timestamp(
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=KEY_TTL)
+        )
+        self._keys: dict[tuple[int, str], SentKey] = {
+            (k.sender, k.key): k for k in store.load_sent_keys(since)
+        }
+        # Insertion order is age order: the oldest keys are forgotten first.
+        self._key_times: deque[tuple[float, tuple[int, str]]] = deque(
+            (time.monotonic(), k) for k in self._keys
+        )
         self.delivery_context: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         """Wraps the delivery of each committed group, so that the receiving side can
         coalesce a whole group into one write per connection (set by the hub)."""
@@ -174,16 +210,36 @@ class MessageWriter:
         if not group:
             return
         ts = utc_timestamp()
+        seqs: dict[str, int] = {}
+        keys: dict[tuple[int, str], SentKey] = {}
+        fresh: list[Outgoing] = []
         for message in group:
+            known = None
+            if message.key is not None:
+                key = (message.sender, message.key)
+                known = self._keys.get(key) or keys.get(key)
+            if known is not None:
+                message.id, message.ts, message.seq = known.id, known.ts, known.seq
+                message.duplicate = True
+                continue
             message.id = self._next_id
             message.ts = ts
             self._next_id += 1
+            if message.keep:
+                conversation = message.conversation
+                message.seq = seqs.get(conversation, self._seqs.get(conversation, 0)) + 1
+                seqs[conversation] = message.seq
+            if message.key is not None:
+                keys[(message.sender, message.key)] = SentKey(
+                    message.sender, message.key, message.id, message.ts, message.seq
+                )
+            fresh.append(message)
         reserve = None
         if self._next_id - 1 > self._reserved:
             reserve = self._next_id - 1 + ID_BLOCK
         rows = [
-            NewMessage(m.id, m.ts, m.sender, m.text, m.room, m.room_name, m.recipient)
-            for m in group
+            NewMessage(m.id, m.ts, m.sender, m.text, m.room, m.room_name, m.recipient, m.seq, m.key)
+            for m in fresh
             if m.keep
         ]
         error: StoreError | None = None
@@ -197,15 +253,33 @@ class MessageWriter:
                 self._unindexed += len(rows)
                 if reserve is not None:
                     self._reserved = reserve
+        if error is None:
+            self._seqs.update(seqs)
+            self._remember(keys)
         with self.delivery_context():
             for message in group:
                 # Without the reservation on disk an unstored message's id could be
                 # reused after a restart, so it fails with the group.
-                failed = error is not None and (message.keep or reserve is not None)
+                failed = (
+                    error is not None
+                    and not message.duplicate
+                    and (message.keep or reserve is not None)
+                )
                 try:
                     message.on_done(message, error if failed else None)
                 except Exception:
                     log.exception("delivering message %d failed", message.id)
+
+    def _remember(self, keys: dict[tuple[int, str], SentKey]) -> None:
+        now = time.monotonic()
+        for key, sent in keys.items():
+            self._keys[key] = sent
+            self._key_times.append((now, key))
+        while self._key_times and (
+            len(self._key_times) > _MAX_KEYS or now - self._key_times[0][0] > KEY_TTL
+        ):
+            _, key = self._key_times.popleft()
+            self._keys.pop(key, None)
 
     def _idle_timeout(self) -> float | None:
         if self._unindexed:

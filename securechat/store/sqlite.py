@@ -30,29 +30,28 @@ ever interpolated into SQL.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, StoreError
 from ..wire.names import fold
+from .base import (
+    Account,
+    Membership,
+    NewMessage,
+    RoomRecord,
+    SentKey,
+    StoredMessage,
+    UnreadCount,
+    pair_key,
+)
 
-__all__ = [
-    "MIGRATIONS",
-    "SCHEMA_VERSION",
-    "Account",
-    "NewMessage",
-    "Store",
-    "StoredMessage",
-    "pair_key",
-    "utc_timestamp",
-]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -93,6 +92,54 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             account INTEGER NOT NULL REFERENCES accounts(id)
         )""",
     ),
+    (
+        # Rooms, memberships and read markers are chat state that must outlive a
+        # connection and a restart (and be shared by several server processes).
+        """CREATE TABLE rooms (
+            name_fold TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            topic TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )""",
+        """CREATE TABLE memberships (
+            room TEXT NOT NULL REFERENCES rooms(name_fold),
+            account INTEGER NOT NULL REFERENCES accounts(id),
+            PRIMARY KEY (room, account)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE read_markers (
+            account INTEGER NOT NULL REFERENCES accounts(id),
+            conversation TEXT NOT NULL,
+            last_read INTEGER NOT NULL,
+            PRIMARY KEY (account, conversation)
+        ) WITHOUT ROWID""",
+        # The last sequence number handed out in each conversation: kept here, not
+        # derived from the messages, so an erased tail is never numbered again.
+        "CREATE TABLE conversations (key TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)"
+        " WITHOUT ROWID",
+        "ALTER TABLE messages ADD COLUMN seq INTEGER",
+        "ALTER TABLE messages ADD COLUMN client_key TEXT",
+        "CREATE INDEX messages_by_recipient ON messages(recipient, id) WHERE recipient IS NOT NULL",
+        """UPDATE messages SET seq = n.seq FROM (
+            SELECT id, row_number() OVER (PARTITION BY coalesce(room, pair) ORDER BY id) AS seq
+            FROM messages) AS n WHERE n.id = messages.id""",
+        "INSERT INTO conversations (key, last_seq) "
+        "SELECT coalesce(room, pair), max(seq) FROM messages GROUP BY 1",
+        # Rooms that have history come back under their latest display name.
+        "INSERT INTO rooms (name_fold, name) "
+        "SELECT room, room_name FROM (SELECT room, room_name, max(id) FROM messages "
+        "WHERE room IS NOT NULL GROUP BY room)",
+        "INSERT OR IGNORE INTO rooms (name_fold, name) VALUES ('#general', '#general')",
+        # Every account was put in the default room at each login until now.
+        "INSERT INTO memberships (room, account) SELECT '#general', id FROM accounts",
+        # What existed before the upgrade counts as read: nobody is greeted by
+        # thousands of "unread" messages they saw long ago.
+        "INSERT INTO read_markers (account, conversation, last_read) SELECT id, '#general', "
+        "(SELECT coalesce(max(id), 0) FROM messages) FROM accounts",
+        """INSERT INTO read_markers (account, conversation, last_read)
+            SELECT p.account, p.pair, (SELECT max(id) FROM messages WHERE pair = p.pair) FROM (
+                SELECT sender AS account, pair FROM messages WHERE pair IS NOT NULL
+                UNION SELECT recipient, pair FROM messages WHERE pair IS NOT NULL) AS p""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -125,65 +172,23 @@ _FTS_UNTRIGGER = (
     _FTS_DELETE_TRIGGER,
 )
 
-_SELECT = """SELECT m.id, m.ts, s.name, m.room_name, r.name, m.text
+_SELECT = """SELECT m.id, m.ts, s.name, m.room_name, r.name, m.text, m.seq
     FROM messages m JOIN accounts s ON s.id = m.sender LEFT JOIN accounts r ON r.id = m.recipient"""
 
 
-def utc_timestamp(when: datetime.datetime | None = None) -> str:
-    """``when`` (default: now) as ISO 8601 UTC with milliseconds and a ``Z``."""
-    when = when or datetime.datetime.now(datetime.UTC)
-    return when.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A registered user. ``password`` is None for certificate-only accounts."""
-
-    id: int
-    name: str
-    password: str | None
-    keep_history: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    """A message to store: a room message (``room`` set) or a private one (``recipient``)."""
-
-    id: int
-    ts: str
-    sender: int
-    text: str
-    room: str | None = None
-    room_name: str | None = None
-    recipient: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message read back, with the accounts' current names."""
-
-    id: int
-    ts: str
-    sender: str
-    room: str | None
-    recipient: str | None
-    text: str
-
-    def wire_fields(self) -> dict[str, Any]:
-        """The fields of its ``message`` or ``private`` frame."""
-        fields: dict[str, Any] = {"id": self.id, "ts": self.ts, "from": self.sender}
-        if self.room is not None:
-            fields["room"] = self.room
-        else:
-            fields["to"] = self.recipient
-        fields["text"] = self.text
-        return fields
-
-    @property
-    def frame_type(self) -> str:
-        """``message`` for a room message, ``private`` for a private one."""
-        return "message" if self.room is not None else "private"
-
+# Unread: others' messages after the account's read marker in each conversation.
+_UNREAD_ROOMS = """SELECT r.name, count(m.id), min(m.id) FROM json_each(?) j
+    JOIN rooms r ON r.name_fold = j.value JOIN messages m ON m.room = j.value
+    AND m.sender != ? AND m.id > coalesce((SELECT last_read FROM read_markers
+        WHERE account = ? AND conversation = j.value), 0)
+    GROUP BY j.value"""
+_UNREAD_PRIVATE = """SELECT s.name, count(m.id), min(m.id)
+    FROM messages m JOIN accounts s ON s.id = m.sender
+    WHERE m.recipient = ? AND m.id > coalesce((SELECT last_read FROM read_markers
+        WHERE account = ? AND conversation = m.pair), 0)
+    GROUP BY m.pair"""
+_UNREAD_PRIVATE_WHERE = """ WHERE m.recipient = ? AND m.id > coalesce((SELECT last_read
+    FROM read_markers WHERE account = ? AND conversation = m.pair), 0) ORDER BY m.id LIMIT ?"""
 
 _EXPORT_WHERE = (
     " WHERE m.id > ? AND (m.sender = ? OR m.recipient = ? "
@@ -191,13 +196,9 @@ _EXPORT_WHERE = (
 )
 
 
-def pair_key(a: int, b: int) -> str:
-    """The key under which the private conversation of two accounts is indexed."""
-    return f"{min(a, b)}:{max(a, b)}"
-
-
-class Store:
-    """One SQLite database file, opened, checked and migrated on construction."""
+class SQLiteStore:
+    """The :class:`~securechat.store.base.Store` in one SQLite database file, opened,
+    checked and migrated on construction."""
 
     def __init__(self, path: Path, *, durability: str = "normal") -> None:
         if durability not in ("normal", "full"):
@@ -293,6 +294,50 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
 
+    # -- start-up ------------------------------------------------------------------------------
+
+    def load_accounts(self) -> list[Account]:
+        """Every account."""
+        with self._lock, _store_errors("read accounts"):
+            rows = self._db.execute(
+                "SELECT id, name, password, keep_history FROM accounts"
+            ).fetchall()
+        return [Account(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    def load_former_names(self) -> dict[str, int]:
+        """Every former name (folded) and the account it stays reserved for."""
+        with self._lock, _store_errors("read accounts"):
+            rows = self._db.execute("SELECT name_fold, account FROM former_names").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def load_rooms(self) -> list[RoomRecord]:
+        """Every stored room."""
+        with self._lock, _store_errors("read rooms"):
+            rows = self._db.execute("SELECT name, topic FROM rooms").fetchall()
+        return [RoomRecord(r[0], r[1]) for r in rows]
+
+    def load_memberships(self) -> list[Membership]:
+        """Every membership."""
+        with self._lock, _store_errors("read memberships"):
+            rows = self._db.execute("SELECT room, account FROM memberships").fetchall()
+        return [Membership(r[0], int(r[1])) for r in rows]
+
+    def load_sent_keys(self, since: str) -> list[SentKey]:
+        """Idempotency keys of messages stored at or after ``since`` (ISO UTC)."""
+        with self._lock, _store_errors("read message keys"):
+            rows = self._db.execute(
+                "SELECT sender, client_key, id, ts, seq FROM messages "
+                "WHERE client_key IS NOT NULL AND ts >= ?",
+                (since,),
+            ).fetchall()
+        return [SentKey(int(r[0]), r[1], int(r[2]), r[3], r[4]) for r in rows]
+
+    def load_last_seqs(self) -> dict[str, int]:
+        """The highest sequence number of every conversation (room fold or pair key)."""
+        with self._lock, _store_errors("read sequence numbers"):
+            rows = self._db.execute("SELECT key, last_seq FROM conversations").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
     # -- accounts ---------------------------------------------------------------------------
 
     def find_account(self, name: str) -> Account | None:
@@ -370,6 +415,59 @@ class Store:
                 "UPDATE accounts SET keep_history = ? WHERE id = ?", (int(keep), account_id)
             )
 
+    # -- rooms, memberships and read markers (the writer thread) -------------------------------
+
+    def save_room(self, room: RoomRecord) -> None:
+        """Create the room, or update its display name and topic."""
+        with self._lock, _store_errors("save room"):
+            self._db.execute(
+                "INSERT INTO rooms (name_fold, name, topic) VALUES (?, ?, ?) "
+                "ON CONFLICT (name_fold) DO UPDATE SET name = excluded.name, "
+                "topic = excluded.topic",
+                (fold(room.name), room.name, room.topic),
+            )
+
+    def add_member(self, room: str, account_id: int) -> None:
+        """Make ``account_id`` a member of ``room`` (folded name); idempotent.
+
+        What the room said before the account joined does not count as unread.
+        """
+        with self._lock, _store_errors("save membership"):
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT OR IGNORE INTO memberships (room, account) VALUES (?, ?)",
+                    (room, account_id),
+                )
+                self._db.execute(
+                    "INSERT INTO read_markers (account, conversation, last_read) "
+                    "VALUES (?, ?, (SELECT coalesce(max(id), 0) FROM messages WHERE room = ?)) "
+                    "ON CONFLICT DO UPDATE SET last_read = max(last_read, excluded.last_read)",
+                    (account_id, room, room),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def remove_member(self, room: str, account_id: int) -> None:
+        """End a membership; idempotent."""
+        with self._lock, _store_errors("save membership"):
+            self._db.execute(
+                "DELETE FROM memberships WHERE room = ? AND account = ?", (room, account_id)
+            )
+
+    def mark_read(self, account_id: int, conversation: str, message_id: int) -> None:
+        """Move the account's read marker in ``conversation`` (room fold or pair key)
+        forward to ``message_id``; never backward."""
+        with self._lock, _store_errors("save read marker"):
+            self._db.execute(
+                "INSERT INTO read_markers (account, conversation, last_read) VALUES (?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET last_read = max(last_read, excluded.last_read)",
+                (account_id, conversation, message_id),
+            )
+
     # -- writing messages (the writer thread) --------------------------------------------------
 
     def reserved_id(self) -> int:
@@ -389,10 +487,13 @@ class Store:
         with self._lock, _store_errors("store messages"):
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO messages (id, ts, sender, room, room_name, recipient, pair, "
-                    "text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
+                last_seqs: dict[str, int] = {}
+                values = []
+                for m in rows:
+                    pair = pair_key(m.sender, m.recipient) if m.recipient is not None else None
+                    if m.seq is not None:
+                        last_seqs[m.room or pair or ""] = m.seq
+                    values.append(
                         (
                             m.id,
                             m.ts,
@@ -400,11 +501,21 @@ class Store:
                             m.room,
                             m.room_name,
                             m.recipient,
-                            pair_key(m.sender, m.recipient) if m.recipient is not None else None,
+                            pair,
                             m.text,
+                            m.seq,
+                            m.key,
                         )
-                        for m in rows
-                    ],
+                    )
+                self._db.executemany(
+                    "INSERT INTO messages (id, ts, sender, room, room_name, recipient, pair, "
+                    "text, seq, client_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+                self._db.executemany(
+                    "INSERT INTO conversations (key, last_seq) VALUES (?, ?) "
+                    "ON CONFLICT DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                    last_seqs.items(),
                 )
                 if reserve_id is not None:
                     self._db.execute(
@@ -503,38 +614,72 @@ class Store:
         return [StoredMessage(*row) for row in rows]
 
     def room_history(
-        self, room: str, *, before: int | None = None, after: int | None = None, limit: int
+        self,
+        room: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        after_seq: int | None = None,
+        limit: int,
     ) -> list[StoredMessage]:
-        """Up to ``limit`` messages of ``room`` (folded name), oldest first.
+        """Up to ``limit`` messages of ``room`` (any case), oldest first.
 
-        Without ``before``/``after``: the latest. With ``after``: the first ones after it.
+        Without ``before``/``after``/``after_seq``: the latest. With ``after`` (an
+        id) or ``after_seq``: the first ones after it.
         """
-        return self._page("m.room = ?", (fold(room),), before=before, after=after, limit=limit)
+        return self._page(
+            "m.room = ?", fold(room), before=before, after=after, after_seq=after_seq, limit=limit
+        )
 
     def private_history(
-        self, a: int, b: int, *, before: int | None = None, after: int | None = None, limit: int
+        self,
+        a: int,
+        b: int,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        after_seq: int | None = None,
+        limit: int,
     ) -> list[StoredMessage]:
         """Up to ``limit`` messages between accounts ``a`` and ``b``, oldest first."""
-        return self._page("m.pair = ?", (pair_key(a, b),), before=before, after=after, limit=limit)
+        return self._page(
+            "m.pair = ?",
+            pair_key(a, b),
+            before=before,
+            after=after,
+            after_seq=after_seq,
+            limit=limit,
+        )
 
     def _page(
         self,
         where: str,
-        params: tuple[Any, ...],
+        key: str,
         *,
         before: int | None,
         after: int | None,
+        after_seq: int | None,
         limit: int,
     ) -> list[StoredMessage]:
+        params: tuple[Any, ...] = (key,)
+        if after_seq is not None:
+            # Numbers rise with ids within a conversation: find the id of the last
+            # message at or below the number by walking back from the newest, so
+            # the cost is the messages missed, not the whole conversation.
+            inner = where.replace("m.", "m2.")
+            where += (
+                " AND m.id > coalesce((SELECT m2.id FROM messages m2 WHERE "  # noqa: S608
+                + inner
+                + " AND m2.seq <= ? ORDER BY m2.id DESC LIMIT 1), 0)"
+            )
+            params += (key, after_seq)
         if before is not None:
             where += " AND m.id < ?"
             params += (before,)
         if after is not None:
             where += " AND m.id > ?"
             params += (after,)
-            order = "ASC"
-        else:
-            order = "DESC"
+        order = "ASC" if after is not None or after_seq is not None else "DESC"
         rows = self._query(
             f"{_SELECT} WHERE {where} ORDER BY m.id {order} LIMIT ?", (*params, limit)
         )
@@ -580,6 +725,22 @@ class Store:
                 .fetchone()
             )
         return int(count)
+
+    def unread(self, account_id: int, rooms: Sequence[str]) -> list[UnreadCount]:
+        """Conversations with others' messages after the account's read marker: its
+        ``rooms`` (folded names) and its private conversations."""
+        with _store_errors("count unread messages"):
+            db = self._reader()
+            rooms_json = json.dumps(list(rooms))
+            room_rows = db.execute(_UNREAD_ROOMS, (rooms_json, account_id, account_id)).fetchall()
+            private_rows = db.execute(_UNREAD_PRIVATE, (account_id, account_id)).fetchall()
+        return [UnreadCount(r[0], True, int(r[1]), int(r[2])) for r in room_rows] + [
+            UnreadCount(r[0], False, int(r[1]), int(r[2])) for r in private_rows
+        ]
+
+    def unread_private(self, account_id: int, *, limit: int) -> list[StoredMessage]:
+        """Private messages to the account after its read markers, oldest first."""
+        return self._query(_SELECT + _UNREAD_PRIVATE_WHERE, (account_id, account_id, limit))
 
 
 def _escape_like(word: str) -> str:

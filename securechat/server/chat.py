@@ -1,0 +1,418 @@
+"""Request handlers for talking, rooms, names and sessions.
+
+Each handler runs under the hub's lock on the I/O thread that decoded the
+frame, so none of them may block (see :mod:`securechat.server.hub`): they
+read and change the hub's in-memory state, queue messages and stored changes
+to the writer, and hand anything slow to a pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from functools import partial
+from typing import Any
+
+from ..errors import ChatError, ProtocolError, StoreError
+from ..store.base import pair_key, utc_timestamp
+from ..wire.names import (
+    MAX_TOPIC_CHARS,
+    UNSENDABLE_RE,
+    check_room_name,
+    check_text,
+    check_user_name,
+    fold,
+)
+from ..wire.protocol import Frame, encode
+from .accounts import Identity
+from .hub import Hub, error_frame
+from .rooms import Room
+from .sessions import Session
+from .writer import Outgoing
+
+__all__ = ["HANDLERS", "send_list"]
+
+log = logging.getLogger(__name__)
+
+# A list frame's items stay under this many bytes, leaving room for the envelope.
+_LIST_CHUNK_BYTES = 12 * 1024
+# Idempotency keys: short, and safe to log and store as they are.
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+# -- talking -----------------------------------------------------------------------
+
+
+def say(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """A message to a room the user is in."""
+    assert session.identity is not None
+    room = member_room(hub, session, frame.str_field("room"))
+    text = check_text(frame.str_field("text"))
+    keep = session.identity.keep_history and frame.get("nolog") is not True
+    _submit(
+        hub,
+        Outgoing(
+            sender=session.account_id,
+            text=text,
+            keep=keep,
+            room=room.key,
+            room_name=room.name,
+            key=_message_key(frame),
+            on_done=partial(hub.deliver_room, session, rid),
+        ),
+    )
+
+
+def private(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """A private message to an account, online or not."""
+    assert session.identity is not None
+    target = find_user(hub, frame.str_field("to"))
+    text = check_text(frame.str_field("text"))
+    # Stored only if neither party opted out.
+    keep = session.identity.keep_history and target.keep_history
+    if not keep and not hub.sessions.count(target.id):
+        raise ChatError(
+            "not_online",
+            f"{target.name} is not online, and the message cannot wait for them because "
+            f"{'you have' if not session.identity.keep_history else 'they have'} history "
+            "turned off; try again when they are online",
+        )
+    _submit(
+        hub,
+        Outgoing(
+            sender=session.account_id,
+            text=text,
+            keep=keep,
+            recipient=target.id,
+            key=_message_key(frame),
+            on_done=partial(hub.deliver_private, session, target, rid),
+        ),
+    )
+
+
+def _message_key(frame: Frame) -> str | None:
+    if frame.get("key") is None:
+        return None
+    key = frame.str_field("key")
+    if not _KEY_RE.fullmatch(key):
+        raise ProtocolError("'key' must be 1-64 letters, digits, '_' or '-'")
+    return key
+
+
+def _submit(hub: Hub, message: Outgoing) -> None:
+    if not hub.writer.submit(message):
+        raise ChatError(
+            "busy", "the server is overloaded; nothing was sent, try again", retry_after=1.0
+        )
+
+
+# -- rooms -----------------------------------------------------------------------------
+
+
+def join(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """Join (or create) a room; a member rejoining asks for what it missed."""
+    name = check_room_name(frame.str_field("room"))
+    since = frame.int_field("since", optional=True)
+    since_seq = frame.int_field("since_seq", optional=True)
+    room = hub.rooms.get(name)
+    if room is None:
+        room = hub.rooms.create(name)
+        hub.save_room(room)
+    if session.account_id not in room.members:
+        hub.join_room(session, room)
+    hub.send_joined(session, room, rid)
+    hub.replay(session, room, since=since, since_seq=since_seq)
+
+
+def part(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """Leave a room for good (every session of the account leaves it)."""
+    room = member_room(hub, session, frame.str_field("room"))
+    sessions = room.present.get(session.account_id, [])
+    hub.rooms.part(room, session.account_id)
+    hub.persist(hub.store.remove_member, room.key, session.account_id)
+    room.announce(
+        encode(
+            "system",
+            event="part",
+            room=room.name,
+            user=session.name,
+            text=f"{session.name} left {room.name}",
+        )
+    )
+    for other in sessions:
+        other.send(encode("parted", rid=rid if other is session else None, room=room.name))
+
+
+def list_rooms(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """Every stored room, with how many members are here and its topic."""
+    rooms = [
+        {"name": r.name, "users": len(r.present), "members": len(r.members), "topic": r.topic}
+        for r in hub.rooms.all()
+    ]
+    send_list(session, "rooms", "rooms", rooms, rid=rid)
+
+
+def who(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """The members of a room who are here now."""
+    room = existing_room(hub, frame.str_field("room"))
+    names = sorted((s[0].name for s in room.present.values()), key=fold)
+    send_list(session, "users", "users", names, rid=rid, room=room.name)
+
+
+def topic(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """Show or set a room's topic."""
+    room = member_room(hub, session, frame.str_field("room"))
+    if frame.get("text") is None:
+        session.send(encode("topic", rid=rid, room=room.name, topic=room.topic))
+        return
+    text = frame.str_field("text")
+    if text:
+        check_text(text, limit=MAX_TOPIC_CHARS, what="topic")
+    room.topic = text
+    hub.save_room(room)
+    fields: dict[str, Any] = {"room": room.name, "topic": text, "by": session.name}
+    room.broadcast(encode("topic", **fields), skip=session)
+    session.send(encode("topic", rid=rid, **fields))
+
+
+# -- names and sessions ------------------------------------------------------------------
+
+
+def nick(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """Rename the account; the store is asked on the account pool, never here."""
+    identity = session.identity
+    assert identity is not None
+    if session.cert_user is not None:
+        raise ChatError(
+            "forbidden", "your name comes from your client certificate and cannot change"
+        )
+    new = check_user_name(frame.str_field("name"))
+    if new == identity.name:
+        raise ChatError("invalid_name", f"you are already {new}")
+    owner = hub.accounts.find(new)
+    reserved = hub.accounts.reserved_for(new)
+    if (owner is not None and owner is not identity) or reserved not in (None, identity.id):
+        raise ChatError(
+            "name_in_use", f"{new} belongs, or belonged, to another account; pick another name"
+        )
+    hub.account_pool.submit(_rename, hub, session, identity, new, rid)
+
+
+def _rename(hub: Hub, session: Session, identity: Identity, new: str, rid: int | None) -> None:
+    """On the account pool: rename in the store, then tell everyone concerned."""
+    try:
+        renamed = hub.store.rename_account(identity.id, new)
+    except StoreError as exc:
+        log.error("rename of %s failed: %s", identity.name, exc)
+        session.send(error_frame(ChatError("unavailable", "cannot rename now; try later"), rid))
+        return
+    with hub.lock:
+        if not renamed:
+            session.send(
+                error_frame(
+                    ChatError(
+                        "name_in_use",
+                        f"{new} belongs, or belonged, to another account; pick another name",
+                    ),
+                    rid,
+                )
+            )
+            return
+        old = identity.name
+        hub.accounts.rename(identity, new)
+        notice = encode("nick", old=old, new=new, text=f"{old} is now known as {new}")
+        own = hub.sessions.of(identity.id)
+        peers = {s for room in hub.rooms.of(identity.id) for s in room.sessions()}
+        for peer in peers - set(own):
+            peer.send(notice)
+        for mine in own:
+            text = f"you are now {new}"
+            mine.send(
+                encode("nick", rid=rid if mine is session else None, old=old, new=new, text=text)
+            )
+
+
+def sessions(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """The account's sessions: number, address, since when."""
+    items = [
+        {"session": s.number, "peer": s.link.peer, "since": s.since, "current": s is session}
+        for s in hub.sessions.of(session.account_id)
+    ]
+    send_list(session, "sessions", "sessions", items, rid=rid)
+
+
+def session_close(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """End another session of the same account."""
+    number = frame.int_field("session")
+    for other in hub.sessions.of(session.account_id):
+        if other.number == number:
+            if other is not session:
+                peer = session.link.peer.rsplit(":", 1)[0]
+                other.send(encode("bye", reason=f"closed from your session at {peer}"))
+                other.link.close(f"closed from session {session.number}")
+            session.send(encode("session_closed", rid=rid, session=number))
+            return
+    raise ChatError("no_such_session", f"you have no session {number}: /sessions lists them")
+
+
+def time_now(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """The server's clock."""
+    session.send(encode("time", rid=rid, ts=utc_timestamp()))
+
+
+def quit_(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """Say goodbye: the session leaves now, not when the socket closes."""
+    reason = UNSENDABLE_RE.sub("", frame.str_field("reason", optional=True) or "")[:200]
+    why = f"quit: {reason}" if reason else "quit"
+    hub.close_session(session, why)
+    session.send(encode("bye", rid=rid, reason="you quit"))
+    session.link.close(why)
+
+
+# -- read markers ---------------------------------------------------------------------------
+
+
+def read(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """The account has seen a conversation up to a message: every session hears it."""
+    message_id = frame.int_field("id")
+    assert message_id is not None
+    if message_id < 0:
+        raise ProtocolError("'id' must not be negative")
+    fields: dict[str, Any]
+    room_name, user = frame.get("room"), frame.get("user")
+    if isinstance(room_name, str) and user is None:
+        room = member_room(hub, session, room_name)
+        conversation, fields = room.key, {"room": room.name}
+    elif isinstance(user, str) and room_name is None:
+        other = find_user(hub, user)
+        conversation, fields = pair_key(session.account_id, other.id), {"user": other.name}
+    else:
+        raise ProtocolError("a read marker names exactly one of 'room' or 'user'")
+    hub.persist(hub.store.mark_read, session.account_id, conversation, message_id)
+    for mine in hub.sessions.of(session.account_id):
+        mine.send(encode("read", rid=rid if mine is session else None, id=message_id, **fields))
+
+
+def unread(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """What arrived after the account's read markers (counted on the reader pool)."""
+    account_id = session.account_id
+    rooms = [room.key for room in hub.rooms.of(account_id)]
+
+    def _count() -> None:
+        try:
+            counts = hub.store.unread(account_id, rooms)
+        except StoreError as exc:
+            session.send(error_frame(ChatError("unavailable", f"cannot count: {exc}"), rid))
+            return
+        session.send(
+            encode(
+                "unread",
+                rid=rid,
+                rooms=[
+                    {"room": u.conversation, "unread": u.unread, "first": u.first}
+                    for u in counts
+                    if u.is_room
+                ],
+                users=[
+                    {"user": u.conversation, "unread": u.unread, "first": u.first}
+                    for u in counts
+                    if not u.is_room
+                ],
+            )
+        )
+
+    hub.streamer.run(_count)
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def file_offer(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+    """Offer a file to a user: it goes to their newest session."""
+    target = find_user(hub, frame.str_field("to"))
+    sessions = hub.sessions.of(target.id)
+    if not sessions:
+        raise ChatError("not_online", f"{target.name} is not online; try again when they are")
+    hub.relay.offer(session, sessions[-1], frame, rid)
+
+
+def _relay(method: str) -> Any:
+    def handler(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+        action = getattr(hub.relay, method)
+        if method in ("accept", "reject", "cancel"):
+            action(session, frame, rid)
+        else:
+            action(session, frame)
+
+    handler.__name__ = f"file_{method}"
+    return handler
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def existing_room(hub: Hub, name: str) -> Room:
+    """The room called ``name``, or ChatError."""
+    check_room_name(name)
+    room = hub.rooms.get(name)
+    if room is None:
+        raise ChatError("no_such_room", f"there is no room {name}: /rooms lists them")
+    return room
+
+
+def member_room(hub: Hub, session: Session, name: str) -> Room:
+    """The room called ``name`` if the session's account is a member, or ChatError."""
+    room = existing_room(hub, name)
+    if session.account_id not in room.members:
+        raise ChatError("not_in_room", f"you are not in {room.name}: /join {room.name} first")
+    return room
+
+
+def find_user(hub: Hub, name: str) -> Identity:
+    """The account called ``name``, or ChatError."""
+    check_user_name(name)
+    identity = hub.accounts.find(name)
+    if identity is None:
+        raise ChatError("no_such_user", f"there is no user called {name}")
+    return identity
+
+
+def send_list(session: Session, type_: str, key: str, items: list[Any], **fields: Any) -> None:
+    """Send ``items`` under ``key`` in as many frames as the header limit needs.
+
+    Every frame but the last carries ``more: true``; the client joins them.
+    """
+    chunk: list[Any] = []
+    size = 0
+    for item in items:
+        item_size = len(json.dumps(item, ensure_ascii=False).encode("utf-8")) + 1
+        if chunk and size + item_size > _LIST_CHUNK_BYTES:
+            session.send(encode(type_, more=True, **{key: chunk}, **fields))
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item_size
+    session.send(encode(type_, **{key: chunk}, **fields))
+
+
+HANDLERS: dict[str, Any] = {
+    "say": say,
+    "msg": private,
+    "join": join,
+    "part": part,
+    "rooms": list_rooms,
+    "who": who,
+    "topic": topic,
+    "nick": nick,
+    "sessions": sessions,
+    "session_close": session_close,
+    "time": time_now,
+    "quit": quit_,
+    "read": read,
+    "unread": unread,
+    "file_offer": file_offer,
+    **{
+        f"file_{m}": _relay(m)
+        for m in ("accept", "reject", "cancel", "chunk", "ack", "done", "result")
+    },
+}

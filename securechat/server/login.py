@@ -1,0 +1,151 @@
+"""Logins: password checks and registrations off the I/O threads and the hub's lock.
+
+scrypt is slow on purpose, and registering an account or summarising what
+a returning user missed means asking the database, so the hub only checks
+the login frame's shape and queues the rest to the login pool. There the
+password is checked (skipped if the connection went away meanwhile), the
+account registered if new, and its unread counts read; then the hub's lock
+is taken once to admit the session. The queue is bounded: when it is full a
+login is refused with ``busy`` rather than waiting behind thousands of others.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+
+from ..errors import ChatError, StoreError
+from ..store.base import UnreadCount
+from ..wire.names import check_user_name, fold
+from ..wire.protocol import Frame
+from .accounts import Identity
+from .hub import Hub
+from .passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
+from .sessions import Session, State
+
+__all__ = ["MAX_PENDING_LOGINS", "Logins"]
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_LOGINS = 256
+"""Logins queued for the pool at most: at ~40 scrypt checks a second per core,
+the last of them is answered within a few seconds, well inside the login timeout."""
+
+
+class Logins:
+    """The ``login`` request: validated under the lock, checked on ``pool``."""
+
+    def __init__(self, hub: Hub, pool: Executor) -> None:
+        self._hub = hub
+        self._pool = pool
+        self._pending = 0  # guarded by the hub's lock
+
+    def handle(self, hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+        """The login handler (under the hub's lock)."""
+        if session.state is not State.NEW:
+            raise ChatError("already_logged_in", "you are already logged in (or logging in)")
+        password: str | None = None
+        if session.cert_user is not None:
+            name = _certificate_name(session.cert_user, frame.str_field("user", optional=True))
+        else:
+            name = check_user_name(frame.str_field("user"))
+            password = frame.str_field("password", optional=True)
+            if not password:
+                raise ChatError(
+                    "bad_password",
+                    "a password is required: set SECURECHAT_PASSWORD or pass --password-file",
+                )
+            if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+                raise ChatError("bad_password", f"password longer than {MAX_PASSWORD_BYTES} bytes")
+        if self._pending >= MAX_PENDING_LOGINS:
+            raise ChatError("busy", "the server has too many logins in progress", retry_after=2.0)
+        self._pending += 1
+        session.state = State.AUTHENTICATING
+        replay = frame.get("replay") is not False
+        self._pool.submit(self._check, session, name, password, rid, replay)
+
+    def _check(
+        self, session: Session, name: str, password: str | None, rid: int | None, replay: bool
+    ) -> None:
+        """On the pool: check, register if new, summarise, then admit under the lock."""
+        hub = self._hub
+        error: ChatError | None = None
+        identity: Identity | None = None
+        new = False
+        unread: list[UnreadCount] = []
+        try:
+            if session.state is State.AUTHENTICATING:  # else the peer is gone: skip the work
+                identity, new = self._identify(name, password)
+                if not new:
+                    with hub.lock:
+                        rooms = [room.key for room in hub.rooms.of(identity.id)]
+                    unread = hub.store.unread(identity.id, rooms)
+        except ChatError as exc:
+            error = exc
+        except StoreError as exc:
+            log.error("login of %s failed: %s", name, exc)
+            error = ChatError("unavailable", "the server cannot read its accounts; try later")
+        with hub.lock:
+            self._pending -= 1
+            if session.state is not State.AUTHENTICATING:
+                return  # the connection went away meanwhile
+            try:
+                if error is not None:
+                    raise error
+                assert identity is not None
+                hub.admit(session, identity, rid, replay=replay, unread=unread, new_account=new)
+            except ChatError as exc:
+                hub.refuse_login(session, exc, rid)
+                log.info("%s: login as %s refused: %s", session.link.peer, name, exc.code)
+
+    def _identify(self, name: str, password: str | None) -> tuple[Identity, bool]:
+        """The account, checked (and registered if the name is new); True if new."""
+        accounts = self._hub.accounts
+        identity = accounts.find(name)
+        if identity is None:
+            if accounts.reserved_for(name) is not None:
+                raise _reserved(name)
+            account = self._hub.store.create_account(
+                name, hash_password(password) if password is not None else None
+            )
+            if account is None:
+                raise ChatError("name_in_use", f"{name} was registered just now; try again")
+            return accounts.add(account), True
+        if password is None:
+            return identity, False  # the certificate is the proof
+        if identity.password is None:
+            raise ChatError(
+                "bad_password",
+                f"{identity.name} logs in with a client certificate: pass --cert and --key",
+            )
+        if not verify_password(password, identity.password):
+            raise ChatError(
+                "bad_password",
+                f"wrong password for {identity.name}: a new name registers a new account",
+            )
+        return identity, False
+
+
+def _certificate_name(name: str, asked: str | None) -> str:
+    try:
+        check_user_name(name)
+    except ChatError as exc:
+        raise ChatError(
+            "invalid_name",
+            f"your certificate's common name {name!r} is not a valid user name: "
+            "ask for a certificate whose common name is your user name",
+        ) from exc
+    if asked and fold(asked) != fold(name):
+        raise ChatError(
+            "cert_mismatch",
+            f"your client certificate is for {name!r}, not {asked!r}: "
+            f"pass --user {name} or another certificate",
+        )
+    return name
+
+
+def _reserved(name: str) -> ChatError:
+    return ChatError(
+        "name_reserved",
+        f"{name} was the name of another account and stays reserved for it; pick another name",
+    )

@@ -1,0 +1,127 @@
+"""Rooms as the running server sees them: stored members, and who is here now.
+
+A room's *members* are accounts, stored, and stay members across
+disconnects and restarts until they part. Its *present* sessions are the
+members' live connections, which are what a message fans out to. Both are
+loaded from the store at start-up and kept current by the hub (under its
+lock), which also has the message writer persist every change in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..store.base import Membership, RoomRecord
+from ..wire.names import fold
+from .sessions import Session
+
+__all__ = ["ANNOUNCE_LIMIT", "Room", "RoomDirectory"]
+
+ANNOUNCE_LIMIT = 200
+"""Rooms with more people present than this do not announce arrivals and departures."""
+
+
+@dataclass(eq=False)
+class Room:
+    """A chat room: display name, topic, member accounts and the sessions present."""
+
+    name: str
+    topic: str = ""
+    members: set[int] = field(default_factory=set)
+    present: dict[int, list[Session]] = field(default_factory=dict)
+    """Account id -> that member's live sessions (only members with at least one)."""
+
+    @property
+    def key(self) -> str:
+        """The folded name rooms are stored and found under."""
+        return fold(self.name)
+
+    def record(self) -> RoomRecord:
+        """What the store keeps of this room."""
+        return RoomRecord(self.name, self.topic)
+
+    def sessions(self) -> list[Session]:
+        """Every session present, in no particular order."""
+        return [s for sessions in self.present.values() for s in sessions]
+
+    def broadcast(self, data: bytes, *, skip: Session | None = None) -> None:
+        """Queue ``data`` to every session present but ``skip``."""
+        for sessions in self.present.values():
+            for session in sessions:
+                if session is not skip:
+                    session.send(data)
+
+    def announce(self, data: bytes, *, skip: Session | None = None) -> None:
+        """Broadcast a join, part or presence notice, unless the room is large.
+
+        In a room of thousands every arrival would otherwise cost a notice to
+        everyone (quadratic work and noise); its members use /who instead.
+        """
+        if len(self.present) <= ANNOUNCE_LIMIT:
+            self.broadcast(data, skip=skip)
+
+
+class RoomDirectory:
+    """Every room by folded name, and the rooms of every account."""
+
+    def __init__(self, rooms: list[RoomRecord], memberships: list[Membership]) -> None:
+        self._rooms = {fold(r.name): Room(r.name, r.topic) for r in rooms}
+        self._of: dict[int, set[str]] = {}
+        for m in memberships:
+            room = self._rooms.get(m.room)
+            if room is not None:
+                room.members.add(m.account)
+                self._of.setdefault(m.account, set()).add(m.room)
+
+    def get(self, name: str) -> Room | None:
+        """The room called ``name`` (any case), if it exists."""
+        return self._rooms.get(fold(name))
+
+    def create(self, name: str) -> Room:
+        """A new, empty room (the caller checked that it did not exist)."""
+        room = self._rooms[fold(name)] = Room(name)
+        return room
+
+    def all(self) -> list[Room]:
+        """Every room, by folded name."""
+        return [self._rooms[key] for key in sorted(self._rooms)]
+
+    def of(self, account_id: int) -> list[Room]:
+        """The rooms ``account_id`` is a member of, by folded name."""
+        return [self._rooms[key] for key in sorted(self._of.get(account_id, ()))]
+
+    def join(self, room: Room, account_id: int, sessions: list[Session]) -> None:
+        """Make the account a member; its ``sessions`` are now present."""
+        room.members.add(account_id)
+        self._of.setdefault(account_id, set()).add(room.key)
+        if sessions:
+            room.present[account_id] = list(sessions)
+
+    def part(self, room: Room, account_id: int) -> None:
+        """End the account's membership; its sessions leave with it."""
+        room.members.discard(account_id)
+        room.present.pop(account_id, None)
+        rooms = self._of.get(account_id)
+        if rooms is not None:
+            rooms.discard(room.key)
+            if not rooms:
+                del self._of[account_id]
+
+    def arrive(self, session: Session) -> list[Room]:
+        """A member's session is live: present it in each of the account's rooms."""
+        rooms = self.of(session.account_id)
+        for room in rooms:
+            room.present.setdefault(session.account_id, []).append(session)
+        return rooms
+
+    def leave(self, session: Session) -> list[Room]:
+        """A session ended: the rooms in which the account is no longer present."""
+        gone = []
+        for room in self.of(session.account_id):
+            sessions = room.present.get(session.account_id)
+            if sessions and session in sessions:
+                sessions.remove(session)
+                if not sessions:
+                    del room.present[session.account_id]
+                    gone.append(room)
+        return gone

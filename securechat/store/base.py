@@ -1,0 +1,271 @@
+"""The store interface: everything the server keeps, whatever engine keeps it.
+
+The server talks to storage only through :class:`Store`; an engine (today
+:class:`~securechat.store.sqlite.SQLiteStore`) implements it. Nothing outside
+``securechat.store`` imports a database driver.
+
+Who calls what, and from which thread
+-------------------------------------
+* Writes of messages, and everything that must keep their order (account
+  settings, rooms, memberships, topics, read markers, erasure, retention),
+  come from the server's one message-writer thread.
+* Reads (history, search, export, unread summaries) come from worker threads,
+  never from an I/O thread or under the hub's lock; engines give each thread
+  what it needs to read without waiting for a commit.
+* The ``load_*`` methods are called once at start-up to fill the server's
+  in-memory directories (accounts, rooms, memberships), which the writer then
+  keeps current as it writes.
+
+Every method raises :class:`~securechat.errors.StoreError` (and only that) when
+the engine fails: disk full, read-only file, lost connection.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "Account",
+    "Membership",
+    "NewMessage",
+    "RoomRecord",
+    "SentKey",
+    "Store",
+    "StoredMessage",
+    "UnreadCount",
+    "pair_key",
+    "utc_timestamp",
+]
+
+
+def utc_timestamp(when: datetime.datetime | None = None) -> str:
+    """``when`` (default: now) as ISO 8601 UTC with milliseconds and a ``Z``."""
+    when = when or datetime.datetime.now(datetime.UTC)
+    return when.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def pair_key(a: int, b: int) -> str:
+    """The key under which the private conversation of two accounts is kept."""
+    return f"{min(a, b)}:{max(a, b)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A registered user. ``password`` is None for certificate-only accounts."""
+
+    id: int
+    name: str
+    password: str | None
+    keep_history: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    """A stored room: its display name (``#Name``) and topic."""
+
+    name: str
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """One account's membership of one room (``room`` is the folded name)."""
+
+    room: str
+    account: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store: a room message (``room`` set) or a private one (``recipient``).
+
+    ``seq`` numbers it within its conversation; ``key`` is the sender's own
+    idempotency key, if it gave one.
+    """
+
+    id: int
+    ts: str
+    sender: int
+    text: str
+    room: str | None = None
+    room_name: str | None = None
+    recipient: int | None = None
+    seq: int | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message read back, with the accounts' current names."""
+
+    id: int
+    ts: str
+    sender: str
+    room: str | None
+    recipient: str | None
+    text: str
+    seq: int | None = None
+
+    def wire_fields(self) -> dict[str, Any]:
+        """The fields of its ``message`` or ``private`` frame."""
+        fields: dict[str, Any] = {"id": self.id, "ts": self.ts, "from": self.sender}
+        if self.room is not None:
+            fields["room"] = self.room
+        else:
+            fields["to"] = self.recipient
+        fields["text"] = self.text
+        if self.seq is not None:
+            fields["seq"] = self.seq
+        return fields
+
+    @property
+    def frame_type(self) -> str:
+        """``message`` for a room message, ``private`` for a private one."""
+        return "message" if self.room is not None else "private"
+
+
+@dataclass(frozen=True, slots=True)
+class SentKey:
+    """A stored message sent with an idempotency key: what a repeat is answered with."""
+
+    sender: int
+    key: str
+    id: int
+    ts: str
+    seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadCount:
+    """Unread messages in one conversation: a room (folded name) or a private partner."""
+
+    conversation: str
+    """The room's display name, or the partner's current name."""
+    is_room: bool
+    unread: int
+    first: int
+    """The id of the oldest unread message."""
+
+
+class Store(Protocol):
+    """What the server keeps. See the module docstring for threads and errors."""
+
+    has_fts: bool
+    """True when search uses a full-text index (else a slower substring scan)."""
+
+    def close(self) -> None:
+        """Release every connection; the store is unusable afterwards."""
+
+    # -- start-up ---------------------------------------------------------------------
+
+    def load_accounts(self) -> list[Account]:
+        """Every account."""
+
+    def load_former_names(self) -> dict[str, int]:
+        """Every former name (folded) and the account it stays reserved for."""
+
+    def load_rooms(self) -> list[RoomRecord]:
+        """Every stored room."""
+
+    def load_memberships(self) -> list[Membership]:
+        """Every membership."""
+
+    def load_sent_keys(self, since: str) -> list[SentKey]:
+        """Idempotency keys of messages stored at or after ``since`` (ISO UTC)."""
+
+    def load_last_seqs(self) -> dict[str, int]:
+        """The highest sequence number of every conversation (room fold or pair key)."""
+
+    def reserved_id(self) -> int:
+        """The highest message id that may already have been handed out."""
+
+    # -- accounts -----------------------------------------------------------------------
+
+    def create_account(self, name: str, password: str | None) -> Account | None:
+        """Register ``name``; None if the name (in any case) is taken or reserved."""
+
+    def rename_account(self, account_id: int, new_name: str) -> bool:
+        """Rename, keeping the old name reserved for the account; False if ``new_name``
+        belongs (or belonged) to another account."""
+
+    def set_keep_history(self, account_id: int, keep: bool) -> None:
+        """Opt an account into (or out of) having its messages stored."""
+
+    # -- rooms, memberships, read markers ------------------------------------------------
+
+    def save_room(self, room: RoomRecord) -> None:
+        """Create the room, or update its display name and topic."""
+
+    def add_member(self, room: str, account_id: int) -> None:
+        """Make ``account_id`` a member of ``room`` (folded name); idempotent."""
+
+    def remove_member(self, room: str, account_id: int) -> None:
+        """End a membership; idempotent."""
+
+    def mark_read(self, account_id: int, conversation: str, message_id: int) -> None:
+        """Move the account's read marker in ``conversation`` (room fold or pair key)
+        forward to ``message_id``; never backward."""
+
+    # -- messages ----------------------------------------------------------------------
+
+    def insert_messages(self, rows: Sequence[NewMessage], *, reserve_id: int | None) -> None:
+        """Store ``rows`` in one transaction (and move the id reservation, if given);
+        nothing is written if it fails."""
+
+    def index_pending(self, limit: int | None = None) -> int:
+        """Add up to ``limit`` (default: all) unindexed messages to the search index."""
+
+    def forget_sender(self, account_id: int) -> int:
+        """Erase every message ``account_id`` sent, beyond recovery; returns the count."""
+
+    def delete_older_than(self, cutoff: str) -> int:
+        """Retention: delete messages stamped before ``cutoff``; returns the count."""
+
+    # -- reads (worker threads) ----------------------------------------------------------
+
+    def room_history(
+        self,
+        room: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        after_seq: int | None = None,
+        limit: int,
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages of ``room``, oldest first: the latest, or the first
+        ones after ``after`` (an id) or ``after_seq``."""
+
+    def private_history(
+        self,
+        a: int,
+        b: int,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        after_seq: int | None = None,
+        limit: int,
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages between accounts ``a`` and ``b``, oldest first."""
+
+    def search(
+        self, account_id: int, rooms: Sequence[str], words: Sequence[str], *, limit: int
+    ) -> list[StoredMessage]:
+        """Messages the account may see that contain every word, newest first."""
+
+    def export_page(
+        self, account_id: int, rooms: Sequence[str], *, after: int, limit: int
+    ) -> list[StoredMessage]:
+        """The next ``limit`` messages after id ``after`` the account sent or received."""
+
+    def sent_count(self, account_id: int) -> int:
+        """How many stored messages ``account_id`` sent."""
+
+    def unread(self, account_id: int, rooms: Sequence[str]) -> list[UnreadCount]:
+        """Conversations with messages after the account's read marker (others'
+        messages only): its ``rooms`` (folded names) and its private conversations."""
+
+    def unread_private(self, account_id: int, *, limit: int) -> list[StoredMessage]:
+        """Private messages to the account after its read markers, oldest first."""
