@@ -1,0 +1,176 @@
+"""Chat state that outlives a connection: rooms, topics, memberships, unread counts,
+sequence numbers and idempotent sending, through real servers (killed with -9 where
+it matters) and real TLS clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from securechat.server.listener import Server
+from securechat.wire.protocol import Frame
+from tests.conftest import Pki, RawClient, free_port
+from tests.test_durability import ServerProcess
+from tests.test_history import _history
+
+Factory = Callable[..., RawClient]
+
+
+def _say(client: RawClient, room: str, text: str, **extra: Any) -> Frame:
+    rid = client.send("say", room=room, text=text, **extra)
+    return client.expect("message", rid=rid)
+
+
+def _rooms(welcome: Frame) -> dict[str, dict[str, Any]]:
+    return {r["room"]: r for r in welcome.get("rooms")}
+
+
+def test_rooms_topics_and_memberships_survive_kill_9(pki: Pki, tmp_path: Path) -> None:
+    db, port = tmp_path / "chat.db", free_port()
+    server = ServerProcess(pki, db, port=port)
+    try:
+        server.wait_listening()
+        alice, bob = RawClient(port, pki.ca_pem), RawClient(port, pki.ca_pem)
+        alice.login("alice")
+        bob.login("bob")
+        for client in (alice, bob):
+            client.send("join", room="#Dev")
+            client.expect("joined", room="#Dev")
+        alice.send("topic", room="#dev", text="release planning")
+        alice.expect("topic", topic="release planning")
+        bob.send("part", room="#general")
+        bob.expect("parted", room="#general")
+        # State changes are stored in order with messages: once a later message
+        # is acknowledged, they are on disk.
+        _say(alice, "#Dev", "checkpoint")
+        _say(bob, "#Dev", "checkpoint too")
+        server.kill()
+        alice.close()
+        bob.close()
+
+        server = ServerProcess(pki, db, port=port)
+        server.wait_listening()
+        bob = RawClient(port, pki.ca_pem)
+        bob.send("login", user="bob", password="pw")
+        rooms = _rooms(bob.expect("welcome"))
+        assert set(rooms) == {"#Dev"}
+        assert (rooms["#Dev"]["topic"], rooms["#Dev"]["members"]) == ("release planning", 2)
+        joined = bob.expect("joined", room="#Dev")
+        assert joined.get("topic") == "release planning"
+        bob.send("rooms")
+        listed = {r["name"]: r for r in bob.expect("rooms").get("rooms")}
+        assert listed["#Dev"]["members"] == 2 and listed["#general"]["members"] == 1
+        bob.close()
+    finally:
+        server.kill()
+
+
+def test_unread_counts_at_login_and_read_markers_shared_by_sessions(
+    server: Server, raw_client: Factory
+) -> None:
+    port = server.address[1]
+    bob = raw_client(port)
+    bob.login("bob")
+    bob.send("quit")
+    bob.wait_closed()
+    alice = raw_client(port)
+    alice.login("alice")
+    ids = [_say(alice, "#general", f"news {i}").get("id") for i in range(3)]
+    dm = alice.send("msg", to="bob", text="ping me")
+    dm_id = alice.expect("private", rid=dm).get("id")
+
+    laptop = raw_client(port)
+    laptop.send("login", user="bob", password="pw")
+    welcome = laptop.expect("welcome")
+    assert _rooms(welcome)["#general"]["unread"] == 3
+    laptop.expect("private", text="ping me", history=True)
+    rid = laptop.send("unread")
+    summary = laptop.expect("unread", rid=rid)
+    assert summary.get("rooms") == [{"room": "#general", "unread": 3, "first": ids[0]}]
+    assert summary.get("users") == [{"user": "alice", "unread": 1, "first": dm_id}]
+
+    desktop = raw_client(port)
+    desktop.login("bob")
+    rid = laptop.send("read", room="#general", id=ids[-1])
+    laptop.expect("read", rid=rid, room="#general", id=ids[-1])
+    assert desktop.expect("read", room="#general").get("id") == ids[-1]
+    rid = laptop.send("read", user="alice", id=dm_id)
+    laptop.expect("read", rid=rid)
+    rid = desktop.send("unread")
+    summary = desktop.expect("unread", rid=rid)
+    assert (summary.get("rooms"), summary.get("users")) == ([], [])
+    # A read private message is not replayed at the next login.
+    late = raw_client(port)
+    late.send("login", user="bob", password="pw")
+    assert _rooms(late.expect("welcome"))["#general"]["unread"] == 0
+    rid = late.send("time")
+    seen = [f for f in late.frames if f.type == "private"]
+    late.expect("time", rid=rid)
+    assert not [f for f in late.frames if f.type == "private"] and not seen
+
+
+def test_sequence_numbers_count_stored_messages_of_each_conversation(
+    server: Server, raw_client: Factory
+) -> None:
+    port = server.address[1]
+    alice = raw_client(port)
+    alice.login("alice")
+    seqs = [_say(alice, "#general", f"line {i}").get("seq") for i in range(3)]
+    unstored = _say(alice, "#general", "off the record", nolog=True)
+    assert unstored.get("seq") is None and unstored.get("stored") is False
+    seqs.append(_say(alice, "#general", "line 3").get("seq"))
+    assert seqs == [1, 2, 3, 4]
+    bob = raw_client(port)
+    bob.login("bob")
+    rid = alice.send("msg", to="bob", text="a conversation of its own")
+    assert alice.expect("private", rid=rid).get("seq") == 1
+    rows, _ = _history(bob, room="#general", after_seq=2, limit=10)
+    assert [(f.get("seq"), f.get("text")) for f in rows] == [(3, "line 2"), (4, "line 3")]
+
+
+def test_a_repeated_message_key_is_acknowledged_with_the_original(pki: Pki, tmp_path: Path) -> None:
+    db, port = tmp_path / "chat.db", free_port()
+    server = ServerProcess(pki, db, port=port)
+    try:
+        server.wait_listening()
+        alice, bob = RawClient(port, pki.ca_pem), RawClient(port, pki.ca_pem)
+        alice.login("alice")
+        bob.login("bob")
+        first = _say(alice, "#general", "exactly once", key="k-1")
+        again = _say(alice, "#general", "exactly once", key="k-1")
+        assert (again.get("id"), again.get("seq"), again.get("duplicate")) == (
+            first.get("id"),
+            first.get("seq"),
+            True,
+        )
+        assert first.get("key") == "k-1" and first.get("duplicate") is None
+        _say(alice, "#general", "marker")
+        texts = []
+        while (frame := bob.expect("message")).get("text") != "marker":
+            texts.append(frame.get("text"))
+        assert texts == ["exactly once"]
+        server.kill()
+        alice.close()
+
+        # After a crash the server still knows the key: a client that never saw
+        # its acknowledgement can send the line again safely.
+        server = ServerProcess(pki, db, port=port)
+        server.wait_listening()
+        alice = RawClient(port, pki.ca_pem)
+        alice.login("alice")
+        after = _say(alice, "#general", "exactly once", key="k-1")
+        assert (after.get("id"), after.get("duplicate")) == (first.get("id"), True)
+        rows, _ = _history(alice, room="#general", limit=50)
+        assert [f.get("text") for f in rows].count("exactly once") == 1
+        alice.close()
+        bob.close()
+    finally:
+        server.kill()
+
+
+def test_malformed_message_key_is_a_protocol_error(server: Server, raw_client: Factory) -> None:
+    alice = raw_client(server.address[1])
+    alice.login("alice")
+    alice.send("say", room="#general", text="hi", key="no spaces allowed")
+    assert alice.expect("error").get("code") == "bad_frame"
