@@ -26,7 +26,7 @@ from ..wire.names import (
 )
 from ..wire.protocol import Frame, encode
 from .accounts import Identity
-from .hub import Hub, error_frame
+from .hub import Hub, error_frame, presence
 from .rooms import Room
 from .sessions import Session
 from .writer import Outgoing
@@ -131,15 +131,7 @@ def part(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     sessions = room.present.get(session.account_id, [])
     hub.rooms.part(room, session.account_id)
     hub.persist(hub.store.remove_member, room.key, session.account_id)
-    room.announce(
-        encode(
-            "system",
-            event="part",
-            room=room.name,
-            user=session.name,
-            text=f"{session.name} left {room.name}",
-        )
-    )
+    room.announce(presence("part", room, session.name))
     for other in sessions:
         other.send(encode("parted", rid=rid if other is session else None, room=room.name))
 

@@ -48,7 +48,14 @@ from .sessions import Peer, Session, SessionTable, State
 from .streamer import MAX_HISTORY, Streamer
 from .writer import MessageWriter, Outgoing
 
-__all__ = ["DEFAULT_MAX_SESSIONS", "FEATURES", "SERVER_SOFTWARE", "Hub", "error_frame"]
+__all__ = [
+    "DEFAULT_MAX_SESSIONS",
+    "FEATURES",
+    "SERVER_SOFTWARE",
+    "Hub",
+    "error_frame",
+    "presence",
+]
 
 log = logging.getLogger(__name__)
 
@@ -161,15 +168,7 @@ class Hub:
             self.relay.drop(session)
             for room in self.rooms.leave(session):
                 if last:
-                    room.announce(
-                        encode(
-                            "system",
-                            event="quit",
-                            room=room.name,
-                            user=session.name,
-                            text=f"{session.name} left ({reason})",
-                        )
-                    )
+                    room.announce(presence("quit", room, session.name, reason))
 
     def shutdown(self, reason: str) -> None:
         """Tell every client the server is going down and close them all."""
@@ -272,7 +271,7 @@ class Hub:
         log.info("%s: %s logged in (session %d)", session.link.peer, identity.name, session.number)
         for room in rooms:
             if first:
-                room.announce(_presence("join", room, session.name), skip=session)
+                room.announce(presence("join", room, session.name), skip=session)
             self.send_joined(session, room, None)
             if replay:
                 self.replay(session, room, since=None)
@@ -284,7 +283,7 @@ class Hub:
         others = self.sessions.of(account_id)
         self.rooms.join(room, account_id, others)
         self.persist(self.store.add_member, room.key, account_id)
-        room.announce(_presence("join", room, session.name), skip=session)
+        room.announce(presence("join", room, session.name), skip=session)
         for other in others:
             if other is not session:
                 self.send_joined(other, room, None)
@@ -479,8 +478,14 @@ def _bind(
     return lambda: fn(*args, **kwargs)
 
 
-def _presence(event: str, room: Room, name: str) -> bytes:
-    text = f"{name} joined {room.name}" if event == "join" else f"{name} left {room.name}"
+def presence(event: str, room: Room, name: str, reason: str = "") -> bytes:
+    """The notice that ``name`` arrived in (``join``) or left (``part``, ``quit``) a room."""
+    if event == "join":
+        text = f"{name} joined {room.name}"
+    elif event == "part":
+        text = f"{name} left {room.name}"
+    else:
+        text = f"{name} left ({reason})"
     return encode("system", event=event, room=room.name, user=name, text=text)
 
 

@@ -340,15 +340,6 @@ class SQLiteStore:
 
     # -- accounts ---------------------------------------------------------------------------
 
-    def find_account(self, name: str) -> Account | None:
-        """The account registered under ``name`` (any case), if any."""
-        with self._lock, _store_errors("read account"):
-            row = self._db.execute(
-                "SELECT id, name, password, keep_history FROM accounts WHERE name_fold = ?",
-                (fold(name),),
-            ).fetchone()
-        return Account(row[0], row[1], row[2], bool(row[3])) if row else None
-
     def create_account(self, name: str, password: str | None) -> Account | None:
         """Register ``name``; None if the name (in any case) is taken or reserved."""
         with self._lock, _store_errors("create account"):
@@ -363,11 +354,6 @@ class SQLiteStore:
                 return None
         assert cur.lastrowid is not None
         return Account(cur.lastrowid, name, password)
-
-    def is_reserved(self, name: str) -> bool:
-        """True if ``name`` is the former name of some account."""
-        with self._lock, _store_errors("read account"):
-            return self._reserved_by(fold(name)) is not None
 
     def _reserved_by(self, name_fold: str) -> int | None:
         row = self._db.execute(
