@@ -135,6 +135,7 @@ class RawClient:
         tls_version: ssl.TLSVersion | None = None,
         cert: tuple[Path, Path] | None = None,
         recv_buffer: int | None = None,
+        source: str | None = None,
     ) -> None:
         ctx = ssl.create_default_context(cafile=str(ca_pem))
         if tls_version is not None:
@@ -146,6 +147,8 @@ class RawClient:
         if recv_buffer is not None:
             # Set before connecting: afterwards Linux keeps autotuning the window.
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
+        if source is not None:
+            raw.bind((source, 0))  # e.g. 127.0.0.2: another source address for the caps
         raw.connect(("127.0.0.1", port))
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         self.decoder = Decoder()

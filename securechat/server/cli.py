@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
@@ -12,6 +13,7 @@ from types import FrameType
 
 from ..errors import SecureChatError
 from ..wire.protocol import DEFAULT_PORT
+from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURCE, IPNetwork
 from .listener import Server, ServerConfig
 from .relay import DEFAULT_MAX_FILE_SIZE
 
@@ -71,8 +73,46 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_FILE_SIZE,
         help=f"largest file a user may send, in bytes (default {DEFAULT_MAX_FILE_SIZE}: 1 GiB)",
     )
+    p.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=DEFAULT_CONNECTIONS_PER_SOURCE,
+        metavar="N",
+        help="open connections one address (an IPv6 /64) may hold "
+        f"(default {DEFAULT_CONNECTIONS_PER_SOURCE})",
+    )
+    p.add_argument(
+        "--max-handshakes-per-ip",
+        type=int,
+        default=DEFAULT_HANDSHAKES_PER_SOURCE,
+        metavar="N",
+        help="unfinished TLS handshakes one address may have "
+        f"(default {DEFAULT_HANDSHAKES_PER_SOURCE})",
+    )
+    p.add_argument(
+        "--connection-limit",
+        type=_connection_limit,
+        action="append",
+        default=[],
+        metavar="CIDR=N",
+        help="both caps for each address in a network, e.g. an office behind one NAT "
+        "address: 203.0.113.0/24=500 (repeatable; the most specific network wins)",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
+
+
+def _connection_limit(text: str) -> tuple[IPNetwork, int]:
+    """``CIDR=N`` from the command line, e.g. ``203.0.113.0/24=500``."""
+    cidr, sep, number = text.partition("=")
+    try:
+        network = ipaddress.ip_network(cidr.strip(), strict=False)
+        limit = int(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not CIDR=N, e.g. 10.0.0.0/8=500") from None
+    if not sep or limit < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: N must be a whole number of at least 1")
+    return network, limit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     for option in ("retention_days", "history_on_join", "max_file_size"):
         if getattr(args, option) < 0:
             parser.error(f"--{option.replace('_', '-')} must not be negative")
-    if args.io_threads < 1:
-        parser.error("--io-threads must be at least 1")
+    for option in ("io_threads", "max_connections_per_ip", "max_handshakes_per_ip"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(message)s",
@@ -104,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         retention_days=args.retention_days,
         history_on_join=args.history_on_join,
         max_file_size=args.max_file_size,
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_handshakes_per_ip=args.max_handshakes_per_ip,
+        connection_limits=tuple(args.connection_limit),
     )
     # The I/O loops, the writer and the reader pool share the GIL; Python's default
     # 5 ms switch interval let one busy thread hold a message back that long.

@@ -3,7 +3,8 @@
 Threading model
 ---------------
 * One **accept thread** blocks in ``accept()``. It never reads from a peer: it
-  wraps the new socket for TLS without handshaking
+  checks the source's connection caps (closing the socket at once when over
+  them, before any TLS work), wraps the new socket for TLS without handshaking
   (``do_handshake_on_connect=False``) and hands it to the next I/O loop in turn.
 * ``io_threads`` **I/O loops** (see :mod:`securechat.channel`) each own their
   channels outright: handshake, reads, writes and close happen only there.
@@ -28,6 +29,7 @@ import resource
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,14 @@ from ..store.sqlite import Store
 from ..tls import peer_common_name, server_context
 from ..wire.protocol import DEFAULT_PORT, Frame
 from .hub import Hub, Session
+from .limits import (
+    DEFAULT_CONNECTIONS_PER_SOURCE,
+    DEFAULT_HANDSHAKES_PER_SOURCE,
+    ConnectionCaps,
+    ConnectionTicket,
+    IPNetwork,
+    RateLimitedLog,
+)
 from .relay import DEFAULT_MAX_FILE_SIZE
 from .writer import MessageWriter
 
@@ -48,6 +58,10 @@ __all__ = ["Server", "ServerConfig"]
 log = logging.getLogger(__name__)
 
 _BACKLOG = 1024
+_LOG_FLUSH_INTERVAL = 1.0  # seconds between summaries of held-back log lines
+# SO_LINGER on, zero seconds: close() resets the connection, so a flood of refused
+# connections leaves no TIME_WAIT sockets behind on the server.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,20 +85,33 @@ class ServerConfig:
     retention_days: int = 0
     history_on_join: int = 20
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    max_connections_per_ip: int = DEFAULT_CONNECTIONS_PER_SOURCE
+    max_handshakes_per_ip: int = DEFAULT_HANDSHAKES_PER_SOURCE
+    connection_limits: tuple[tuple[IPNetwork, int], ...] = ()
+    """Networks with their own per-address cap (both caps), e.g. an office's NAT range."""
 
 
 class _Connection:
     """Glue between one channel and the hub (runs in the channel's loop thread)."""
 
-    __slots__ = ("_hub", "_login_timeout", "_mutual_tls", "session")
+    __slots__ = ("_hub", "_login_timeout", "_mutual_tls", "_ticket", "session")
 
-    def __init__(self, hub: Hub, *, mutual_tls: bool, login_timeout: float) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        ticket: ConnectionTicket,
+        *,
+        mutual_tls: bool,
+        login_timeout: float,
+    ) -> None:
         self._hub = hub
+        self._ticket = ticket
         self._mutual_tls = mutual_tls
         self._login_timeout = login_timeout
         self.session: Session | None = None
 
     def on_open(self, channel: Channel) -> None:
+        self._ticket.handshake_done()
         channel.deadline = time.monotonic() + self._login_timeout
         channel.deadline_reason = "login timed out"
         # Under mutual TLS a certificate without a common name is an invalid name,
@@ -97,6 +124,7 @@ class _Connection:
         self._hub.handle(self.session, frame)
 
     def on_close(self, channel: Channel, reason: str) -> None:
+        self._ticket.release()
         level = logging.INFO if self.session is not None else logging.WARNING
         log.log(level, "%s: closed: %s", channel.peer, reason)
         if self.session is not None:
@@ -125,6 +153,13 @@ class Server:
             retention_days=config.retention_days,
             max_file_size=config.max_file_size,
         )
+        self.connection_caps = ConnectionCaps(
+            connections=config.max_connections_per_ip,
+            handshakes=config.max_handshakes_per_ip,
+            networks=config.connection_limits,
+        )
+        """Open connections and handshakes per source address (read-only for callers)."""
+        self._problems = RateLimitedLog(log)
         self._loops = [IOLoop(f"io-{i}") for i in range(max(1, config.io_threads))]
         self._next_loop = itertools.cycle(self._loops)
         self._listener: socket.socket | None = None
@@ -199,14 +234,19 @@ class Server:
             selector.register(listener, selectors.EVENT_READ)
             selector.register(self._stop_r, selectors.EVENT_READ)
             while True:
-                ready = {key.fileobj for key, _ in selector.select()}
+                ready = {key.fileobj for key, _ in selector.select(_LOG_FLUSH_INTERVAL)}
+                self._problems.flush()
                 if self._stop_r in ready:
                     break
+                if listener not in ready:
+                    continue
                 try:
                     sock, addr = listener.accept()
                 except OSError as exc:
                     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.error("cannot accept: %s; pausing briefly", exc.strerror)
+                        self._problems.log(
+                            "accept", logging.ERROR, "cannot accept: %s; pausing", exc.strerror
+                        )
                         time.sleep(0.1)
                     continue
                 self._adopt(sock, addr)
@@ -214,20 +254,36 @@ class Server:
 
     def _adopt(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         peer = f"{addr[0]}:{addr[1]}"
+        ticket = self.connection_caps.admit(addr[0])
+        if isinstance(ticket, str):
+            # Refused before any TLS work: a handshake is what a flood would cost us.
+            self._problems.log("cap", logging.WARNING, "%s: refused: %s", peer, ticket)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            except OSError:
+                pass  # the peer is gone already: a plain close is as good
+            sock.close()
+            return
         try:
             # Small frames must leave at once: Nagle plus delayed ACKs is a 40 ms tail.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             tls = self._context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except (OSError, ssl.SSLError) as exc:
-            log.warning("%s: dropped before handshake: %s", peer, exc)
+            self._problems.log(
+                "accept", logging.WARNING, "%s: dropped before handshake: %s", peer, exc
+            )
+            ticket.release()
             sock.close()
             return
         cfg = self.config
         channel = Channel(
             tls,
             _Connection(
-                self.hub, mutual_tls=cfg.client_ca is not None, login_timeout=cfg.login_timeout
+                self.hub,
+                ticket,
+                mutual_tls=cfg.client_ca is not None,
+                login_timeout=cfg.login_timeout,
             ),
             peer=peer,
             handshake_timeout=cfg.handshake_timeout,

@@ -1,0 +1,173 @@
+"""The server's edge through real sockets: connection caps, deadlines, I/O loops.
+
+Sources other than 127.0.0.1 are other loopback addresses (127.0.0.2 and so on):
+the client binds to one before connecting, and loopback is not exempt from caps.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from securechat.server.cli import build_parser, main
+from securechat.server.listener import Server
+from tests.conftest import EVENT_TIMEOUT, Pki, RawClient
+
+Factory = Callable[..., RawClient]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = EVENT_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _plain_socket(port: int, source: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(EVENT_TIMEOUT)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _assert_refused_at_once(port: int, pki: Pki, source: str) -> None:
+    """A TLS connection from ``source`` is closed before its handshake completes."""
+    ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
+    try:
+        # The reset can come so fast that it is connect() which reports it.
+        with _plain_socket(port, source) as raw:
+            ctx.wrap_socket(raw, server_hostname="localhost").close()
+    except TimeoutError:
+        pytest.fail("the server neither refused nor served the connection")
+    except (ssl.SSLError, OSError):
+        return
+    pytest.fail(f"a connection from {source} was accepted over the cap")
+
+
+def _source_counts(server: Server, source: str) -> tuple[int, int]:
+    return server.connection_caps.counts().get(source, (0, 0))
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# -- connection caps -------------------------------------------------------------------
+
+
+def test_connections_over_the_per_address_cap_are_refused_and_others_served(
+    make_server: Callable[..., Server],
+    raw_client: Factory,
+    pki: Pki,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = make_server(max_connections_per_ip=3)
+    port = server.address[1]
+    held = [raw_client(port, source="127.0.0.2") for _ in range(3)]
+    with caplog.at_level(logging.WARNING, logger="securechat.server.listener"):
+        for _ in range(20):
+            _assert_refused_at_once(port, pki, "127.0.0.2")
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert 1 <= len(refusals) <= 2, [r.getMessage() for r in refusals]
+    assert "3 connections open (limit 3)" in refusals[0].getMessage()
+
+    other = raw_client(port, source="127.0.0.3")
+    assert other.login("other").get("user") == "other"
+    held[0].close()
+    _wait_for(lambda: _source_counts(server, "127.0.0.2") == (2, 0), "a slot to be released")
+    again = raw_client(port, source="127.0.0.2")
+    assert again.login("again").get("user") == "again"
+
+
+def test_unfinished_handshakes_over_the_cap_are_refused(
+    make_server: Callable[..., Server], raw_client: Factory, pki: Pki
+) -> None:
+    server = make_server(max_handshakes_per_ip=2, handshake_timeout=30.0)
+    port = server.address[1]
+    silent = [_plain_socket(port, "127.0.0.4") for _ in range(2)]
+    _wait_for(lambda: _source_counts(server, "127.0.0.4") == (2, 2), "two pending handshakes")
+    try:
+        with _plain_socket(port, "127.0.0.4") as third:
+            assert third.recv(1) == b""  # closed at once, not after the handshake timeout
+    except ConnectionResetError:
+        pass
+    _assert_refused_at_once(port, pki, "127.0.0.4")
+    raw_client(port, source="127.0.0.5").login("elsewhere")
+    for sock in silent:
+        sock.close()
+    _wait_for(lambda: _source_counts(server, "127.0.0.4") == (0, 0), "the handshakes to end")
+    assert raw_client(port, source="127.0.0.4").login("patient").get("user") == "patient"
+
+
+def test_a_listed_network_has_its_own_cap(
+    make_server: Callable[..., Server], raw_client: Factory, pki: Pki
+) -> None:
+    office = ipaddress.ip_network("127.0.0.8/29")
+    server = make_server(
+        max_connections_per_ip=1, max_handshakes_per_ip=1, connection_limits=((office, 3),)
+    )
+    port = server.address[1]
+    for _ in range(3):
+        raw_client(port, source="127.0.0.9")
+    _assert_refused_at_once(port, pki, "127.0.0.9")
+    raw_client(port, source="127.0.0.20")
+    _assert_refused_at_once(port, pki, "127.0.0.20")
+
+
+def test_counts_threads_and_descriptors_return_to_baseline_after_200_connections(
+    server: Server, pki: Pki
+) -> None:
+    port = server.address[1]
+    RawClient(port, pki.ca_pem, source="127.0.0.6").close()  # warm up
+    _wait_for(lambda: not server.connection_caps.counts(), "the warm-up to be released")
+    threads, fds = threading.active_count(), _fd_count()
+    for i in range(200):
+        client = RawClient(port, pki.ca_pem, source="127.0.0.6")
+        if i % 2:
+            client.send("time")  # some close after a request, some right after hello
+        client.close()
+    _wait_for(lambda: not server.connection_caps.counts(), "every count to be released")
+    _wait_for(
+        lambda: (threading.active_count(), _fd_count()) == (threads, fds),
+        f"threads and descriptors back to {threads} and {fds}",
+    )
+
+
+def test_cap_options_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    required = ["--cert", "c.pem", "--key", "k.pem"]
+    args = build_parser().parse_args(
+        [
+            *required,
+            "--max-connections-per-ip",
+            "8",
+            "--connection-limit",
+            "10.1.2.3/8=500",
+            "--connection-limit",
+            "2001:db8::/48=50",
+        ]
+    )
+    assert (args.max_connections_per_ip, args.max_handshakes_per_ip) == (8, 16)
+    assert args.connection_limit == [
+        (ipaddress.ip_network("10.0.0.0/8"), 500),
+        (ipaddress.ip_network("2001:db8::/48"), 50),
+    ]
+    for bad in (
+        ["--connection-limit", "10.0.0.0/8"],
+        ["--connection-limit", "10.0.0.0/8=0"],
+        ["--connection-limit", "tenet=5"],
+        ["--max-handshakes-per-ip", "0"],
+    ):
+        with pytest.raises(SystemExit):
+            main([*required, *bad])
+        assert "securechat-server: error:" in capsys.readouterr().err
