@@ -44,6 +44,7 @@ __all__ = [
     "BULK_LIMIT",
     "CLOSE_TIMEOUT",
     "OUTBOX_LIMIT",
+    "PROTOCOL_ERROR",
     "WRITE_CHUNK",
     "Channel",
     "ChannelHandler",
@@ -67,6 +68,9 @@ CLOSE_TIMEOUT = 2.0
 BULK_LIMIT = 8 * 1024 * 1024
 """File-chunk bytes queued for one peer before it counts as stuck: several
 transfer windows (each sender keeps at most ``FILE_WINDOW`` in flight)."""
+
+PROTOCOL_ERROR = "protocol error"
+"""How the reason (and the ``bad_frame`` text) of a close for a protocol error starts."""
 
 READ_BUDGET = 256 * 1024
 """Most bytes read from one channel per wake-up, so one fast sender cannot starve a loop."""
@@ -345,13 +349,17 @@ class Channel:
                     if self._state != self._OPEN or self.outbox.close_reason is not None:
                         return
             except ProtocolError as exc:
-                log.warning("%s: protocol error: %s", self.peer, exc)
-                self.send(encode("error", code="bad_frame", text=f"protocol error: {exc}"))
-                self.close(f"protocol error: {exc}")
+                # Not logged here: the handler's on_close hears the reason and decides.
+                self._refuse(f"{PROTOCOL_ERROR}: {exc}")
                 return
         if self._state == self._OPEN and self.sock.pending() and self.loop is not None:
             # OpenSSL holds decrypted bytes the selector cannot see: come back soon.
             self.loop.mark_dirty(self, read=True)
+
+    def _refuse(self, reason: str) -> None:
+        """Answer a protocol error with ``bad_frame`` and close: the stream is lost."""
+        self.send(encode("error", code="bad_frame", text=reason))
+        self.close(reason)
 
     def _dispatch(self, frame: Frame) -> None:
         if frame.type == "ping":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -19,6 +20,7 @@ import pytest
 
 from securechat.server.cli import build_parser, main
 from securechat.server.listener import Server
+from securechat.wire.protocol import PREFIX, PROTOCOL_VERSION
 from tests.conftest import EVENT_TIMEOUT, Pki, RawClient
 
 Factory = Callable[..., RawClient]
@@ -61,6 +63,19 @@ def _source_counts(server: Server, source: str) -> tuple[int, int]:
 
 def _fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def _logged_events(caplog: pytest.LogCaptureFixture, kind: str) -> tuple[int, int]:
+    """(lines written, events they account for) about closes of ``kind``."""
+    lines = events = 0
+    for record in caplog.records:
+        text = record.getMessage()
+        if f"closed: {kind}" in text:
+            held = re.search(r"\(and (\d+) more like it held back\)", text)
+            lines, events = lines + 1, events + 1 + (int(held.group(1)) if held else 0)
+        elif summary := re.fullmatch(rf"{kind}: (\d+) more like it in the last .*", text):
+            lines, events = lines + 1, events + int(summary.group(1))
+    return lines, events
 
 
 # -- connection caps -------------------------------------------------------------------
@@ -171,3 +186,35 @@ def test_cap_options_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> 
         with pytest.raises(SystemExit):
             main([*required, *bad])
         assert "securechat-server: error:" in capsys.readouterr().err
+
+
+# -- logging under a flood -------------------------------------------------------------
+
+
+def test_a_flood_of_failed_connections_logs_a_few_lines_that_count_them_all(
+    server: Server, raw_client: Factory, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = server.address[1]
+    caplog.set_level(logging.INFO, logger="securechat.server.listener")
+    for _ in range(30):
+        with _plain_socket(port, "127.0.0.7") as plain:
+            plain.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            try:
+                while plain.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+    for _ in range(10):
+        bad = raw_client(port, source="127.0.0.7")
+        bad.send_raw(PREFIX.pack(PROTOCOL_VERSION, 0, 5, 0) + b"{nope")
+        assert [f.get("code") for f in bad.wait_closed()] == ["bad_frame"]
+    _wait_for(
+        lambda: _logged_events(caplog, "TLS handshake failed")[1] == 30,
+        "every failed handshake to be accounted for",
+    )
+    _wait_for(
+        lambda: _logged_events(caplog, "protocol error")[1] == 10,
+        "every bad frame to be accounted for",
+    )
+    assert _logged_events(caplog, "TLS handshake failed")[0] <= 4
+    assert _logged_events(caplog, "protocol error")[0] <= 4

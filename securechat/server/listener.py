@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..channel import CLOSE_TIMEOUT, OUTBOX_LIMIT, Channel, IOLoop
+from ..channel import CLOSE_TIMEOUT, OUTBOX_LIMIT, PROTOCOL_ERROR, Channel, IOLoop
 from ..errors import ConfigError
 from ..store.sqlite import Store
 from ..tls import peer_common_name, server_context
@@ -94,18 +94,20 @@ class ServerConfig:
 class _Connection:
     """Glue between one channel and the hub (runs in the channel's loop thread)."""
 
-    __slots__ = ("_hub", "_login_timeout", "_mutual_tls", "_ticket", "session")
+    __slots__ = ("_hub", "_login_timeout", "_mutual_tls", "_problems", "_ticket", "session")
 
     def __init__(
         self,
         hub: Hub,
         ticket: ConnectionTicket,
+        problems: RateLimitedLog,
         *,
         mutual_tls: bool,
         login_timeout: float,
     ) -> None:
         self._hub = hub
         self._ticket = ticket
+        self._problems = problems
         self._mutual_tls = mutual_tls
         self._login_timeout = login_timeout
         self.session: Session | None = None
@@ -125,8 +127,13 @@ class _Connection:
 
     def on_close(self, channel: Channel, reason: str) -> None:
         self._ticket.release()
-        level = logging.INFO if self.session is not None else logging.WARNING
-        log.log(level, "%s: closed: %s", channel.peer, reason)
+        if self.session is None or reason.startswith(PROTOCOL_ERROR):
+            # Failed handshakes, plaintext and bad frames are what a flood is made of:
+            # one line per second per kind of failure, with a count of the rest.
+            kind = reason.partition(":")[0]
+            self._problems.log(kind, logging.WARNING, "%s: closed: %s", channel.peer, reason)
+        else:
+            log.info("%s: closed: %s", channel.peer, reason)
         if self.session is not None:
             self._hub.close_session(self.session, reason)
 
@@ -282,6 +289,7 @@ class Server:
             _Connection(
                 self.hub,
                 ticket,
+                self._problems,
                 mutual_tls=cfg.client_ca is not None,
                 login_timeout=cfg.login_timeout,
             ),
