@@ -21,7 +21,10 @@ the owner closes that channel with a reason. Nobody ever waits for a slow peer.
 
 The TLS handshake runs in the owning loop, non-blocking, with a deadline, so a
 peer that connects and says nothing delays no one. An idle channel is pinged;
-one that stops answering is dropped.
+one that stops answering is dropped. A frame that has begun must be complete
+within ``frame_timeout``: any byte resets the keepalive, so without that
+deadline a peer trickling a byte every few seconds would hold a half-received
+frame, and its buffer, open for ever.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from .wire.protocol import Decoder, Frame, encode
 __all__ = [
     "BULK_LIMIT",
     "CLOSE_TIMEOUT",
+    "FRAME_TIMEOUT",
     "OUTBOX_LIMIT",
     "PROTOCOL_ERROR",
     "WRITE_CHUNK",
@@ -68,6 +72,11 @@ CLOSE_TIMEOUT = 2.0
 BULK_LIMIT = 8 * 1024 * 1024
 """File-chunk bytes queued for one peer before it counts as stuck: several
 transfer windows (each sender keeps at most ``FILE_WINDOW`` in flight)."""
+
+FRAME_TIMEOUT = 30.0
+"""Seconds a peer gets to finish a frame it has begun. The largest frame (80 KiB)
+then needs 2.7 KB/s, below any link a chat client can use; nothing honest sends
+a frame slower."""
 
 PROTOCOL_ERROR = "protocol error"
 """How the reason (and the ``bad_frame`` text) of a close for a protocol error starts."""
@@ -211,6 +220,7 @@ class Channel:
         ping_interval: float = 30.0,
         ping_timeout: float = 30.0,
         outbox_limit: int = OUTBOX_LIMIT,
+        frame_timeout: float = FRAME_TIMEOUT,
     ) -> None:
         self.sock = sock
         self.peer = peer
@@ -227,6 +237,8 @@ class Channel:
         self._ping_timeout = ping_timeout
         self._last_recv = time.monotonic()
         self._ping_sent_at: float | None = None
+        self._frame_timeout = frame_timeout
+        self._frame_deadline: float | None = None  # set while a frame is half received
         self._pending_write = b""
         self._events = 0
         self.error: BaseException | None = None
@@ -338,13 +350,15 @@ class Channel:
                 self._abort("peer closed the connection")
                 return
             budget -= len(data)
-            self._last_recv = time.monotonic()
+            now = self._last_recv = time.monotonic()
             self._ping_sent_at = None
             if self.outbox.close_reason is not None:
                 continue  # closing: drain and ignore what the peer still sends
             try:
                 self.decoder.feed(data)
+                completed = False
                 while (frame := self.decoder.next_frame()) is not None:
+                    completed = True
                     self._dispatch(frame)
                     if self._state != self._OPEN or self.outbox.close_reason is not None:
                         return
@@ -352,6 +366,10 @@ class Channel:
                 # Not logged here: the handler's on_close hears the reason and decides.
                 self._refuse(f"{PROTOCOL_ERROR}: {exc}")
                 return
+            if not self.decoder.buffered:
+                self._frame_deadline = None
+            elif completed or self._frame_deadline is None:
+                self._frame_deadline = now + self._frame_timeout  # a new frame has begun
         if self._state == self._OPEN and self.sock.pending() and self.loop is not None:
             # OpenSSL holds decrypted bytes the selector cannot see: come back soon.
             self.loop.mark_dirty(self, read=True)
@@ -410,6 +428,12 @@ class Channel:
             self._abort(self.deadline_reason)
             return
         if self._state != self._OPEN:
+            return
+        if self._frame_deadline is not None and now >= self._frame_deadline:
+            self._frame_deadline = None
+            self._refuse(
+                f"{PROTOCOL_ERROR}: a frame was not completed within {self._frame_timeout:g} s"
+            )
             return
         if self._ping_sent_at is None:
             if now - self._last_recv >= self._ping_interval:

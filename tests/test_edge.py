@@ -20,7 +20,7 @@ import pytest
 
 from securechat.server.cli import build_parser, main
 from securechat.server.listener import Server
-from securechat.wire.protocol import PREFIX, PROTOCOL_VERSION
+from securechat.wire.protocol import PREFIX, PROTOCOL_VERSION, encode
 from tests.conftest import EVENT_TIMEOUT, Pki, RawClient
 
 Factory = Callable[..., RawClient]
@@ -182,6 +182,7 @@ def test_cap_options_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> 
         ["--connection-limit", "10.0.0.0/8=0"],
         ["--connection-limit", "tenet=5"],
         ["--max-handshakes-per-ip", "0"],
+        ["--frame-timeout", "0"],
     ):
         with pytest.raises(SystemExit):
             main([*required, *bad])
@@ -218,3 +219,57 @@ def test_a_flood_of_failed_connections_logs_a_few_lines_that_count_them_all(
     )
     assert _logged_events(caplog, "TLS handshake failed")[0] <= 4
     assert _logged_events(caplog, "protocol error")[0] <= 4
+
+
+# -- the frame deadline ----------------------------------------------------------------
+
+
+def test_a_frame_trickled_too_slowly_closes_the_connection_with_a_reason(
+    make_server: Callable[..., Server], raw_client: Factory
+) -> None:
+    server = make_server(frame_timeout=0.5)
+    port = server.address[1]
+    watcher = raw_client(port)
+    watcher.login("watcher")
+    slow = raw_client(port)
+    slow.login("slow")
+    frame = encode("say", room="#general", text="x" * 200)
+    slow.send_raw(frame[:10])
+    started, sent = time.monotonic(), 10
+    while True:
+        try:
+            answer = slow.recv_frame(timeout=0.1)
+        except TimeoutError:
+            slow.send_raw(frame[sent : sent + 1])  # a byte every 0.1 s: alive, never done
+            sent += 1
+            continue
+        break
+    assert sent < len(frame)
+    assert time.monotonic() - started >= 0.5
+    assert answer is not None and answer.type == "error"
+    assert answer.get("code") == "bad_frame"
+    assert answer.get("text") == "protocol error: a frame was not completed within 0.5 s"
+    assert slow.wait_closed() == []
+    notice = watcher.expect("system", event="quit", user="slow")
+    assert "a frame was not completed within 0.5 s" in notice.get("text")
+
+
+def test_the_frame_deadline_restarts_with_every_frame(
+    make_server: Callable[..., Server], raw_client: Factory
+) -> None:
+    server = make_server(frame_timeout=0.5)
+    client = raw_client(server.address[1])
+    client.login("steady")
+    frame = encode("time")
+    half = len(frame) // 2
+    client.send_raw(frame[:half])
+    started = time.monotonic()
+    # Each write ends one frame and begins the next, so a frame is always half
+    # received, for longer than the deadline in all; but each one is quick.
+    while time.monotonic() - started < 1.5:
+        with pytest.raises(TimeoutError):
+            client.recv_frame(timeout=0.1)
+        client.send_raw(frame[half:] + frame[:half])
+        client.expect("time")
+    client.send_raw(frame[half:])
+    client.expect("time")

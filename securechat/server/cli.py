@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from ..channel import FRAME_TIMEOUT
 from ..errors import SecureChatError
 from ..wire.protocol import DEFAULT_PORT
 from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURCE, IPNetwork
@@ -47,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds of silence before a client is pinged; as long again without an answer "
         "drops it (default 30)",
+    )
+    p.add_argument(
+        "--frame-timeout",
+        type=float,
+        default=FRAME_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds a client gets to finish a frame it has begun (default {FRAME_TIMEOUT:g})",
     )
     p.add_argument(
         "--durability",
@@ -122,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     for option in ("retention_days", "history_on_join", "max_file_size"):
         if getattr(args, option) < 0:
             parser.error(f"--{option.replace('_', '-')} must not be negative")
+    if args.frame_timeout <= 0:
+        parser.error("--frame-timeout must be positive")
     for option in ("io_threads", "max_connections_per_ip", "max_handshakes_per_ip"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")
@@ -141,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         io_threads=args.io_threads,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_interval,
+        frame_timeout=args.frame_timeout,
         durability=args.durability,
         retention_days=args.retention_days,
         history_on_join=args.history_on_join,

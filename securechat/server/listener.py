@@ -36,7 +36,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..channel import CLOSE_TIMEOUT, OUTBOX_LIMIT, PROTOCOL_ERROR, Channel, IOLoop
+from ..channel import (
+    CLOSE_TIMEOUT,
+    FRAME_TIMEOUT,
+    OUTBOX_LIMIT,
+    PROTOCOL_ERROR,
+    Channel,
+    IOLoop,
+)
 from ..errors import ConfigError
 from ..store.sqlite import Store
 from ..tls import peer_common_name, server_context
@@ -80,6 +87,7 @@ class ServerConfig:
     login_timeout: float = 30.0
     ping_interval: float = 30.0
     ping_timeout: float = 30.0
+    frame_timeout: float = FRAME_TIMEOUT
     outbox_limit: int = OUTBOX_LIMIT
     durability: str = "normal"
     retention_days: int = 0
@@ -298,6 +306,7 @@ class Server:
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
             outbox_limit=cfg.outbox_limit,
+            frame_timeout=cfg.frame_timeout,
         )
         next(self._next_loop).add(channel)
 
