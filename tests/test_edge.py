@@ -18,9 +18,11 @@ from collections.abc import Callable
 
 import pytest
 
+from securechat.channel import Channel, IOLoop
 from securechat.server.cli import build_parser, main
 from securechat.server.listener import Server
-from securechat.wire.protocol import PREFIX, PROTOCOL_VERSION, encode
+from securechat.tls import server_context
+from securechat.wire.protocol import PREFIX, PROTOCOL_VERSION, Frame, encode
 from tests.conftest import EVENT_TIMEOUT, Pki, RawClient
 
 Factory = Callable[..., RawClient]
@@ -273,3 +275,83 @@ def test_the_frame_deadline_restarts_with_every_frame(
         client.expect("time")
     client.send_raw(frame[half:])
     client.expect("time")
+
+
+# -- I/O loops -------------------------------------------------------------------------
+
+
+def test_a_stopped_loop_ignores_late_calls_and_writes_to_no_reused_descriptor(pki: Pki) -> None:
+    loop = IOLoop("late")
+    loop.start()
+    loop.stop()
+    assert not loop.is_running
+    # The loop's selector, then its pipe's two ends, are free again. A descriptor
+    # and then new pipes take those numbers: the old write end is a write end again.
+    placeholder = os.open(os.devnull, os.O_RDONLY)
+    pipes = [os.pipe() for _ in range(4)]
+    try:
+        context = server_context(cert=pki.server_pem, key=pki.server_key)
+        with socket.socket() as raw:
+            tls = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            channel = Channel(tls, _NoHandler(), peer="nobody")
+            assert loop.add(channel) is False
+            loop.call_soon(lambda: None)
+            loop.mark_dirty(channel)
+            loop.mark_dirty(channel, read=True)
+            channel.send(encode("time"))  # an outbox put from another thread wakes the loop
+            loop.stop()
+        for read_end, _ in pipes:
+            os.set_blocking(read_end, False)
+            with pytest.raises(BlockingIOError):
+                os.read(read_end, 1)
+    finally:
+        os.close(placeholder)
+        for read_end, write_end in pipes:
+            os.close(read_end)
+            os.close(write_end)
+
+
+class _NoHandler:
+    def on_open(self, channel: Channel) -> None:
+        """Never called."""
+
+    def on_frame(self, channel: Channel, frame: Frame) -> None:
+        """Never called."""
+
+    def on_close(self, channel: Channel, reason: str) -> None:
+        """Never called."""
+
+
+def test_connections_go_to_the_loops_still_running_and_none_left_stops_accepting(
+    make_server: Callable[..., Server],
+    raw_client: Factory,
+    pki: Pki,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = make_server(io_threads=2)
+    port = server.address[1]
+    first, second = server.io_loops
+    victim, witness = raw_client(port), raw_client(port)  # one per loop, in turn
+    victim.login("victim")
+    witness.login("witness")
+    # A broken selector is the kind of failure nothing inside the loop can recover from.
+    first.call_soon(first.selector.close)
+    _wait_for(lambda: not first.is_running, "the first loop to crash")
+    victim.wait_closed()
+    assert witness.expect("system", event="quit", user="victim").get("text") == (
+        "victim left (internal error)"
+    )
+    for i in range(4):  # every new connection lands on the loop still running
+        client = raw_client(port)
+        client.login(f"later{i}")
+        client.send("say", room="#general", text=f"hello {i}")
+        witness.expect("message", text=f"hello {i}")
+    assert "I/O loop io-0 has stopped" in caplog.text
+
+    second.call_soon(second.selector.close)
+    _wait_for(lambda: not second.is_running, "the second loop to crash")
+    _assert_refused_at_once(port, pki, "127.0.0.1")
+    _wait_for(lambda: "not accepting connections any more" in caplog.text, "the error line")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=EVENT_TIMEOUT).close()
+    _wait_for(lambda: not server.connection_caps.counts(), "every count to be released")

@@ -6,6 +6,9 @@ Threading model
   checks the source's connection caps (closing the socket at once when over
   them, before any TLS work), wraps the new socket for TLS without handshaking
   (``do_handshake_on_connect=False``) and hands it to the next I/O loop in turn.
+  It also supervises the loops: one whose thread has died (its connections
+  closed with it) is logged and skipped from then on; with none left, the
+  server stops accepting.
 * ``io_threads`` **I/O loops** (see :mod:`securechat.channel`) each own their
   channels outright: handshake, reads, writes and close happen only there.
   Frames are decoded and handed to the hub in the loop's thread.
@@ -22,7 +25,6 @@ More than one loop lets TLS work (which releases the GIL) use both cores.
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
 import os
 import resource
@@ -175,12 +177,18 @@ class Server:
         )
         """Open connections and handshakes per source address (read-only for callers)."""
         self._problems = RateLimitedLog(log)
-        self._loops = [IOLoop(f"io-{i}") for i in range(max(1, config.io_threads))]
-        self._next_loop = itertools.cycle(self._loops)
+        self._loops = tuple(IOLoop(f"io-{i}") for i in range(max(1, config.io_threads)))
+        self._live_loops = list(self._loops)  # those still handed connections (accept thread)
+        self._turn = 0
         self._listener: socket.socket | None = None
         self._stop_r, self._stop_w = os.pipe()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._stopped = threading.Event()
+
+    @property
+    def io_loops(self) -> tuple[IOLoop, ...]:
+        """The I/O loops, for monitoring their health (``is_running``, ``channel_count``)."""
+        return self._loops
 
     @property
     def address(self) -> tuple[str, int]:
@@ -264,10 +272,13 @@ class Server:
                         )
                         time.sleep(0.1)
                     continue
-                self._adopt(sock, addr)
+                if not self._adopt(sock, addr):
+                    log.error("no I/O loop is left running: not accepting connections any more")
+                    break
         listener.close()
 
-    def _adopt(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+    def _adopt(self, sock: socket.socket, addr: tuple[str, int]) -> bool:
+        """Admit, wrap and hand over one accepted socket; False if no I/O loop is left."""
         peer = f"{addr[0]}:{addr[1]}"
         ticket = self.connection_caps.admit(addr[0])
         if isinstance(ticket, str):
@@ -278,7 +289,7 @@ class Server:
             except OSError:
                 pass  # the peer is gone already: a plain close is as good
             sock.close()
-            return
+            return True
         try:
             # Small frames must leave at once: Nagle plus delayed ACKs is a 40 ms tail.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -290,7 +301,7 @@ class Server:
             )
             ticket.release()
             sock.close()
-            return
+            return True
         cfg = self.config
         channel = Channel(
             tls,
@@ -308,7 +319,22 @@ class Server:
             outbox_limit=cfg.outbox_limit,
             frame_timeout=cfg.frame_timeout,
         )
-        next(self._next_loop).add(channel)
+        while self._live_loops:
+            loop = self._live_loops[self._turn % len(self._live_loops)]
+            self._turn += 1
+            if loop.add(channel):
+                return True
+            self._live_loops.remove(loop)
+            log.error(
+                "I/O loop %s has stopped (%r): its connections were closed; %d loop(s) left",
+                loop.name,
+                loop.failure,
+                len(self._live_loops),
+            )
+        # Nobody owns the channel: this thread still does, so it closes it.
+        ticket.release()
+        tls.close()
+        return False
 
 
 def _raise_fd_limit() -> None:
