@@ -384,6 +384,10 @@ class Channel:
         self.close(reason)
 
     def _dispatch(self, frame: Frame) -> None:
+        if frame.body and frame.type in ("ping", "pong"):
+            # Only file_chunk carries a body (docs/protocol.md §2); the handler, which
+            # checks that for every other frame, never sees these two.
+            raise ProtocolError(f"{frame.type!r} frames carry no body")
         if frame.type == "ping":
             self.send(encode("pong"))
         elif frame.type != "pong":

@@ -355,3 +355,33 @@ def test_connections_go_to_the_loops_still_running_and_none_left_stops_accepting
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=EVENT_TIMEOUT).close()
     _wait_for(lambda: not server.connection_caps.counts(), "every count to be released")
+
+
+# -- protocol rules the edge enforces --------------------------------------------------
+
+
+@pytest.mark.parametrize("type_", ["ping", "pong"])
+def test_ping_or_pong_with_a_body_is_a_protocol_error(
+    server: Server, raw_client: Factory, type_: str
+) -> None:
+    client = raw_client(server.address[1])
+    client.send_raw(encode(type_, b"payload"))
+    frames = client.wait_closed()
+    assert [(f.type, f.get("code"), f.get("text")) for f in frames] == [
+        ("error", "bad_frame", f"protocol error: '{type_}' frames carry no body")
+    ]
+
+
+@pytest.mark.parametrize("field", ["before", "after", "limit", "rid"])
+def test_history_with_an_integer_beyond_64_bits_gets_one_error_and_is_closed(
+    server: Server, raw_client: Factory, field: str
+) -> None:
+    port = server.address[1]
+    client = raw_client(port)
+    client.login("alice")
+    request = {"room": "#general", "before": 5, field: 2**70}
+    client.send_raw(encode("history", **request))
+    frames = client.wait_closed()
+    assert [(f.type, f.get("code"), f.get("rid")) for f in frames] == [("error", "bad_frame", None)]
+    assert f"'{field}' is outside the 64-bit integer range" in frames[0].get("text")
+    raw_client(port).login("bob")  # and the server serves on
