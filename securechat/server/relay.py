@@ -16,16 +16,20 @@ transfer, at the next offset, within the offered size and the window. Any
 violation aborts the transfer and both sides are told (``file_failed``).
 
 The relay keeps no lock of its own: the hub calls it with its lock held.
+Refusals about an existing transfer are answered here rather than by the hub,
+so that the ``error`` frame carries the transfer's ``id`` as a field.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol
 
 from ..errors import ChatError, ProtocolError
 from ..wire.names import UNSENDABLE_RE
@@ -50,6 +54,7 @@ MAX_OFFERS = 8
 """Unanswered offers one user may have out at a time, so nobody can flood another with offers."""
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_P = ParamSpec("_P")
 _MAX_NAME_CHARS = 255
 
 
@@ -87,6 +92,29 @@ class Transfer:
     start: int = 0  # resume point the recipient asked for
     sent: int = 0  # absolute offset of the next byte expected from the sender
     acked: int = 0  # absolute offset the recipient has written
+
+
+def _errors_name_the_transfer(
+    method: Callable[Concatenate[FileRelay, Party, Frame, _P], None],
+) -> Callable[Concatenate[FileRelay, Party, Frame, _P], None]:
+    """Answer a refusal about the frame's transfer with an ``error`` that has its ``id``.
+
+    A client with several transfers under way learns which one failed without
+    parsing ``text``. Protocol errors still go up: they close the connection.
+    """
+
+    @functools.wraps(method)
+    def answer_refusals(
+        self: FileRelay, party: Party, frame: Frame, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> None:
+        try:
+            method(self, party, frame, *args, **kwargs)
+        except ChatError as exc:
+            rid = frame.int_field("rid", optional=True)
+            tid = frame.int_field("id")  # a refusal comes only after the id was read
+            party.send(encode("error", rid=rid, code=exc.code, text=exc.text, id=tid))
+
+    return answer_refusals
 
 
 class FileRelay:
@@ -142,6 +170,7 @@ class FileRelay:
             encode("file_offered", rid=rid, id=transfer.id, to=recipient.name, name=name, size=size)
         )
 
+    @_errors_name_the_transfer
     def accept(self, party: Party, frame: Frame, rid: int | None) -> None:
         """The recipient accepts, from ``offset`` (the bytes it already has) on."""
         transfer = self._own(party, frame, as_recipient=True)
@@ -166,6 +195,7 @@ class FileRelay:
         transfer.sender.send(encode("file_accepted", id=transfer.id, offset=offset, by=party.name))
         party.send(encode("ok", rid=rid))
 
+    @_errors_name_the_transfer
     def reject(self, party: Party, frame: Frame, rid: int | None) -> None:
         """The recipient declines an offer."""
         transfer = self._own(party, frame, as_recipient=True)
@@ -177,6 +207,7 @@ class FileRelay:
         transfer.sender.send(encode("file_rejected", id=transfer.id, by=party.name))
         party.send(encode("ok", rid=rid))
 
+    @_errors_name_the_transfer
     def cancel(self, party: Party, frame: Frame, rid: int | None) -> None:
         """Either side stops a transfer."""
         transfer = self._find(frame)
@@ -188,6 +219,7 @@ class FileRelay:
         self._fail(transfer, f"cancelled by {party.name}")
         party.send(encode("ok", rid=rid))
 
+    @_errors_name_the_transfer
     def chunk(self, party: Party, frame: Frame) -> None:
         """Relay one chunk of file data, after checking everything about it."""
         tid = frame.int_field("id") or 0
@@ -215,6 +247,7 @@ class FileRelay:
         transfer.sent += len(data)
         transfer.recipient.send_bulk(encode("file_chunk", data, id=transfer.id, offset=offset))
 
+    @_errors_name_the_transfer
     def ack(self, party: Party, frame: Frame) -> None:
         """The recipient has written everything up to ``bytes``: open the sender's window."""
         transfer = self._own(party, frame, as_recipient=True)
@@ -227,6 +260,7 @@ class FileRelay:
         transfer.acked = written
         transfer.sender.send(encode("file_ack", id=transfer.id, bytes=written))
 
+    @_errors_name_the_transfer
     def done(self, party: Party, frame: Frame) -> None:
         """The sender has sent every byte."""
         transfer = self._own(party, frame, as_recipient=False)
@@ -239,14 +273,18 @@ class FileRelay:
         # In the bulk lane, behind the last chunks it announces.
         transfer.recipient.send_bulk(encode("file_done", id=transfer.id))
 
+    @_errors_name_the_transfer
     def result(self, party: Party, frame: Frame) -> None:
         """The recipient's verdict: saved (hash matched) or failed, with a reason."""
+        ok = frame.get("ok")
+        if not isinstance(ok, bool):
+            # Reading a missing verdict as failure would blame the file for a broken client.
+            raise ProtocolError("'file_result' needs a boolean 'ok'")
+        reason = UNSENDABLE_RE.sub("", frame.str_field("reason", optional=True))[:300]
         transfer = self._own(party, frame, as_recipient=True)
         if transfer is None:
             return
         self._end(transfer)
-        reason = UNSENDABLE_RE.sub("", frame.str_field("reason", optional=True))[:300]
-        ok = frame.get("ok") is True
         if ok and transfer.state is not _State.DONE:
             # Success is only possible once every byte went through us.
             ok, reason = False, "the recipient claimed success before the file was complete"
