@@ -28,7 +28,10 @@ the channel closes. Frames queued after a stream wait behind it, in order.
 
 The TLS handshake runs in the owning loop, non-blocking, with a deadline, so a
 peer that connects and says nothing delays no one. An idle channel is pinged;
-one that stops answering is dropped.
+one that stops answering is dropped. A frame that has begun must be complete
+within ``frame_timeout``: any byte resets the keepalive, so without that
+deadline a peer trickling a byte every few seconds would hold a half-received
+frame, and its buffer, open for ever.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ from .wire.protocol import Decoder, Frame, encode
 __all__ = [
     "BULK_LIMIT",
     "CLOSE_TIMEOUT",
+    "FRAME_TIMEOUT",
     "OUTBOX_LIMIT",
+    "PROTOCOL_ERROR",
     "WRITE_CHUNK",
     "Channel",
     "ChannelHandler",
@@ -75,6 +80,14 @@ CLOSE_TIMEOUT = 2.0
 BULK_LIMIT = 8 * 1024 * 1024
 """File-chunk bytes queued for one peer before it counts as stuck: several
 transfer windows (each sender keeps at most ``FILE_WINDOW`` in flight)."""
+
+FRAME_TIMEOUT = 30.0
+"""Seconds a peer gets to finish a frame it has begun. The largest frame (80 KiB)
+then needs 2.7 KB/s, below any link a chat client can use; nothing honest sends
+a frame slower."""
+
+PROTOCOL_ERROR = "protocol error"
+"""How the reason (and the ``bad_frame`` text) of a close for a protocol error starts."""
 
 READ_BUDGET = 256 * 1024
 """Most bytes read from one channel per wake-up, so one fast sender cannot starve a loop."""
@@ -278,6 +291,7 @@ class Channel:
         ping_interval: float = 30.0,
         ping_timeout: float = 30.0,
         outbox_limit: int = OUTBOX_LIMIT,
+        frame_timeout: float = FRAME_TIMEOUT,
     ) -> None:
         self.sock = sock
         self.peer = peer
@@ -294,6 +308,8 @@ class Channel:
         self._ping_timeout = ping_timeout
         self._last_recv = time.monotonic()
         self._ping_sent_at: float | None = None
+        self._frame_timeout = frame_timeout
+        self._frame_deadline: float | None = None  # set while a frame is half received
         self._pending_write = b""
         self._events = 0
         self.error: BaseException | None = None
@@ -376,7 +392,11 @@ class Channel:
         self.deadline = None
         self._last_recv = time.monotonic()
         self._set_events(selectors.EVENT_READ)
-        self._call(self.handler.on_open)
+        try:
+            self._call(self.handler.on_open)
+        except ProtocolError as exc:
+            # _call passes protocol errors on for the reader to answer; here we are it.
+            self._refuse(f"{PROTOCOL_ERROR}: {exc}")
         self._flush()
 
     def _discard_unread(self) -> None:
@@ -409,26 +429,40 @@ class Channel:
                 self._abort("peer closed the connection")
                 return
             budget -= len(data)
-            self._last_recv = time.monotonic()
+            now = self._last_recv = time.monotonic()
             self._ping_sent_at = None
             if self.outbox.close_reason is not None:
                 continue  # closing: drain and ignore what the peer still sends
             try:
                 self.decoder.feed(data)
+                completed = False
                 while (frame := self.decoder.next_frame()) is not None:
+                    completed = True
                     self._dispatch(frame)
                     if self._state != self._OPEN or self.outbox.close_reason is not None:
                         return
             except ProtocolError as exc:
-                log.warning("%s: protocol error: %s", self.peer, exc)
-                self.send(encode("error", code="bad_frame", text=f"protocol error: {exc}"))
-                self.close(f"protocol error: {exc}")
+                # Not logged here: the handler's on_close hears the reason and decides.
+                self._refuse(f"{PROTOCOL_ERROR}: {exc}")
                 return
+            if not self.decoder.buffered:
+                self._frame_deadline = None
+            elif completed or self._frame_deadline is None:
+                self._frame_deadline = now + self._frame_timeout  # a new frame has begun
         if self._state == self._OPEN and self.sock.pending() and self.loop is not None:
             # OpenSSL holds decrypted bytes the selector cannot see: come back soon.
             self.loop.mark_dirty(self, read=True)
 
+    def _refuse(self, reason: str) -> None:
+        """Answer a protocol error with ``bad_frame`` and close: the stream is lost."""
+        self.send(encode("error", code="bad_frame", text=reason))
+        self.close(reason)
+
     def _dispatch(self, frame: Frame) -> None:
+        if frame.body and frame.type in ("ping", "pong"):
+            # Only file_chunk carries a body (docs/protocol.md §2); the handler, which
+            # checks that for every other frame, never sees these two.
+            raise ProtocolError(f"{frame.type!r} frames carry no body")
         if frame.type == "ping":
             self.send(encode("pong"))
         elif frame.type != "pong":
@@ -478,6 +512,12 @@ class Channel:
             return
         if self._state != self._OPEN:
             return
+        if self._frame_deadline is not None and now >= self._frame_deadline:
+            self._frame_deadline = None
+            self._refuse(
+                f"{PROTOCOL_ERROR}: a frame was not completed within {self._frame_timeout:g} s"
+            )
+            return
         if self._ping_sent_at is None:
             if now - self._last_recv >= self._ping_interval:
                 self._ping_sent_at = now
@@ -518,17 +558,28 @@ class Channel:
 
 
 class IOLoop:
-    """A thread that owns a set of channels and does all their I/O through one selector."""
+    """A thread that owns a set of channels and does all their I/O through one selector.
+
+    Once the thread has ended (stopped, or crashed: see :attr:`failure`) every
+    method stays callable and does nothing; :meth:`add` then returns False.
+    The wake-up pipe is written only under the lock and closed only after
+    ``_closed`` is set under it, so a late call can never write into whatever
+    file has since been given the pipe's descriptor number.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.selector = selectors.DefaultSelector()
+        self.failure: BaseException | None = None
+        """What ended the loop's thread, if it crashed."""
         self._lock = threading.Lock()
         self._dirty: set[Channel] = set()
         self._readable: set[Channel] = set()
+        self._incoming: list[Channel] = []
         self._tasks: deque[Callable[[], None]] = deque()
         self._woken = False
         self._stopping = False
+        self._closed = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -541,31 +592,45 @@ class IOLoop:
         """How many channels this loop owns."""
         return len(self._channels)
 
+    @property
+    def is_running(self) -> bool:
+        """False once the loop's thread has ended, stopped or crashed."""
+        return not self._closed
+
     def start(self) -> None:
         """Start the loop's thread."""
         self._thread.start()
 
-    def add(self, channel: Channel) -> None:
-        """Hand a freshly accepted or connected channel to this loop (any thread)."""
-        channel.loop = self
-        self.call_soon(lambda: self._adopt(channel))
+    def add(self, channel: Channel) -> bool:
+        """Hand a fresh channel to this loop (any thread); False if the loop has ended.
+
+        After False the caller still owns the channel's socket and must close it.
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            channel.loop = self
+            self._incoming.append(channel)
+            self._wake_locked()
+        return True
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in this loop's thread at its next turn (any thread)."""
         with self._lock:
-            self._tasks.append(fn)
-        self._wake()
+            if not self._closed:
+                self._tasks.append(fn)
+                self._wake_locked()
 
     def mark_dirty(self, channel: Channel, *, read: bool = False) -> None:
         """Note that ``channel`` has something to write (or, with ``read``, to read)."""
-        # One lock round for both the note and the wake-up decision: this runs once
-        # per recipient of every message, from the writer and history threads.
+        # One lock round for both the note and the wake-up: this runs once per
+        # recipient of every message, from the writer and history threads.
         with self._lock:
-            (self._readable if read else self._dirty).add(channel)
-            if self._woken or threading.get_ident() == self._thread.ident:
+            if self._closed:
                 return
-            self._woken = True
-        self._write_wake_byte()
+            (self._readable if read else self._dirty).add(channel)
+            if threading.get_ident() != self._thread.ident:
+                self._wake_locked()
 
     def forget(self, channel: Channel) -> None:
         """Drop a closing channel from the selector (owner only)."""
@@ -585,18 +650,15 @@ class IOLoop:
         if self._thread.is_alive() and threading.get_ident() != self._thread.ident:
             self._thread.join(timeout)
 
-    def _wake(self) -> None:
-        with self._lock:
-            if self._woken:
-                return
-            self._woken = True
-        self._write_wake_byte()
-
-    def _write_wake_byte(self) -> None:
+    def _wake_locked(self) -> None:
+        """Write the wake-up byte unless one is pending; the caller holds the lock."""
+        if self._woken:
+            return
+        self._woken = True
         try:
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # a full pipe already guarantees a wake-up; a closed one means stopped
+        except BlockingIOError:
+            pass  # a full pipe already guarantees a wake-up
 
     def _adopt(self, channel: Channel) -> None:
         try:
@@ -613,7 +675,7 @@ class IOLoop:
         try:
             while not self._stopping:
                 with self._lock:
-                    busy = bool(self._tasks or self._dirty or self._readable)
+                    busy = bool(self._incoming or self._tasks or self._dirty or self._readable)
                 timeout = 0.0 if busy else max(0.0, next_tick - time.monotonic())
                 for key, mask in self.selector.select(timeout):
                     if key.data is None:
@@ -626,11 +688,19 @@ class IOLoop:
                     next_tick = now + _TICK
                     for channel in list(self._channels):
                         channel._tick(now)
-        except Exception:
-            log.exception("I/O loop %s crashed", self.name)
+        except BaseException as exc:  # whatever it was, the channels must still be closed
+            self.failure = exc
+            log.critical("I/O loop %s crashed; closing its connections", self.name, exc_info=True)
         finally:
-            for channel in list(self._channels):
-                channel._abort("server shutting down")
+            with self._lock:
+                self._closed = True
+                incoming, self._incoming = self._incoming, []
+                self._tasks.clear()
+                self._dirty.clear()
+                self._readable.clear()
+            reason = "server shutting down" if self.failure is None else "internal error"
+            for channel in [*self._channels, *incoming]:
+                channel._abort(reason)
             self.selector.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
@@ -647,11 +717,14 @@ class IOLoop:
         for _ in range(64):
             with self._lock:
                 self._woken = False
+                incoming, self._incoming = self._incoming, []
                 tasks, self._tasks = self._tasks, deque()
                 dirty, self._dirty = self._dirty, set()
                 readable, self._readable = self._readable, set()
-            if not (tasks or dirty or readable):
+            if not (incoming or tasks or dirty or readable):
                 return
+            for channel in incoming:
+                self._adopt(channel)
             for task in tasks:
                 try:
                     task()

@@ -17,6 +17,8 @@ once, where they enter the package, and chained with ``from exc``::
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CertificateVerifyError",
     "ChatError",
@@ -66,11 +68,15 @@ class ChatError(SecureChatError):
     """A request refused by the chat rules; ``code`` is the wire error code.
 
     ``retry_after`` (seconds) tells the client when trying again can succeed,
-    for refusals that are about timing (budgets), not about the request.
+    for refusals that are about timing (budgets), not about the request;
+    ``fields`` are more facts for the error frame (such as a transfer's ``id``).
     """
 
-    def __init__(self, code: str, text: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, code: str, text: str, *, retry_after: float | None = None, **fields: Any
+    ) -> None:
         super().__init__(text)
         self.code = code
         self.text = text
         self.retry_after = retry_after
+        self.fields = fields

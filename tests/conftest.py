@@ -65,6 +65,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
+UNMETERED: dict[str, Any] = {"message_burst": 1_000_000, "message_rate": 1_000_000.0}
+"""Server options for tests that send faster than an account's message budget allows,
+while testing something else (the budget has tests of its own)."""
+
+UNMETERED_ARGS = ("--message-burst=1000000", "--message-rate=1000000")
+"""The same for a ``securechat-server`` process."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as probe:
@@ -135,6 +143,7 @@ class RawClient:
         tls_version: ssl.TLSVersion | None = None,
         cert: tuple[Path, Path] | None = None,
         recv_buffer: int | None = None,
+        source: str | None = None,
     ) -> None:
         ctx = ssl.create_default_context(cafile=str(ca_pem))
         if tls_version is not None:
@@ -146,6 +155,8 @@ class RawClient:
         if recv_buffer is not None:
             # Set before connecting: afterwards Linux keeps autotuning the window.
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
+        if source is not None:
+            raw.bind((source, 0))  # e.g. 127.0.0.2: another source address for the caps
         raw.connect(("127.0.0.1", port))
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         self.decoder = Decoder()

@@ -38,7 +38,14 @@ from securechat.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 from securechat.store.sqlite import SQLiteStore as Store
 from securechat.wire.names import fold
 from securechat.wire.protocol import Frame, encode
-from tests.conftest import EVENT_TIMEOUT, Pki, RawClient, free_port, server_argv
+from tests.conftest import (
+    EVENT_TIMEOUT,
+    UNMETERED_ARGS,
+    Pki,
+    RawClient,
+    free_port,
+    server_argv,
+)
 
 ROOM = "#general"
 HISTORY_ON_JOIN = 20  # the server's default --history-on-join
@@ -342,7 +349,7 @@ def test_kill_9_mid_burst_loses_no_acknowledged_message(pki: Pki, tmp_path: Path
     servers: list[ServerProcess] = []
 
     def start() -> ServerProcess:
-        server = ServerProcess(pki, db, port=port)
+        server = ServerProcess(pki, db, port=port, extra=UNMETERED_ARGS)
         servers.append(server)
         assert server.wait_listening() == port  # the same port at once, after a SIGKILL
         return server

@@ -45,6 +45,19 @@ def _offer_accepted(
     return tid
 
 
+def _alice_offers_bob(
+    server: Server, raw_client: Factory, data: bytes = b"0123456789"
+) -> tuple[RawClient, RawClient, int]:
+    """alice and bob at the protocol level, alice's offer of ``data`` to bob, and its id."""
+    port = server.address[1]
+    alice, bob = raw_client(port), raw_client(port)
+    alice.login("alice")
+    bob.login("bob")
+    alice.send("file_offer", to="bob", name="x.bin", size=len(data), sha256=_sha(data))
+    tid: int = bob.expect("file_offer").get("id")
+    return alice, bob, tid
+
+
 def _raw_send(sender: RawClient, tid: int, data: bytes, *, start: int = 0) -> None:
     """Send ``data`` from ``start`` in chunks, honouring the window via the acks."""
     acked = start
@@ -364,13 +377,8 @@ def test_unanswered_offers_are_capped_per_sender_not_per_recipient(
 
 
 def test_frames_crossing_a_cancel_are_dropped_quietly(server: Server, raw_client: Factory) -> None:
-    port = server.address[1]
-    alice, bob = raw_client(port), raw_client(port)
-    alice.login("alice")
-    bob.login("bob")
     data = os.urandom(FILE_CHUNK * 2)
-    alice.send("file_offer", to="bob", name="x.bin", size=len(data), sha256=_sha(data))
-    tid = bob.expect("file_offer").get("id")
+    alice, bob, tid = _alice_offers_bob(server, raw_client, data)
     bob.send("file_accept", id=tid, offset=0)
     alice.expect("file_accepted", id=tid)
     alice.send_raw(encode("file_chunk", data[:FILE_CHUNK], id=tid, offset=0))
@@ -388,12 +396,7 @@ def test_frames_crossing_a_cancel_are_dropped_quietly(server: Server, raw_client
 def test_success_claimed_before_the_data_is_reported_as_failure(
     server: Server, raw_client: Factory
 ) -> None:
-    port = server.address[1]
-    alice, bob = raw_client(port), raw_client(port)
-    alice.login("alice")
-    bob.login("bob")
-    alice.send("file_offer", to="bob", name="x.bin", size=10, sha256=_sha(b"0123456789"))
-    tid = bob.expect("file_offer").get("id")
+    alice, bob, tid = _alice_offers_bob(server, raw_client)
     bob.send("file_accept", id=tid, offset=0)
     alice.expect("file_accepted", id=tid)
     bob.send_raw(encode("file_result", id=tid, ok=True))
@@ -419,3 +422,34 @@ def test_script_that_offers_and_ends_input_waits_for_the_recipient(
     assert saved["from"] == "alice"
     assert Path(saved["path"]).read_text() == "sent by a script\n"
     assert alice.finish()[0] == 0
+
+
+def test_errors_about_a_transfer_carry_its_id_as_a_field(
+    server: Server, raw_client: Factory
+) -> None:
+    alice, bob, tid = _alice_offers_bob(server, raw_client)
+    rid = bob.send("file_accept", id=4242, offset=0)
+    error = bob.expect("error", rid=rid)
+    assert (error.get("code"), error.get("id")) == ("no_such_transfer", 4242)
+    bob.send("file_accept", id=tid, offset=0)
+    alice.expect("file_accepted", id=tid)
+    rid = bob.send("file_accept", id=tid, offset=0)
+    error = bob.expect("error", rid=rid)
+    assert (error.get("code"), error.get("id")) == ("bad_transfer", tid)
+    alice.send_raw(encode("file_chunk", b"x", id=tid, offset=3))  # not where it left off
+    error = alice.expect("error")
+    assert (error.get("code"), error.get("id"), error.get("rid")) == ("bad_transfer", tid, None)
+
+
+@pytest.mark.parametrize("verdict", [{}, {"ok": None}, {"ok": "yes"}, {"ok": 1}])
+def test_file_result_without_a_boolean_ok_is_a_protocol_error(
+    server: Server, raw_client: Factory, verdict: dict[str, object]
+) -> None:
+    alice, bob, tid = _alice_offers_bob(server, raw_client)
+    bob.send_raw(encode("file_result", id=tid, **verdict))
+    errors = [f for f in bob.wait_closed() if f.type == "error"]
+    assert [(f.get("code"), f.get("text")) for f in errors] == [
+        ("bad_frame", "protocol error: 'file_result' needs a boolean 'ok'")
+    ]
+    failed = alice.expect("file_failed", id=tid)
+    assert failed.get("reason") == "bob disconnected"

@@ -13,7 +13,7 @@ import pytest
 
 from securechat.server.listener import Server
 from securechat.wire.protocol import Frame
-from tests.conftest import ClientProcess, RawClient, free_port
+from tests.conftest import UNMETERED, ClientProcess, RawClient, free_port
 
 Factory = Callable[..., RawClient]
 
@@ -59,7 +59,7 @@ def db(tmp_path: Path) -> Path:
 def test_acknowledged_messages_survive_restart_and_replay_on_join(
     make_server: Callable[..., Server], raw_client: Factory, db: Path
 ) -> None:
-    server = make_server(db=db)
+    server = make_server(db=db, **UNMETERED)
     alice = raw_client(server.address[1])
     alice.login("alice")
     ids = [_say(alice, f"before restart {i}").get("id") for i in range(25)]
@@ -76,8 +76,10 @@ def test_acknowledged_messages_survive_restart_and_replay_on_join(
     assert newer.get("id") > ids[-1]
 
 
-def test_history_pages_backwards_and_forwards_by_id(server: Server, raw_client: Factory) -> None:
-    alice = raw_client(server.address[1])
+def test_history_pages_backwards_and_forwards_by_id(
+    make_server: Callable[..., Server], raw_client: Factory
+) -> None:
+    alice = raw_client(make_server(**UNMETERED).address[1])
     alice.login("alice")
     ids = [_say(alice, f"m{i}").get("id") for i in range(30)]
     rows, end = _history(alice, room="#general", limit=10)
@@ -91,8 +93,10 @@ def test_history_pages_backwards_and_forwards_by_id(server: Server, raw_client: 
     assert rows == [] and end.get("count") == 0
 
 
-def test_history_limit_is_capped_at_500(server: Server, raw_client: Factory) -> None:
-    alice = raw_client(server.address[1])
+def test_history_limit_is_capped_at_500(
+    make_server: Callable[..., Server], raw_client: Factory
+) -> None:
+    alice = raw_client(make_server(**UNMETERED).address[1])
     alice.login("alice")
     for i in range(510):
         alice.send("say", room="#general", text=f"n{i}")
@@ -186,7 +190,7 @@ def test_search_treats_every_query_as_plain_words(
 def test_opted_out_text_never_reaches_the_database_files(
     make_server: Callable[..., Server], raw_client: Factory, db: Path
 ) -> None:
-    server = make_server(db=db)
+    server = make_server(db=db, **UNMETERED)
     port = server.address[1]
     alice, bob = raw_client(port), raw_client(port)
     alice.login("alice")
@@ -210,7 +214,7 @@ def test_opted_out_text_never_reaches_the_database_files(
 def test_nolog_message_is_delivered_but_not_stored(
     make_server: Callable[..., Server], raw_client: Factory, db: Path
 ) -> None:
-    server = make_server(db=db)
+    server = make_server(db=db, **UNMETERED)
     port = server.address[1]
     alice, bob = raw_client(port), raw_client(port)
     alice.login("alice")
@@ -229,7 +233,7 @@ def test_nolog_message_is_delivered_but_not_stored(
 def test_forget_erases_rows_index_and_bytes(
     make_server: Callable[..., Server], raw_client: Factory, db: Path
 ) -> None:
-    server = make_server(db=db)
+    server = make_server(db=db, **UNMETERED)
     port = server.address[1]
     alice, bob = raw_client(port), raw_client(port)
     alice.login("alice")
@@ -301,7 +305,7 @@ def test_client_reconnects_and_fills_the_gap_without_duplicates(
     db: Path,
 ) -> None:
     port = free_port()
-    server = make_server(db=db, port=port)
+    server = make_server(db=db, port=port, **UNMETERED)
     watcher = client_process(port, "watcher")
     watcher.wait_for("connected")
     watcher.type("/join #ops")
@@ -316,7 +320,7 @@ def test_client_reconnects_and_fills_the_gap_without_duplicates(
     watcher.wait_for("disconnected")
     watcher.wait_for("system", event="reconnecting")
 
-    server = make_server(db=db, port=port)
+    server = make_server(db=db, port=port, **UNMETERED)
     talker = raw_client(port)
     talker.login("talker")
     talker.send("join", room="#ops")
@@ -345,7 +349,7 @@ def test_message_ids_keep_increasing_across_restarts(
 ) -> None:
     last = 0
     for _ in range(3):
-        server = make_server(db=db)
+        server = make_server(db=db, **UNMETERED)
         alice = raw_client(server.address[1])
         alice.login("alice")
         first = _say(alice, "stored").get("id")
@@ -360,7 +364,7 @@ def test_message_ids_keep_increasing_across_restarts(
 def test_rename_keeps_the_opt_out(
     make_server: Callable[..., Server], raw_client: Factory, db: Path
 ) -> None:
-    server = make_server(db=db)
+    server = make_server(db=db, **UNMETERED)
     alice = raw_client(server.address[1])
     alice.login("alice")
     alice.send("history_mode", keep=False)

@@ -457,6 +457,19 @@ def test_optional_int_field_still_refuses_bool_and_string(key: str) -> None:
         _FRAME.int_field(key, optional=True)
 
 
+@pytest.mark.parametrize("value", [2**63 - 1, -(2**63)])
+def test_int_field_accepts_the_signed_64_bit_range(value: int) -> None:
+    assert Frame("t", {"i": value}).int_field("i", optional=True) == value
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 2**70, -(10**100)])
+def test_int_field_refuses_integers_outside_64_bits(value: int) -> None:
+    frame = decode_all(encode("t", i=value))[0]
+    for optional in (False, True):
+        with pytest.raises(ProtocolError, match="'i' is outside the 64-bit integer range"):
+            frame.int_field("i", optional=optional)
+
+
 def test_decoded_true_is_not_an_integer_field() -> None:
     frame = decode_all(wire(b'{"type":"x","rid":true}'))[0]
     with pytest.raises(ProtocolError):

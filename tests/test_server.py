@@ -14,7 +14,7 @@ import pytest
 
 from securechat.server.listener import Server
 from securechat.wire.protocol import MAX_BODY, PREFIX, PROTOCOL_VERSION, encode
-from tests.conftest import TLS_VERSIONS, Pki, RawClient
+from tests.conftest import TLS_VERSIONS, UNMETERED, Pki, RawClient
 
 Factory = Callable[..., RawClient]
 
@@ -420,7 +420,7 @@ def test_peer_vanishing_mid_frame_is_cleaned_up(server: Server, raw_client: Fact
 def test_client_that_stops_reading_is_disconnected_without_stalling_others(
     make_server: Callable[..., Server], raw_client: Factory
 ) -> None:
-    server = make_server(outbox_limit=64 * 1024)
+    server = make_server(outbox_limit=64 * 1024, **UNMETERED)
     port = server.address[1]
     stuck = raw_client(port, recv_buffer=4096)
     stuck.login("stuck")

@@ -50,6 +50,7 @@ def say(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     room = member_room(hub, session, frame.str_field("room"))
     text = check_text(frame.str_field("text"))
     keep = session.identity.keep_history and frame.get("nolog") is not True
+    hub.spend_message(session)
     _submit(
         hub,
         Outgoing(
@@ -78,6 +79,7 @@ def private(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
             f"{'you have' if not session.identity.keep_history else 'they have'} history "
             "turned off; try again when they are online",
         )
+    hub.spend_message(session)
     _submit(
         hub,
         Outgoing(
@@ -281,9 +283,14 @@ def read(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
         conversation, fields = pair_key(session.account_id, other.id), {"user": other.name}
     else:
         raise ProtocolError("a read marker names exactly one of 'room' or 'user'")
-    hub.persist(hub.store.mark_read, session.account_id, conversation, message_id)
-    for mine in hub.sessions.of(session.account_id):
-        mine.send(encode("read", rid=rid if mine is session else None, id=message_id, **fields))
+    account_id = session.account_id
+
+    def _tell_every_session() -> None:
+        # Once stored, so that an `unread` asked after this answer counts it.
+        for mine in hub.sessions.of(account_id):
+            mine.send(encode("read", rid=rid if mine is session else None, id=message_id, **fields))
+
+    hub.persist(hub.store.mark_read, account_id, conversation, message_id, then=_tell_every_session)
 
 
 def unread(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
@@ -314,7 +321,8 @@ def unread(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
             )
         )
 
-    hub.streamer.run(_count)
+    # After every read marker and message already on its way to the store.
+    hub.writer.run_in_order(lambda: hub.streamer.run(_count))
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -330,12 +338,21 @@ def file_offer(hub: Hub, session: Session, frame: Frame, rid: int | None) -> Non
 
 
 def _relay(method: str) -> Any:
+    """The handler for a frame about an existing transfer: its errors name the transfer,
+    so a client with several under way learns which one failed without parsing text."""
+
     def handler(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
         action = getattr(hub.relay, method)
-        if method in ("accept", "reject", "cancel"):
-            action(session, frame, rid)
-        else:
-            action(session, frame)
+        try:
+            if method in ("accept", "reject", "cancel"):
+                action(session, frame, rid)
+            else:
+                action(session, frame)
+        except ChatError as exc:
+            tid = frame.get("id")
+            if isinstance(tid, int) and not isinstance(tid, bool):
+                exc.fields.setdefault("id", tid)
+            raise
 
     handler.__name__ = f"file_{method}"
     return handler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
@@ -10,9 +11,13 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from ..channel import FRAME_TIMEOUT
 from ..errors import SecureChatError
 from ..wire.protocol import DEFAULT_PORT
+from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
+from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURCE, IPNetwork
 from .listener import Server, ServerConfig
+from .login import DEFAULT_REGISTRATIONS
 from .relay import DEFAULT_MAX_FILE_SIZE
 
 __all__ = ["build_parser", "main"]
@@ -47,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         "drops it (default 30)",
     )
     p.add_argument(
+        "--frame-timeout",
+        type=float,
+        default=FRAME_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds a client gets to finish a frame it has begun (default {FRAME_TIMEOUT:g})",
+    )
+    p.add_argument(
         "--durability",
         choices=("normal", "full"),
         default="normal",
@@ -71,8 +83,76 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_FILE_SIZE,
         help=f"largest file a user may send, in bytes (default {DEFAULT_MAX_FILE_SIZE}: 1 GiB)",
     )
+    p.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=DEFAULT_CONNECTIONS_PER_SOURCE,
+        metavar="N",
+        help="open connections one address (an IPv6 /64) may hold "
+        f"(default {DEFAULT_CONNECTIONS_PER_SOURCE})",
+    )
+    p.add_argument(
+        "--max-handshakes-per-ip",
+        type=int,
+        default=DEFAULT_HANDSHAKES_PER_SOURCE,
+        metavar="N",
+        help="unfinished TLS handshakes one address may have "
+        f"(default {DEFAULT_HANDSHAKES_PER_SOURCE})",
+    )
+    p.add_argument(
+        "--connection-limit",
+        type=_connection_limit,
+        action="append",
+        default=[],
+        metavar="CIDR=N",
+        help="both caps for each address in a network, e.g. an office behind one NAT "
+        "address: 203.0.113.0/24=500 (repeatable; the most specific network wins)",
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=DEFAULT_MAX_SESSIONS,
+        metavar="N",
+        help=f"sessions one account may have at once (default {DEFAULT_MAX_SESSIONS})",
+    )
+    p.add_argument(
+        "--message-burst",
+        type=int,
+        default=DEFAULT_MESSAGE_BURST,
+        metavar="N",
+        help=f"messages an account may send at once (default {DEFAULT_MESSAGE_BURST})",
+    )
+    p.add_argument(
+        "--message-rate",
+        type=float,
+        default=DEFAULT_MESSAGE_RATE,
+        metavar="PER_S",
+        help="messages per second an account may send after its burst "
+        f"(default {DEFAULT_MESSAGE_RATE:g})",
+    )
+    p.add_argument(
+        "--registrations-per-ip",
+        type=int,
+        default=DEFAULT_REGISTRATIONS,
+        metavar="N",
+        help="new accounts one address may register per 10 minutes "
+        f"(default {DEFAULT_REGISTRATIONS})",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
+
+
+def _connection_limit(text: str) -> tuple[IPNetwork, int]:
+    """``CIDR=N`` from the command line, e.g. ``203.0.113.0/24=500``."""
+    cidr, sep, number = text.partition("=")
+    try:
+        network = ipaddress.ip_network(cidr.strip(), strict=False)
+        limit = int(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not CIDR=N, e.g. 10.0.0.0/8=500") from None
+    if not sep or limit < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: N must be a whole number of at least 1")
+    return network, limit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     for option in ("retention_days", "history_on_join", "max_file_size"):
         if getattr(args, option) < 0:
             parser.error(f"--{option.replace('_', '-')} must not be negative")
-    if args.io_threads < 1:
-        parser.error("--io-threads must be at least 1")
+    for option in ("frame_timeout", "message_rate"):
+        if getattr(args, option) <= 0:
+            parser.error(f"--{option.replace('_', '-')} must be positive")
+    for option in (
+        "io_threads",
+        "max_connections_per_ip",
+        "max_handshakes_per_ip",
+        "max_sessions",
+        "message_burst",
+        "registrations_per_ip",
+    ):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(message)s",
@@ -100,10 +191,18 @@ def main(argv: list[str] | None = None) -> int:
         io_threads=args.io_threads,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_interval,
+        frame_timeout=args.frame_timeout,
         durability=args.durability,
         retention_days=args.retention_days,
         history_on_join=args.history_on_join,
         max_file_size=args.max_file_size,
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_handshakes_per_ip=args.max_handshakes_per_ip,
+        connection_limits=tuple(args.connection_limit),
+        max_sessions=args.max_sessions,
+        message_burst=args.message_burst,
+        message_rate=args.message_rate,
+        registrations_per_ip=args.registrations_per_ip,
     )
     # The I/O loops, the writer and the reader pool share the GIL; Python's default
     # 5 ms switch interval let one busy thread hold a message back that long.

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -42,6 +44,7 @@ from ..store.base import RoomRecord, Store, StoredMessage, UnreadCount
 from ..wire.names import DEFAULT_ROOM, fold
 from ..wire.protocol import PROTOCOL_VERSION, Frame, encode
 from .accounts import AccountDirectory, Identity
+from .limits import TokenBucket
 from .relay import DEFAULT_MAX_FILE_SIZE, FileRelay
 from .rooms import Room, RoomDirectory
 from .sessions import Peer, Session, SessionTable, State
@@ -50,6 +53,8 @@ from .writer import MessageWriter, Outgoing
 
 __all__ = [
     "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MESSAGE_BURST",
+    "DEFAULT_MESSAGE_RATE",
     "FEATURES",
     "SERVER_SOFTWARE",
     "Hub",
@@ -66,6 +71,13 @@ FEATURES: tuple[str, ...] = ("chat", "history", "files", "sessions", "offline", 
 
 DEFAULT_MAX_SESSIONS = 10
 """Sessions one account may have at once: several devices and a script or two."""
+
+DEFAULT_MESSAGE_BURST = 20
+"""Messages an account may send at once before its steady rate applies."""
+
+DEFAULT_MESSAGE_RATE = 10.0
+"""Messages per second an account may send on average: faster than anyone types,
+slow enough that one script cannot flood a room (or the disk)."""
 
 # 200 names of at most 32 characters fit a `joined` frame with room to spare.
 _JOINED_USERS_MAX = 200
@@ -84,8 +96,9 @@ Handler = Callable[["Hub", Session, Frame, "int | None"], None]
 def error_frame(exc: ChatError, rid: int | None, **fields: Any) -> bytes:
     """The error frame for a refused request."""
     if exc.retry_after is not None:
-        fields["retry_after"] = round(exc.retry_after, 3)
-    return encode("error", rid=rid, code=exc.code, text=exc.text, **fields)
+        # Rounded up: a client that waits exactly this long must get through.
+        fields["retry_after"] = math.ceil(exc.retry_after * 1000) / 1000
+    return encode("error", rid=rid, code=exc.code, text=exc.text, **exc.fields, **fields)
 
 
 class Hub:
@@ -107,6 +120,8 @@ class Hub:
         retention_days: int = 0,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
+        message_burst: int = DEFAULT_MESSAGE_BURST,
+        message_rate: float = DEFAULT_MESSAGE_RATE,
     ) -> None:
         self.store = store
         self.writer = writer
@@ -116,6 +131,8 @@ class Hub:
         self.history_on_join = history_on_join
         self.retention_days = retention_days
         self.max_sessions = max_sessions
+        self._message_budget = (message_burst, message_rate)
+        self._budgets: dict[int, TokenBucket] = {}
         self.lock = threading.RLock()
         self.accounts = AccountDirectory(store.load_accounts(), store.load_former_names())
         self.rooms = RoomDirectory(store.load_rooms(), store.load_memberships())
@@ -132,9 +149,12 @@ class Hub:
 
     # -- connection life cycle --------------------------------------------------
 
-    def open_session(self, link: Peer, *, cert_user: str | None, tls_version: str) -> Session:
-        """A new connection finished its TLS handshake: greet it."""
-        session = Session(link, cert_user=cert_user, tls_version=tls_version)
+    def open_session(
+        self, link: Peer, *, cert_user: str | None, tls_version: str, source: str
+    ) -> Session:
+        """A new connection from ``source`` (its address, see ``limits.source_key``)
+        finished its TLS handshake: greet it."""
+        session = Session(link, cert_user=cert_user, tls_version=tls_version, source=source)
         with self.lock:
             if self._closed:
                 link.send(encode("bye", reason="server shutting down"))
@@ -442,16 +462,39 @@ class Hub:
 
     # -- shared helpers ----------------------------------------------------------------
 
-    def persist(self, write: Callable[..., object], *args: Any) -> None:
-        """Have the writer make a change to stored chat state, in order with messages."""
+    def persist(
+        self, write: Callable[..., object], *args: Any, then: Callable[[], None] | None = None
+    ) -> None:
+        """Have the writer make a change to stored chat state, in order with messages;
+        ``then`` runs (under the lock, on the writer thread) once it is stored."""
 
         def _write() -> None:
             try:
                 write(*args)
             except StoreError as exc:
                 log.error("could not store a change (%s): %s", write.__name__, exc)
+                return
+            if then is not None:
+                with self.lock:
+                    then()
 
         self.writer.run_in_order(_write)
+
+    def spend_message(self, session: Session) -> None:
+        """Take one message from the account's budget (shared by all its sessions), or
+        refuse with ``rate_limited`` and when to try again (under the lock)."""
+        bucket = self._budgets.get(session.account_id)
+        if bucket is None:
+            burst, rate = self._message_budget
+            bucket = self._budgets[session.account_id] = TokenBucket(burst=burst, rate=rate)
+        wait = bucket.take(time.monotonic())
+        if wait:
+            raise ChatError(
+                "rate_limited",
+                f"you are sending faster than {self._message_budget[1]:g} messages a second; "
+                "this one was not sent: send it again after retry_after seconds",
+                retry_after=wait,
+            )
 
     def storage_notice(self, identity: Identity) -> str:
         """What is kept about this account, and for how long, in one sentence."""

@@ -3,8 +3,12 @@
 Threading model
 ---------------
 * One **accept thread** blocks in ``accept()``. It never reads from a peer: it
-  wraps the new socket for TLS without handshaking
+  checks the source's connection caps (closing the socket at once when over
+  them, before any TLS work), wraps the new socket for TLS without handshaking
   (``do_handshake_on_connect=False``) and hands it to the next I/O loop in turn.
+  It also supervises the loops: one whose thread has died (its connections
+  closed with it) is logged and skipped from then on; with none left, the
+  server stops accepting.
 * ``io_threads`` **I/O loops** (see :mod:`securechat.channel`) each own their
   channels outright: handshake, reads, writes and close happen only there.
   Frames are decoded and handed to the hub in the loop's thread.
@@ -21,27 +25,42 @@ More than one loop lets TLS work (which releases the GIL) use both cores.
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
 import os
 import resource
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..channel import CLOSE_TIMEOUT, OUTBOX_LIMIT, Channel, IOLoop
+from ..channel import (
+    CLOSE_TIMEOUT,
+    FRAME_TIMEOUT,
+    OUTBOX_LIMIT,
+    PROTOCOL_ERROR,
+    Channel,
+    IOLoop,
+)
 from ..errors import ConfigError
 from ..store.sqlite import SQLiteStore
 from ..tls import peer_common_name, server_context
 from ..wire.protocol import DEFAULT_PORT, Frame
 from . import chat, history_requests
-from .hub import DEFAULT_MAX_SESSIONS, Hub
-from .login import Logins
+from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE, Hub
+from .limits import (
+    DEFAULT_CONNECTIONS_PER_SOURCE,
+    DEFAULT_HANDSHAKES_PER_SOURCE,
+    ConnectionCaps,
+    ConnectionTicket,
+    IPNetwork,
+    RateLimitedLog,
+)
+from .login import DEFAULT_REGISTRATIONS, Logins
 from .relay import DEFAULT_MAX_FILE_SIZE
 from .sessions import Session
 from .writer import MessageWriter
@@ -51,6 +70,10 @@ __all__ = ["Server", "ServerConfig"]
 log = logging.getLogger(__name__)
 
 _BACKLOG = 1024
+_LOG_FLUSH_INTERVAL = 1.0  # seconds between summaries of held-back log lines
+# SO_LINGER on, zero seconds: close() resets the connection, so a flood of refused
+# connections leaves no TIME_WAIT sockets behind on the server.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,26 +92,45 @@ class ServerConfig:
     login_timeout: float = 30.0
     ping_interval: float = 30.0
     ping_timeout: float = 30.0
+    frame_timeout: float = FRAME_TIMEOUT
     outbox_limit: int = OUTBOX_LIMIT
     durability: str = "normal"
     retention_days: int = 0
     history_on_join: int = 20
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    message_burst: int = DEFAULT_MESSAGE_BURST
+    message_rate: float = DEFAULT_MESSAGE_RATE
+    registrations_per_ip: int = DEFAULT_REGISTRATIONS
+    max_connections_per_ip: int = DEFAULT_CONNECTIONS_PER_SOURCE
+    max_handshakes_per_ip: int = DEFAULT_HANDSHAKES_PER_SOURCE
+    connection_limits: tuple[tuple[IPNetwork, int], ...] = ()
+    """Networks with their own per-address cap (both caps), e.g. an office's NAT range."""
 
 
 class _Connection:
     """Glue between one channel and the hub (runs in the channel's loop thread)."""
 
-    __slots__ = ("_hub", "_login_timeout", "_mutual_tls", "session")
+    __slots__ = ("_hub", "_login_timeout", "_mutual_tls", "_problems", "_ticket", "session")
 
-    def __init__(self, hub: Hub, *, mutual_tls: bool, login_timeout: float) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        ticket: ConnectionTicket,
+        problems: RateLimitedLog,
+        *,
+        mutual_tls: bool,
+        login_timeout: float,
+    ) -> None:
         self._hub = hub
+        self._ticket = ticket
+        self._problems = problems
         self._mutual_tls = mutual_tls
         self._login_timeout = login_timeout
         self.session: Session | None = None
 
     def on_open(self, channel: Channel) -> None:
+        self._ticket.handshake_done()
         channel.deadline = time.monotonic() + self._login_timeout
         channel.deadline_reason = "login timed out"
         # Under mutual TLS a certificate without a common name is an invalid name,
@@ -96,7 +138,10 @@ class _Connection:
         cert_user = (peer_common_name(channel.sock) or "") if self._mutual_tls else None
         # Read here, on the socket's own thread: it is an SSL call.
         self.session = self._hub.open_session(
-            channel, cert_user=cert_user, tls_version=channel.tls_version
+            channel,
+            cert_user=cert_user,
+            tls_version=channel.tls_version,
+            source=self._ticket.source,
         )
 
     def on_frame(self, channel: Channel, frame: Frame) -> None:
@@ -104,8 +149,14 @@ class _Connection:
         self._hub.handle(self.session, frame)
 
     def on_close(self, channel: Channel, reason: str) -> None:
-        level = logging.INFO if self.session is not None else logging.WARNING
-        log.log(level, "%s: closed: %s", channel.peer, reason)
+        self._ticket.release()
+        if self.session is None or reason.startswith(PROTOCOL_ERROR):
+            # Failed handshakes, plaintext and bad frames are what a flood is made of:
+            # one line per second per kind of failure, with a count of the rest.
+            kind = reason.partition(":")[0]
+            self._problems.log(kind, logging.WARNING, "%s: closed: %s", channel.peer, reason)
+        else:
+            log.info("%s: closed: %s", channel.peer, reason)
         if self.session is not None:
             self._hub.close_session(self.session, reason)
 
@@ -132,16 +183,32 @@ class Server:
             retention_days=config.retention_days,
             max_file_size=config.max_file_size,
             max_sessions=config.max_sessions,
+            message_burst=config.message_burst,
+            message_rate=config.message_rate,
         )
         self.hub.handlers.update(chat.HANDLERS)
         self.hub.handlers.update(history_requests.HANDLERS)
-        self.hub.handlers["login"] = Logins(self.hub, self._pool).handle
-        self._loops = [IOLoop(f"io-{i}") for i in range(max(1, config.io_threads))]
-        self._next_loop = itertools.cycle(self._loops)
+        logins = Logins(self.hub, self._pool, registrations_per_source=config.registrations_per_ip)
+        self.hub.handlers["login"] = logins.handle
+        self.connection_caps = ConnectionCaps(
+            connections=config.max_connections_per_ip,
+            handshakes=config.max_handshakes_per_ip,
+            networks=config.connection_limits,
+        )
+        """Open connections and handshakes per source address (read-only for callers)."""
+        self._problems = RateLimitedLog(log)
+        self._loops = tuple(IOLoop(f"io-{i}") for i in range(max(1, config.io_threads)))
+        self._live_loops = list(self._loops)  # those still handed connections (accept thread)
+        self._turn = 0
         self._listener: socket.socket | None = None
         self._stop_r, self._stop_w = os.pipe()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._stopped = threading.Event()
+
+    @property
+    def io_loops(self) -> tuple[IOLoop, ...]:
+        """The I/O loops, for monitoring their health (``is_running``, ``channel_count``)."""
+        return self._loops
 
     @property
     def address(self) -> tuple[str, int]:
@@ -210,43 +277,84 @@ class Server:
             selector.register(listener, selectors.EVENT_READ)
             selector.register(self._stop_r, selectors.EVENT_READ)
             while True:
-                ready = {key.fileobj for key, _ in selector.select()}
+                ready = {key.fileobj for key, _ in selector.select(_LOG_FLUSH_INTERVAL)}
+                self._problems.flush()
                 if self._stop_r in ready:
                     break
+                if listener not in ready:
+                    continue
                 try:
                     sock, addr = listener.accept()
                 except OSError as exc:
                     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.error("cannot accept: %s; pausing briefly", exc.strerror)
+                        self._problems.log(
+                            "accept", logging.ERROR, "cannot accept: %s; pausing", exc.strerror
+                        )
                         time.sleep(0.1)
                     continue
-                self._adopt(sock, addr)
+                if not self._adopt(sock, addr):
+                    log.error("no I/O loop is left running: not accepting connections any more")
+                    break
         listener.close()
 
-    def _adopt(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+    def _adopt(self, sock: socket.socket, addr: tuple[str, int]) -> bool:
+        """Admit, wrap and hand over one accepted socket; False if no I/O loop is left."""
         peer = f"{addr[0]}:{addr[1]}"
+        ticket = self.connection_caps.admit(addr[0])
+        if isinstance(ticket, str):
+            # Refused before any TLS work: a handshake is what a flood would cost us.
+            self._problems.log("cap", logging.WARNING, "%s: refused: %s", peer, ticket)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            except OSError:
+                pass  # the peer is gone already: a plain close is as good
+            sock.close()
+            return True
         try:
             # Small frames must leave at once: Nagle plus delayed ACKs is a 40 ms tail.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             tls = self._context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except (OSError, ssl.SSLError) as exc:
-            log.warning("%s: dropped before handshake: %s", peer, exc)
+            self._problems.log(
+                "accept", logging.WARNING, "%s: dropped before handshake: %s", peer, exc
+            )
+            ticket.release()
             sock.close()
-            return
+            return True
         cfg = self.config
         channel = Channel(
             tls,
             _Connection(
-                self.hub, mutual_tls=cfg.client_ca is not None, login_timeout=cfg.login_timeout
+                self.hub,
+                ticket,
+                self._problems,
+                mutual_tls=cfg.client_ca is not None,
+                login_timeout=cfg.login_timeout,
             ),
             peer=peer,
             handshake_timeout=cfg.handshake_timeout,
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
             outbox_limit=cfg.outbox_limit,
+            frame_timeout=cfg.frame_timeout,
         )
-        next(self._next_loop).add(channel)
+        while self._live_loops:
+            loop = self._live_loops[self._turn % len(self._live_loops)]
+            self._turn += 1
+            if loop.add(channel):
+                return True
+            self._live_loops.remove(loop)
+            log.error(
+                "I/O loop %s has stopped (%r): its connections were closed; %d loop(s) left",
+                loop.name,
+                loop.failure,
+                len(self._live_loops),
+            )
+        # Nobody owns the channel: this thread still does, so it closes it.
+        ticket.release()
+        tls.close()
+        return False
 
 
 def _raise_fd_limit() -> None:

@@ -7,11 +7,19 @@ password is checked (skipped if the connection went away meanwhile), the
 account registered if new, and its unread counts read; then the hub's lock
 is taken once to admit the session. The queue is bounded: when it is full a
 login is refused with ``busy`` rather than waiting behind thousands of others.
+
+Guessing is throttled before any hashing: after a few failures from one
+address, or for one name, further attempts are refused with
+``login_throttled`` for exponentially longer, and an address may register
+only so many accounts in a window (``registration_limited``). Both answers
+carry ``retry_after``. A success clears the name's count, never the
+address's: one valid account must not reset an attacker's throttle.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Executor
 
 from ..errors import ChatError, StoreError
@@ -20,12 +28,19 @@ from ..wire.names import check_user_name, fold
 from ..wire.protocol import Frame
 from .accounts import Identity
 from .hub import Hub
+from .limits import FailureThrottle, WindowCounter
 from .passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
 from .sessions import Session, State
 
-__all__ = ["MAX_PENDING_LOGINS", "Logins"]
+__all__ = ["DEFAULT_REGISTRATIONS", "MAX_PENDING_LOGINS", "REGISTRATION_WINDOW", "Logins"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_REGISTRATIONS = 30
+"""New accounts one address may register per ``REGISTRATION_WINDOW`` (Ergo's default)."""
+
+REGISTRATION_WINDOW = 600.0
+"""Seconds over which registrations per address are counted."""
 
 MAX_PENDING_LOGINS = 256
 """Logins queued for the pool at most: at ~40 scrypt checks a second per core,
@@ -35,10 +50,17 @@ the last of them is answered within a few seconds, well inside the login timeout
 class Logins:
     """The ``login`` request: validated under the lock, checked on ``pool``."""
 
-    def __init__(self, hub: Hub, pool: Executor) -> None:
+    def __init__(
+        self, hub: Hub, pool: Executor, *, registrations_per_source: int = DEFAULT_REGISTRATIONS
+    ) -> None:
         self._hub = hub
         self._pool = pool
         self._pending = 0  # guarded by the hub's lock
+        self._by_source = FailureThrottle()
+        self._by_name = FailureThrottle()
+        self._registrations = WindowCounter(
+            limit=registrations_per_source, window=REGISTRATION_WINDOW
+        )
 
     def handle(self, hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
         """The login handler (under the hub's lock)."""
@@ -57,6 +79,15 @@ class Logins:
                 )
             if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
                 raise ChatError("bad_password", f"password longer than {MAX_PASSWORD_BYTES} bytes")
+        now = time.monotonic()
+        wait = max(self._by_source.delay(session.source, now), self._by_name.delay(fold(name), now))
+        if wait:
+            raise ChatError(
+                "login_throttled",
+                "too many failed logins from your address or for this name; "
+                "try again after retry_after seconds",
+                retry_after=wait,
+            )
         if self._pending >= MAX_PENDING_LOGINS:
             raise ChatError("busy", "the server has too many logins in progress", retry_after=2.0)
         self._pending += 1
@@ -75,13 +106,17 @@ class Logins:
         unread: list[UnreadCount] = []
         try:
             if session.state is State.AUTHENTICATING:  # else the peer is gone: skip the work
-                identity, new = self._identify(name, password)
+                identity, new = self._identify(session, name, password)
                 if not new:
                     with hub.lock:
                         rooms = [room.key for room in hub.rooms.of(identity.id)]
                     unread = hub.store.unread(identity.id, rooms)
         except ChatError as exc:
             error = exc
+            if exc.code == "bad_password":
+                now = time.monotonic()
+                self._by_source.failed(session.source, now)
+                self._by_name.failed(fold(name), now)
         except StoreError as exc:
             log.error("login of %s failed: %s", name, exc)
             error = ChatError("unavailable", "the server cannot read its accounts; try later")
@@ -93,18 +128,27 @@ class Logins:
                 if error is not None:
                     raise error
                 assert identity is not None
+                self._by_name.succeeded(fold(name))
                 hub.admit(session, identity, rid, replay=replay, unread=unread, new_account=new)
             except ChatError as exc:
                 hub.refuse_login(session, exc, rid)
                 log.info("%s: login as %s refused: %s", session.link.peer, name, exc.code)
 
-    def _identify(self, name: str, password: str | None) -> tuple[Identity, bool]:
+    def _identify(self, session: Session, name: str, password: str | None) -> tuple[Identity, bool]:
         """The account, checked (and registered if the name is new); True if new."""
         accounts = self._hub.accounts
         identity = accounts.find(name)
         if identity is None:
             if accounts.reserved_for(name) is not None:
                 raise _reserved(name)
+            wait = self._registrations.take(session.source, time.monotonic())
+            if wait:
+                raise ChatError(
+                    "registration_limited",
+                    "too many new accounts from your address; log in to an existing one, "
+                    "or try again after retry_after seconds",
+                    retry_after=wait,
+                )
             account = self._hub.store.create_account(
                 name, hash_password(password) if password is not None else None
             )

@@ -16,6 +16,8 @@ transfer, at the next offset, within the offered size and the window. Any
 violation aborts the transfer and both sides are told (``file_failed``).
 
 The relay keeps no lock of its own: the hub calls it with its lock held.
+Refusals about an existing transfer are answered here rather than by the hub,
+so that the ``error`` frame carries the transfer's ``id`` as a field.
 """
 
 from __future__ import annotations
@@ -229,12 +231,15 @@ class FileRelay:
 
     def result(self, party: Session, frame: Frame) -> None:
         """The recipient's verdict: saved (hash matched) or failed, with a reason."""
+        ok = frame.get("ok")
+        if not isinstance(ok, bool):
+            # Reading a missing verdict as failure would blame the file for a broken client.
+            raise ProtocolError("'file_result' needs a boolean 'ok'")
+        reason = UNSENDABLE_RE.sub("", frame.str_field("reason", optional=True))[:300]
         transfer = self._own(party, frame, as_recipient=True)
         if transfer is None:
             return
         self._end(transfer)
-        reason = UNSENDABLE_RE.sub("", frame.str_field("reason", optional=True))[:300]
-        ok = frame.get("ok") is True
         if ok and transfer.state is not _State.DONE:
             # Success is only possible once every byte went through us.
             ok, reason = False, "the recipient claimed success before the file was complete"

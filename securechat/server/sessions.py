@@ -68,13 +68,16 @@ class Session:
         "link",
         "number",
         "since",
+        "source",
         "state",
         "streams",
         "tls_version",
     )
 
-    def __init__(self, link: Peer, *, cert_user: str | None, tls_version: str) -> None:
+    def __init__(self, link: Peer, *, cert_user: str | None, tls_version: str, source: str) -> None:
         self.link = link
+        self.source = source
+        """The peer's address as budgets count it (IPv6 by its /64)."""
         self.cert_user = cert_user
         self.tls_version = tls_version
         self.state = State.NEW

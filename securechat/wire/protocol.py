@@ -33,6 +33,8 @@ __all__ = [
     "DEFAULT_PORT",
     "FILE_CHUNK",
     "FILE_WINDOW",
+    "INT_MAX",
+    "INT_MIN",
     "MAX_BODY",
     "MAX_HEADER",
     "PREFIX",
@@ -65,6 +67,9 @@ FILE_CHUNK = MAX_BODY
 FILE_WINDOW = 16 * FILE_CHUNK
 """Unacknowledged bytes a sender may have in flight: 1 MiB keeps loopback and LAN
 links full while a recipient's queue never holds more than this per transfer."""
+
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+"""The range of integer fields: what a signed 64-bit integer (and SQLite) holds."""
 
 _TYPE_RE = re.compile(r"[a-z][a-z_]{0,31}")
 
@@ -100,13 +105,17 @@ class Frame:
     def int_field(self, key: str, *, optional: bool = False) -> int | None:
         """Header field ``key`` as an integer (never a bool); ProtocolError if malformed.
 
-        With ``optional=True`` a missing field reads as None.
+        Integers outside the signed 64-bit range are malformed too: nothing in the
+        protocol needs them, and the store could not take them. With
+        ``optional=True`` a missing field reads as None.
         """
         value = self.fields.get(key)
         if value is None and optional:
             return None
         if not isinstance(value, int) or isinstance(value, bool):
             raise ProtocolError(f"{self.type!r} frame needs an integer field {key!r}")
+        if not INT_MIN <= value <= INT_MAX:
+            raise ProtocolError(f"{self.type!r} field {key!r} is outside the 64-bit integer range")
         return value
 
 
