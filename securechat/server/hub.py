@@ -311,8 +311,13 @@ class Hub:
     def send_joined(self, session: Session, room: Room, rid: int | None) -> None:
         """Tell a session it is in ``room``, with the topic and (for small rooms) who is here."""
         count = len(room.present)
-        # The list rides along while it surely fits one frame; /who pages longer ones.
-        users = sorted((s[0].name for s in room.present.values()), key=fold)
+        # The list rides along while it surely fits one frame; /who pages longer ones
+        # (and a big room is not sorted on every arrival).
+        users = (
+            sorted((s[0].name for s in room.present.values()), key=fold)
+            if count <= _JOINED_USERS_MAX
+            else None
+        )
         session.send(
             encode(
                 "joined",
@@ -321,7 +326,7 @@ class Hub:
                 topic=room.topic,
                 count=count,
                 members=len(room.members),
-                users=users if count <= _JOINED_USERS_MAX else None,
+                users=users,
             )
         )
 
