@@ -30,7 +30,6 @@ import ssl
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,17 @@ from ..errors import (
 from ..tls import certificate_summary, describe_tls_error
 from ..wire.names import fold
 from ..wire.protocol import Frame, encode
+from .events import (
+    Event,
+    event,
+    forgotten_event,
+    history_end_event,
+    history_status_event,
+    message_event,
+    system_event,
+    time_event,
+    topic_event,
+)
 from .transfers import Transfers
 
 __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
@@ -56,18 +66,6 @@ MAX_BACKOFF = 30.0
 # Refusals that go away by themselves: the server still holds our old session
 # until its keepalive notices, or it is briefly overloaded.
 _RETRYABLE = frozenset({"name_in_use", "unavailable", "busy"})
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One thing to show the user: ``type`` and fields as in docs/client.md."""
-
-    type: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The event as its ``--json`` object."""
-        return {"type": self.type, **self.data}
 
 
 class _Attempt:
@@ -261,7 +259,7 @@ class ChatClient:
                 while True:
                     rows, end = self._fetch("export", {"after": after}, timeout)
                     for frame in rows:
-                        record = self._message_event(frame).as_dict()
+                        record = message_event(frame).as_dict()
                         record.pop("history", None)  # everything exported is history
                         out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     count += len(rows)
@@ -522,8 +520,7 @@ class ChatClient:
     # -- frames to events --------------------------------------------------------------------
 
     def _emit(self, type_: str, **data: Any) -> None:
-        # Absent and null mean the same on the wire; events leave nulls out.
-        self._on_event(Event(type_, {k: v for k, v in data.items() if v is not None}))
+        self._on_event(event(type_, **data))
 
     def _on_welcome(self, frame: Frame) -> None:
         self.user = frame.str_field("user")
@@ -593,58 +590,20 @@ class ChatClient:
             return  # already shown: a replay overlapping live delivery or the gap fill
         if not explicit:
             self._last_seen[target] = max(seen, mid)
-        self._on_event(self._message_event(frame))
-
-    def _message_event(self, frame: Frame) -> Event:
-        data: dict[str, Any] = {"id": frame.get("id"), "ts": frame.get("ts")}
-        if frame.type == "message":
-            data["room"] = frame.str_field("room")
-        data["from"] = frame.str_field("from")
-        if frame.type == "private":
-            data["to"] = frame.str_field("to")
-        data["text"] = frame.str_field("text")
-        for flag in ("history", "search"):
-            if frame.get(flag) is True:
-                data[flag] = True
-        if frame.get("stored") is False:
-            data["stored"] = False
-        return Event(frame.type, data)
+        self._on_event(message_event(frame))
 
     def _on_history_end(self, frame: Frame) -> None:
-        rid = frame.int_field("rid", optional=True)
-        if rid in self._resync_rids:
-            return
-        count = frame.get("count", 0)
-        room, user = frame.get("room"), frame.get("user")
-        where = room if room else f"your conversation with {user}"
-        noun = "message" if count == 1 else "messages"
-        if frame.get("search") is not None:
-            text = f"{count} {noun} match {frame.get('search')!r}"
-        elif count:
-            text = f"end of history of {where}: {count} {noun}"
-        else:
-            text = f"no stored messages in {where} for that request"
-        self._emit("system", event="history_end", text=text, count=count, room=room, user=user)
+        if frame.int_field("rid", optional=True) not in self._resync_rids:
+            self._on_event(history_end_event(frame))
 
     def _on_history_status(self, frame: Frame) -> None:
-        self._emit(
-            "system",
-            event="history_status",
-            text=frame.str_field("text"),
-            keep=frame.get("keep"),
-            stored=frame.get("stored"),
-            retention_days=frame.get("retention_days"),
-        )
+        self._on_event(history_status_event(frame))
 
     def _on_forgotten(self, frame: Frame) -> None:
-        self._emit(
-            "system", event="forgotten", text=frame.str_field("text"), count=frame.get("count")
-        )
+        self._on_event(forgotten_event(frame))
 
     def _on_system(self, frame: Frame) -> None:
-        data = {k: v for k, v in frame.fields.items() if k != "rid"}
-        data["text"] = frame.str_field("text")
-        self._on_event(Event("system", data))
+        self._on_event(system_event(frame))
 
     def _on_users(self, frame: Frame) -> None:
         users = self._gather(frame, "users")
@@ -668,18 +627,7 @@ class ChatClient:
         return collected
 
     def _on_topic(self, frame: Frame) -> None:
-        room = frame.str_field("room")
-        topic = frame.str_field("topic", optional=True)
-        by = frame.str_field("by", optional=True)
-        if by:
-            text = (
-                f"{by} set the topic of {room}: {topic}"
-                if topic
-                else f"{by} cleared the topic of {room}"
-            )
-        else:
-            text = f"topic of {room}: {topic}" if topic else f"{room} has no topic"
-        self._emit("system", event="topic", room=room, topic=topic, by=by or None, text=text)
+        self._on_event(topic_event(frame))
 
     def _on_nick(self, frame: Frame) -> None:
         old, new = frame.str_field("old"), frame.str_field("new")
@@ -688,8 +636,7 @@ class ChatClient:
         self._emit("system", event="nick", old=old, new=new, text=frame.str_field("text"))
 
     def _on_time(self, frame: Frame) -> None:
-        ts = frame.str_field("ts")
-        self._emit("system", event="time", ts=ts, text=f"server time is {ts}")
+        self._on_event(time_event(frame))
 
     def _on_error(self, frame: Frame) -> None:
         rid = frame.int_field("rid", optional=True)
