@@ -16,7 +16,9 @@ private conversation. When an established connection drops (anything but
 ``/quit``), it reconnects with exponential backoff, logs in without the
 automatic replay, rejoins its rooms asking for everything ``since`` those ids,
 and fetches each private conversation ``after`` its id. Replayed messages it has
-already shown are dropped, so each message is shown once.
+already shown are dropped, so each message is shown once. Requests made while
+it is reconnecting wait in a :class:`~securechat.client.sending.SendQueue` and
+go out, in order, after that rejoin.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from .events import (
     time_event,
     topic_event,
 )
+from .sending import Outgoing, SendQueue
 from .transfers import Transfers
 
 __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
@@ -64,8 +67,10 @@ MAX_BACKOFF = 30.0
 """Longest wait between reconnection attempts, in seconds."""
 
 # Refusals that go away by themselves: the server still holds our old session
-# until its keepalive notices, or it is briefly overloaded.
-_RETRYABLE = frozenset({"name_in_use", "unavailable", "busy"})
+# until its keepalive notices, or it is briefly overloaded. ``not_logged_in``
+# answers a frame that reached the server before our login did: it says
+# nothing about the login itself.
+_RETRYABLE = frozenset({"name_in_use", "unavailable", "busy", "not_logged_in"})
 
 
 class _Attempt:
@@ -77,6 +82,10 @@ class _Attempt:
         self.loop = IOLoop("client-io")
         self.channel: Channel | None = None
         self.ready = False
+        """Logged in: the server takes requests on this connection."""
+        self.live = False
+        """Ready, rejoined, and everything queued meanwhile sent: requests go straight out."""
+        self.login_rid: int | None = None
         self.closed = False
         self.failure: SecureChatError | None = None
         self.bye_reason: str | None = None
@@ -123,6 +132,7 @@ class ChatClient:
         self._lock = threading.Condition()
         self._rids = itertools.count(1)
         self._pending: set[int] = set()
+        self._waiting = SendQueue()
         self._attempt: _Attempt | None = None
         self._finished = False
         self._stop = threading.Event()
@@ -150,6 +160,12 @@ class ChatClient:
             return self._attempt is not None and self._attempt.ready and not self._attempt.closed
 
     @property
+    def waiting(self) -> int:
+        """Requests kept until the client is connected again."""
+        with self._lock:
+            return len(self._waiting)
+
+    @property
     def closed(self) -> bool:
         """True once the client has stopped for good (quit, refused, or given up)."""
         with self._lock:
@@ -160,14 +176,33 @@ class ChatClient:
     def connect(self, timeout: float = _CONNECT_TIMEOUT) -> None:
         """Connect, verify the server, log in and wait for the first room."""
         try:
-            self._connect_once(replay=True, timeout=timeout)
+            attempt = self._connect_once(replay=True, timeout=timeout)
         except SecureChatError:
             self._finish()
             raise
+        self._go_live(attempt)
 
     def request(self, type_: str, fields: dict[str, Any] | None = None) -> int:
-        """Send a request frame; returns its request id (``rid``)."""
-        return self._send(type_, fields or {})
+        """Send a request frame; returns its request id (``rid``).
+
+        While the client is reconnecting the request is kept and sent, in order,
+        once it is logged in and back in its rooms. Raises ConnectionLost once
+        the client has stopped for good, and ChatError ``queue_full`` when too
+        many requests are waiting already.
+        """
+        item_fields = fields or {}
+        with self._lock:
+            if self._finished:
+                raise ConnectionLost("the client has stopped; nothing sent")
+            rid = next(self._rids)
+            attempt = self._attempt
+            if attempt is None or attempt.channel is None or attempt.closed or not attempt.live:
+                self._waiting.add(Outgoing(rid, type_, item_fields))
+                return rid
+            self._pending.add(rid)
+            # Under the lock, so nothing overtakes what _go_live is sending.
+            attempt.channel.send(encode(type_, rid=rid, **item_fields))
+        return rid
 
     def _send_raw(self, data: bytes, bulk: bool) -> None:
         with self._lock:
@@ -177,9 +212,16 @@ class ChatClient:
         attempt.channel.send(data, bulk=bulk)
 
     def _send(self, type_: str, fields: dict[str, Any], *, resync: bool = False) -> int:
+        """Send now, on a logged-in connection, or raise ConnectionLost: never kept."""
         with self._lock:
             attempt = self._attempt
-            if self._finished or attempt is None or attempt.closed or attempt.channel is None:
+            if (
+                self._finished
+                or attempt is None
+                or attempt.closed
+                or attempt.channel is None
+                or not attempt.ready
+            ):
                 raise ConnectionLost("not connected to the server (reconnecting); nothing sent")
             rid = next(self._rids)
             self._pending.add(rid)
@@ -190,21 +232,32 @@ class ChatClient:
         return rid
 
     def wait_for_reply(self, rid: int, timeout: float = 30.0) -> bool:
-        """Wait until the server answered ``rid``; False on timeout or disconnect."""
+        """Wait until the server answered ``rid`` (sent or still waiting to be sent);
+        False on timeout or disconnect."""
+
+        def answered() -> bool:
+            return rid not in self._pending and not self._waiting.holds(rid)
+
         with self._lock:
-            self._lock.wait_for(lambda: rid not in self._pending, timeout)
-            return rid not in self._pending
+            self._lock.wait_for(lambda: answered() or self._finished, timeout)
+            return answered()
 
     def wait_for_replies(self, timeout: float = 30.0) -> bool:
-        """Wait until every request sent so far is answered; False on timeout or disconnect."""
+        """Wait until every request made so far is sent and answered; False on timeout
+        or when the client stops."""
+
+        def answered() -> bool:
+            return not self._pending and not self._waiting
+
         with self._lock:
-            return self._lock.wait_for(lambda: not self._pending, timeout)
+            self._lock.wait_for(lambda: answered() or self._finished, timeout)
+            return answered()
 
     def quit(self, reason: str = "", timeout: float = 5.0) -> None:
         """Say goodbye, wait (briefly) for the server to close, and stop for good."""
         self._stop.set()
         try:
-            self.request("quit", {"reason": reason} if reason else None)
+            self._send("quit", {"reason": reason} if reason else {})
         except ConnectionLost:
             pass
         else:
@@ -275,7 +328,8 @@ class ChatClient:
 
     # -- connecting ------------------------------------------------------------------------
 
-    def _connect_once(self, *, replay: bool, timeout: float) -> None:
+    def _connect_once(self, *, replay: bool, timeout: float) -> _Attempt:
+        """One attempt to connect and log in; the attempt once it is ready."""
         try:
             raw = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as exc:
@@ -316,6 +370,18 @@ class ChatClient:
             raise failure or ConnectionLost(
                 f"{self.host}:{self.port} did not log us in; try again later"
             )
+        return attempt
+
+    def _go_live(self, attempt: _Attempt) -> None:
+        """Send what was kept while reconnecting, oldest first, then send directly."""
+        with self._lock:
+            if attempt is not self._attempt or attempt.closed or attempt.channel is None:
+                return  # dropped again: the next connection sends it
+            for item in self._waiting.take():
+                self._pending.add(item.rid)
+                attempt.channel.send(encode(item.type, rid=item.rid, **item.fields))
+            attempt.live = True
+            self._lock.notify_all()
 
     def _finish(self) -> None:
         with self._lock:
@@ -340,7 +406,7 @@ class ChatClient:
             if self._stop.wait(wait):
                 return
             try:
-                self._connect_once(replay=False, timeout=_CONNECT_TIMEOUT)
+                attempt = self._connect_once(replay=False, timeout=_CONNECT_TIMEOUT)
             except CertificateVerifyError as exc:
                 self._give_up(str(exc))
                 return
@@ -353,6 +419,7 @@ class ChatClient:
                 reason = str(exc)
             else:
                 self._resync()
+                self._go_live(attempt)
                 return
             delay = min(delay * 2, MAX_BACKOFF)
 
@@ -429,6 +496,7 @@ class ChatClient:
         with self._lock:
             rid = next(self._rids)
             self._pending.add(rid)
+            attempt.login_rid = rid
         channel.send(encode("login", rid=rid, **fields))
 
     def _on_frame(self, attempt: _Attempt, frame: Frame) -> None:
@@ -441,7 +509,7 @@ class ChatClient:
             attempt.greeted = True
         elif frame.type == "bye":
             attempt.bye_reason = frame.str_field("reason", optional=True) or "server closed"
-        elif frame.type == "error" and not attempt.ready:
+        elif frame.type == "error" and not attempt.ready and rid == attempt.login_rid:
             with self._lock:
                 attempt.failure = ChatError(frame.str_field("code"), frame.str_field("text"))
         if frame.type.startswith("file_"):

@@ -316,6 +316,11 @@ class ChatApp:
                 self.model.cancel_quiet(request)
             else:
                 self.model.apply(Event("error", {"code": "not_connected", "text": str(exc)}))
+        except ChatError as exc:  # too much kept while reconnecting
+            if quiet:
+                self.model.cancel_quiet(request)
+            else:
+                self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
 
     def _history(self, older: bool) -> None:
         entry = self.model.history.back(self.input.text) if older else self.model.history.forward()

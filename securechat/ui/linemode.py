@@ -154,11 +154,15 @@ def run_line_mode(client: ChatClient, fd: int) -> int:
             client.wait_for_replies(_REPLY_TIMEOUT)
             client.quit(quit_reason)
             return 0
-    if not client.connected:
+    if not client.connected and not client.waiting:
         client.close()  # gone for good, or mid-reconnect with nothing left to send
         return 1
     client.wait_for_transfers()
-    if not client.wait_for_replies(_REPLY_TIMEOUT) and not client.closed:
+    answered = client.wait_for_replies(_REPLY_TIMEOUT)
+    if not client.connected:
+        client.close()  # still reconnecting: what was typed meanwhile is lost
+        return 1
+    if not answered and not client.closed:
         client.show(
             Event(
                 "error",
@@ -293,6 +297,9 @@ def _handle_line(client: ChatClient, raw: bytes) -> str | None:
     try:
         rid = client.request(action.type, action.fields)
     except ConnectionLost:
+        return None
+    except ChatError as exc:  # too much kept while reconnecting
+        client.show(Event("error", {"code": exc.code, "text": exc.text}))
         return None
     if action.waits:
         client.wait_for_reply(rid, _REPLY_TIMEOUT)
