@@ -144,6 +144,14 @@ class EventLog:
             assert result is not None
             return result
 
+    def wait_for_count(self, type_: str, count: int, timeout: float = EVENT_TIMEOUT) -> None:
+        """Wait until ``count`` events of ``type_`` have arrived."""
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: sum(e.type == type_ for e in self.events) >= count, timeout
+            ):
+                raise TimeoutError(f"fewer than {count} {type_}; saw {self.events}")
+
     def of(self, type_: str, **match: Any) -> list[dict[str, Any]]:
         """Every event so far of ``type_`` whose fields include ``match``."""
         with self._cond:

@@ -5,6 +5,8 @@ Real servers (in-process or scripted over real TLS) and real client processes.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -122,4 +124,29 @@ def test_not_logged_in_refusal_while_reconnecting_is_retried(
     wait_until(lambda: len(log.of("connected")) == 2, "the retried login")
     assert not client.closed
     assert not log.of("disconnected", reason="cannot reconnect: log in first")
+    client.close()
+
+
+def _threads_and_fds() -> tuple[int, int]:
+    return threading.active_count(), len(os.listdir("/proc/self/fd"))
+
+
+def test_twenty_reconnects_leave_thread_and_fd_counts_flat(
+    scripted: ScriptedServer, pki: Pki
+) -> None:
+    log = EventLog()
+    client, connecting = start_client(pki, scripted.port, log, reconnect_delay=0.05)
+    peer = scripted.accept()
+    peer.greet_and_welcome()
+    connecting.join(10)
+    wait_until(lambda: client.connected, "the first login")
+    before = _threads_and_fds()
+    for logins in range(2, 22):
+        peer.close()
+        peer = scripted.accept()
+        peer.greet_and_welcome()
+        log.wait_for_count("connected", logins)
+        wait_until(lambda: client.connected, f"login {logins}")
+    # Closed connections' threads end a moment after the new one is up.
+    wait_until(lambda: _threads_and_fds() <= before, f"{_threads_and_fds()} back to {before}")
     client.close()

@@ -107,6 +107,8 @@ class ChatClient:
     ``connect()`` blocks until the client is logged in and in its first room,
     or raises: CertificateVerifyError or TLSError for TLS failures, ChatError
     when the server refuses the login, ConnectionLost when it cannot be reached.
+    ``reconnect_delay`` is the first wait before reconnecting (it doubles up to
+    :data:`MAX_BACKOFF`).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class ChatClient:
         on_event: Callable[[Event], None],
         ping_interval: float = 30.0,
         reconnect: bool = True,
+        reconnect_delay: float = 1.0,
         download_dir: Path = Path("downloads"),
     ) -> None:
         self.host = host
@@ -129,6 +132,7 @@ class ChatClient:
         self._on_event = on_event
         self._ping_interval = ping_interval
         self._reconnect_enabled = reconnect
+        self._first_delay = reconnect_delay
         self._lock = threading.Condition()
         self._rids = itertools.count(1)
         self._pending: set[int] = set()
@@ -394,7 +398,7 @@ class ChatClient:
 
     def _reconnect(self, reason: str) -> None:
         """Runs on its own thread after a drop: back off, reconnect, fill the gap."""
-        delay = 1.0
+        delay = self._first_delay
         while not self._stop.is_set():
             wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
             self._emit(
@@ -570,6 +574,9 @@ class ChatClient:
             self._lock.notify_all()
         if not was_ready:
             return
+        # This connection is over: its loop thread, selector and wake-up pipe go
+        # with it (stop() from the loop's own thread only asks it to end).
+        attempt.loop.stop()
         self._transfers.connection_lost()
         why = attempt.bye_reason or reason
         self._emit("disconnected", reason=why)
