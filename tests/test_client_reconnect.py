@@ -150,3 +150,31 @@ def test_twenty_reconnects_leave_thread_and_fd_counts_flat(
     # Closed connections' threads end a moment after the new one is up.
     wait_until(lambda: _threads_and_fds() <= before, f"{_threads_and_fds()} back to {before}")
     client.close()
+
+
+def test_gap_fill_follows_a_private_partner_who_renamed(scripted: ScriptedServer, pki: Pki) -> None:
+    log = EventLog()
+    client, connecting = start_client(pki, scripted.port, log, reconnect_delay=0.05)
+    first = scripted.accept()
+    first.greet_and_welcome()
+    connecting.join(10)
+    stamp = "2026-12-01T10:00:00.000Z"
+    first.send("private", id=5, ts=stamp, to="alice", text="before", **{"from": "bob"})
+    first.send("nick", old="bob", new="robert", text="bob is now known as robert")
+    log.wait_for("system", event="nick")
+    first.close()
+    second = scripted.accept()
+    second.greet_and_welcome()
+    second.expect("join")
+    fill = second.expect("history")
+    assert (fill.get("user"), fill.get("after")) == ("robert", 5)
+    missed = {"id": 6, "ts": stamp, "to": "alice", "text": "missed", "from": "robert"}
+    for copy in (5, 6):  # the gap fill may overlap what was shown: each shows once
+        again = {**missed, "id": copy, "text": "before" if copy == 5 else "missed"}
+        second.send("private", rid=fill.get("rid"), history=True, more=True, **again)
+    second.send("history_end", rid=fill.get("rid"), user="robert", count=2)
+    log.wait_for("private", text="missed")
+    wait_until(lambda: client.connected, "the second login")
+    assert [e["text"] for e in log.of("private")] == ["before", "missed"]
+    assert not log.of("error")
+    client.close()

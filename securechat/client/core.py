@@ -57,6 +57,7 @@ from .events import (
     time_event,
     topic_event,
 )
+from .resync import Resync
 from .sending import Outgoing, SendQueue
 from .transfers import Transfers
 
@@ -141,11 +142,9 @@ class ChatClient:
         self._finished = False
         self._stop = threading.Event()
         self._partial: dict[int, list[Any]] = {}
-        self._resync_rids: set[int] = set()
         self._collectors: dict[int, list[Frame]] = {}
         self._collected: dict[int, Frame] = {}
-        self._last_seen: dict[str, int] = {}
-        self._partners: dict[str, str] = {}
+        self._resync = Resync()
         self.user = user
         self.tls_version = ""
         self.rooms: list[str] = []
@@ -231,7 +230,7 @@ class ChatClient:
             self._pending.add(rid)
             if resync:
                 # Marked before sending: the answer may arrive before send() returns.
-                self._resync_rids.add(rid)
+                self._resync.mark(rid)
         attempt.channel.send(encode(type_, rid=rid, **fields))
         return rid
 
@@ -422,7 +421,7 @@ class ChatClient:
             except (ConnectionLost, TLSError) as exc:
                 reason = str(exc)
             else:
-                self._resync()
+                self._fill_gap()
                 self._go_live(attempt)
                 return
             delay = min(delay * 2, MAX_BACKOFF)
@@ -431,29 +430,15 @@ class ChatClient:
         self._emit("disconnected", reason=f"cannot reconnect: {reason}")
         self._finish()
 
-    def _resync(self) -> None:
+    def _fill_gap(self) -> None:
         """Rejoin rooms and fetch what was missed, marking those answers as gap fill."""
         with self._lock:
             rooms = list(self.rooms)
-            partners = [
-                (self._partners[key[1:]], seen)
-                for key, seen in self._last_seen.items()
-                if key.startswith("@") and key[1:] in self._partners
-            ]
         try:
-            # Ids are global: anything newer than the newest message we showed
-            # anywhere is news, also in a room where we had not seen a message yet.
-            newest = max(self._last_seen.values(), default=0)
-            for room in rooms:
-                since = self._last_seen.get(fold(room), newest)
-                fields: dict[str, Any] = {"room": room}
-                if since:
-                    fields["since"] = since
-                self._send("join", fields, resync=True)
-            for name, seen in partners:
-                self._send("history", {"user": name, "after": seen, "limit": 500}, resync=True)
+            for type_, fields in self._resync.requests(rooms):
+                self._send(type_, fields, resync=True)
         except ConnectionLost:
-            pass  # dropped again: the next reconnect resyncs
+            pass  # dropped again: the next reconnect fills the gap
 
     def _fetch(
         self, type_: str, fields: dict[str, Any], timeout: float
@@ -531,7 +516,7 @@ class ChatClient:
             with self._lock:
                 self._pending.discard(rid)
                 self._lock.notify_all()
-            self._resync_rids.discard(rid)
+            self._resync.answered(rid)
 
     def _collect(self, rid: int, frame: Frame) -> bool:
         with self._lock:
@@ -610,7 +595,7 @@ class ChatClient:
     def _on_joined(self, frame: Frame) -> None:
         room = frame.str_field("room")
         rid = frame.int_field("rid", optional=True)
-        resync = rid in self._resync_rids
+        resync = self._resync.is_gap_fill(rid)
         listed = frame.get("users")
         users = [u for u in listed if isinstance(u, str)] if isinstance(listed, list) else None
         count = frame.get("count", len(users or ()))
@@ -643,32 +628,12 @@ class ChatClient:
         now = f"; now in {self.current_room}" if self.current_room else "; /join a room to talk"
         self._emit("system", event="parted", room=room, text=f"you left {room}{now}")
 
-    def _target(self, frame: Frame) -> str:
-        """The key of the room or conversation a message belongs to."""
-        room = frame.get("room")
-        if isinstance(room, str):
-            return fold(room)
-        sender, to = frame.str_field("from"), frame.str_field("to")
-        partner = to if fold(sender) == fold(self.user) else sender
-        self._partners[fold(partner)] = partner
-        return "@" + fold(partner)
-
     def _on_any_message(self, frame: Frame) -> None:
-        mid = frame.int_field("id")
-        assert mid is not None
-        target = self._target(frame)
-        rid = frame.int_field("rid", optional=True)
-        replayed = frame.get("history") is True
-        explicit = replayed and rid is not None and rid not in self._resync_rids
-        seen = self._last_seen.get(target, 0)
-        if mid <= seen and not explicit:
-            return  # already shown: a replay overlapping live delivery or the gap fill
-        if not explicit:
-            self._last_seen[target] = max(seen, mid)
-        self._on_event(message_event(frame))
+        if self._resync.first_showing(frame, self.user):
+            self._on_event(message_event(frame))
 
     def _on_history_end(self, frame: Frame) -> None:
-        if frame.int_field("rid", optional=True) not in self._resync_rids:
+        if not self._resync.is_gap_fill(frame.int_field("rid", optional=True)):
             self._on_event(history_end_event(frame))
 
     def _on_history_status(self, frame: Frame) -> None:
@@ -708,6 +673,7 @@ class ChatClient:
         old, new = frame.str_field("old"), frame.str_field("new")
         if fold(old) == fold(self.user):
             self.user = new
+        self._resync.renamed(old, new)
         self._emit("system", event="nick", old=old, new=new, text=frame.str_field("text"))
 
     def _on_time(self, frame: Frame) -> None:
