@@ -127,6 +127,12 @@ def test_not_logged_in_refusal_while_reconnecting_is_retried(
     client.close()
 
 
+def _settled() -> bool:
+    """One connection's I/O thread and no reconnect in progress."""
+    names = [t.name for t in threading.enumerate()]
+    return names.count("client-io") == 1 and "reconnect" not in names
+
+
 def _threads_and_fds() -> tuple[int, int]:
     return threading.active_count(), len(os.listdir("/proc/self/fd"))
 
@@ -139,14 +145,16 @@ def test_twenty_reconnects_leave_thread_and_fd_counts_flat(
     peer = scripted.accept()
     peer.greet_and_welcome()
     connecting.join(10)
-    wait_until(lambda: client.connected, "the first login")
-    before = _threads_and_fds()
-    for logins in range(2, 22):
+    before = (0, 0)
+    for logins in range(2, 23):
         peer.close()
         peer = scripted.accept()
         peer.greet_and_welcome()
         log.wait_for_count("connected", logins)
         wait_until(lambda: client.connected, f"login {logins}")
+        if logins == 2:  # the client's own worker threads have started by now
+            wait_until(_settled, "the first reconnect to settle")
+            before = _threads_and_fds()
     # Closed connections' threads end a moment after the new one is up.
     wait_until(lambda: _threads_and_fds() <= before, f"{_threads_and_fds()} back to {before}")
     client.close()

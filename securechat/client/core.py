@@ -7,7 +7,11 @@ to act. They know nothing of TLS or frames.
 Each connection attempt is a :class:`~securechat.channel.Channel` owned by a
 private :class:`~securechat.channel.IOLoop` thread, the only thread that
 touches its socket; ``request`` queues frames into the channel's outbox.
-Events are delivered from that I/O thread, in the order the server sent them.
+That thread never waits for the front end or the disk: events go to the front
+end from a :class:`~securechat.client.worker.SerialWorker` thread of their own,
+in the order the server sent them, and file frames (download writes and
+fsyncs) are handled on another, so a consumer that stops reading our output
+cannot stop us answering the server's pings.
 
 Reconnecting without gaps
 -------------------------
@@ -32,6 +36,7 @@ import ssl
 import tempfile
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +65,17 @@ from .events import (
 from .resync import Resync
 from .sending import Outgoing, SendQueue
 from .transfers import Transfers
+from .worker import SerialWorker
 
 __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
 
 _CONNECT_TIMEOUT = 10.0
+_EVENT_BACKLOG = 50_000
+"""Events waiting for the front end before the I/O thread waits too (see worker.py)."""
+_DISK_BACKLOG = 1024
+"""File frames waiting for the disk: far more than the transfer windows let arrive."""
+_FLUSH_TIMEOUT = 5.0
+"""How long stopping waits for the last events to reach the front end."""
 MAX_BACKOFF = 30.0
 """Longest wait between reconnection attempts, in seconds."""
 
@@ -131,6 +143,9 @@ class ChatClient:
         self._context = context
         self._password = password
         self._on_event = on_event
+        self._events = SerialWorker("client-events", limit=_EVENT_BACKLOG)
+        # Downloads write and fsync: on a thread of their own, in frame order.
+        self._disk = SerialWorker("client-disk", limit=_DISK_BACKLOG)
         self._ping_interval = ping_interval
         self._reconnect_enabled = reconnect
         self._first_delay = reconnect_delay
@@ -298,8 +313,9 @@ class ChatClient:
         return self._transfers.wait_idle()
 
     def show(self, event: Event) -> None:
-        """Pass a locally made event (help text, usage errors) to the front end."""
-        self._on_event(event)
+        """Pass a locally made event (help text, usage errors) to the front end, in
+        order with the server's."""
+        self._deliver(event)
 
     def export(self, path: Path, *, timeout: float = 60.0) -> int:
         """Write every stored message we sent or received to ``path`` as JSON Lines.
@@ -394,6 +410,11 @@ class ChatClient:
             self._lock.notify_all()
         if attempt is not None:
             attempt.loop.stop()
+        # What the connection left to do reaches the front end before we stop.
+        self._disk.wait_idle(_FLUSH_TIMEOUT)
+        self._events.wait_idle(_FLUSH_TIMEOUT)
+        self._disk.stop()
+        self._events.stop()
 
     def _reconnect(self, reason: str) -> None:
         """Runs on its own thread after a drop: back off, reconnect, fill the gap."""
@@ -502,7 +523,7 @@ class ChatClient:
             with self._lock:
                 attempt.failure = ChatError(frame.str_field("code"), frame.str_field("text"))
         if frame.type.startswith("file_"):
-            self._transfers.handle(frame)
+            self._disk.submit(partial(self._transfers.handle, frame))
         handler = _FRAME_HANDLERS.get(frame.type)
         if handler is not None:
             handler(self, frame)
@@ -562,7 +583,7 @@ class ChatClient:
         # This connection is over: its loop thread, selector and wake-up pipe go
         # with it (stop() from the loop's own thread only asks it to end).
         attempt.loop.stop()
-        self._transfers.connection_lost()
+        self._disk.submit(self._transfers.connection_lost)
         why = attempt.bye_reason or reason
         self._emit("disconnected", reason=why)
         if lost and attempt.bye_reason != "you quit":
@@ -580,7 +601,11 @@ class ChatClient:
     # -- frames to events --------------------------------------------------------------------
 
     def _emit(self, type_: str, **data: Any) -> None:
-        self._on_event(event(type_, **data))
+        self._deliver(event(type_, **data))
+
+    def _deliver(self, item: Event) -> None:
+        # Never on_event itself here: the front end may block (a full stdout pipe).
+        self._events.submit(partial(self._on_event, item))
 
     def _on_welcome(self, frame: Frame) -> None:
         self.user = frame.str_field("user")
@@ -630,20 +655,20 @@ class ChatClient:
 
     def _on_any_message(self, frame: Frame) -> None:
         if self._resync.first_showing(frame, self.user):
-            self._on_event(message_event(frame))
+            self._deliver(message_event(frame))
 
     def _on_history_end(self, frame: Frame) -> None:
         if not self._resync.is_gap_fill(frame.int_field("rid", optional=True)):
-            self._on_event(history_end_event(frame))
+            self._deliver(history_end_event(frame))
 
     def _on_history_status(self, frame: Frame) -> None:
-        self._on_event(history_status_event(frame))
+        self._deliver(history_status_event(frame))
 
     def _on_forgotten(self, frame: Frame) -> None:
-        self._on_event(forgotten_event(frame))
+        self._deliver(forgotten_event(frame))
 
     def _on_system(self, frame: Frame) -> None:
-        self._on_event(system_event(frame))
+        self._deliver(system_event(frame))
 
     def _on_users(self, frame: Frame) -> None:
         users = self._gather(frame, "users")
@@ -667,7 +692,7 @@ class ChatClient:
         return collected
 
     def _on_topic(self, frame: Frame) -> None:
-        self._on_event(topic_event(frame))
+        self._deliver(topic_event(frame))
 
     def _on_nick(self, frame: Frame) -> None:
         old, new = frame.str_field("old"), frame.str_field("new")
@@ -677,12 +702,12 @@ class ChatClient:
         self._emit("system", event="nick", old=old, new=new, text=frame.str_field("text"))
 
     def _on_time(self, frame: Frame) -> None:
-        self._on_event(time_event(frame))
+        self._deliver(time_event(frame))
 
     def _on_error(self, frame: Frame) -> None:
         rid = frame.int_field("rid", optional=True)
         if rid is not None:
-            self._transfers.refused(rid)
+            self._disk.submit(partial(self._transfers.refused, rid))
         self._emit("error", code=frame.str_field("code"), text=frame.str_field("text"))
 
 
