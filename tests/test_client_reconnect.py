@@ -79,7 +79,10 @@ def test_send_queue_keeps_order_and_refuses_beyond_its_limit() -> None:
     assert refused.value.code == "queue_full"
     assert "not kept" in refused.value.text
     assert queue.holds(2) and not queue.holds(3)
-    assert [item.rid for item in queue.take()] == [1, 2]
+    assert [item.rid for item in queue.due(0.0)] == [1, 2]
+    assert len(queue) == 2  # messages wait for their acknowledgement
+    queue.acknowledged(1)
+    queue.acknowledged(2)
     assert len(queue) == 0
 
 

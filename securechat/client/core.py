@@ -35,6 +35,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -63,7 +64,7 @@ from .events import (
     topic_event,
 )
 from .resync import Resync
-from .sending import Outgoing, SendQueue
+from .sending import MESSAGE_REQUESTS, Outgoing, SendQueue, new_key
 from .transfers import Transfers
 from .worker import SerialWorker
 
@@ -99,6 +100,8 @@ class _Attempt:
         self.live = False
         """Ready, rejoined, and everything queued meanwhile sent: requests go straight out."""
         self.login_rid: int | None = None
+        self.version = 1
+        """The protocol version the server's ``hello`` announced."""
         self.closed = False
         self.failure: SecureChatError | None = None
         self.bye_reason: str | None = None
@@ -153,6 +156,9 @@ class ChatClient:
         self._rids = itertools.count(1)
         self._pending: set[int] = set()
         self._waiting = SendQueue()
+        self._resume_timer_set = False
+        self._progress_at = time.monotonic()
+        """When a request was last sent or answered: EOF waits while this moves."""
         self._attempt: _Attempt | None = None
         self._finished = False
         self._stop = threading.Event()
@@ -208,18 +214,15 @@ class ChatClient:
         the client has stopped for good, and ChatError ``queue_full`` when too
         many requests are waiting already.
         """
-        item_fields = fields or {}
+        item_fields = dict(fields or {})
+        if type_ in MESSAGE_REQUESTS:
+            item_fields["key"] = new_key()  # the same on every resend: stored once
         with self._lock:
             if self._finished:
                 raise ConnectionLost("the client has stopped; nothing sent")
             rid = next(self._rids)
-            attempt = self._attempt
-            if attempt is None or attempt.channel is None or attempt.closed or not attempt.live:
-                self._waiting.add(Outgoing(rid, type_, item_fields))
-                return rid
-            self._pending.add(rid)
-            # Under the lock, so nothing overtakes what _go_live is sending.
-            attempt.channel.send(encode(type_, rid=rid, **item_fields))
+            self._waiting.add(Outgoing(rid, type_, item_fields))
+            self._send_due()
         return rid
 
     def _send_raw(self, data: bytes, bulk: bool) -> None:
@@ -261,15 +264,17 @@ class ChatClient:
             return answered()
 
     def wait_for_replies(self, timeout: float = 30.0) -> bool:
-        """Wait until every request made so far is sent and answered; False on timeout
-        or when the client stops."""
-
-        def answered() -> bool:
-            return not self._pending and not self._waiting
-
+        """Wait until every request made so far is sent and answered; False once
+        ``timeout`` seconds pass without a request sent or answered, or when the
+        client stops. (A long queue slowed by a rate limit keeps moving.)"""
+        started = time.monotonic()
         with self._lock:
-            self._lock.wait_for(lambda: answered() or self._finished, timeout)
-            return answered()
+            while (self._pending or self._waiting) and not self._finished:
+                idle = time.monotonic() - max(started, self._progress_at)
+                if idle >= timeout:
+                    return False
+                self._lock.wait(timeout - idle)
+            return not self._pending and not self._waiting
 
     def quit(self, reason: str = "", timeout: float = 5.0) -> None:
         """Say goodbye, wait (briefly) for the server to close, and stop for good."""
@@ -396,11 +401,32 @@ class ChatClient:
         with self._lock:
             if attempt is not self._attempt or attempt.closed or attempt.channel is None:
                 return  # dropped again: the next connection sends it
-            for item in self._waiting.take():
-                self._pending.add(item.rid)
-                attempt.channel.send(encode(item.type, rid=item.rid, **item.fields))
             attempt.live = True
+            self._send_due()
             self._lock.notify_all()
+
+    def _send_due(self) -> None:
+        """Send what the queue lets go now (lock held, so nothing overtakes it)."""
+        attempt = self._attempt
+        if attempt is None or attempt.channel is None or attempt.closed or not attempt.live:
+            return
+        now = time.monotonic()
+        for item in self._waiting.due(now):
+            self._pending.add(item.rid)
+            self._progress_at = now
+            attempt.channel.send(encode(item.type, rid=item.rid, **item.fields))
+        wait = self._waiting.resume_at - now
+        if wait > 0 and self._waiting and not self._resume_timer_set:
+            self._resume_timer_set = True
+            timer = threading.Timer(wait, self._resume_sending)
+            timer.daemon = True
+            timer.start()
+
+    def _resume_sending(self) -> None:
+        """Runs on a timer thread once a rate limit pause is over."""
+        with self._lock:
+            self._resume_timer_set = False
+            self._send_due()
 
     def _finish(self) -> None:
         with self._lock:
@@ -517,6 +543,8 @@ class ChatClient:
             return
         if frame.type == "hello":
             attempt.greeted = True
+            version = frame.get("version")
+            attempt.version = version if isinstance(version, int) else 1
         elif frame.type == "bye":
             attempt.bye_reason = frame.str_field("reason", optional=True) or "server closed"
         elif frame.type == "error" and not attempt.ready and rid == attempt.login_rid:
@@ -536,6 +564,10 @@ class ChatClient:
         if rid is not None and frame.get("more") is not True:
             with self._lock:
                 self._pending.discard(rid)
+                if frame.type in ("message", "private"):
+                    self._waiting.acknowledged(rid)  # also a `duplicate` answer
+                self._progress_at = time.monotonic()
+                self._send_due()  # one at a time after a rate limit: the next may go
                 self._lock.notify_all()
             self._resync.answered(rid)
 
@@ -573,7 +605,10 @@ class ChatClient:
                     )
                 else:
                     attempt.failure = ConnectionLost(f"connection closed during login: {reason}")
-            lost = len(self._pending)
+            # Messages go again with their keys, but only to a server that
+            # remembers keys: a version 1 server would store them twice.
+            kept = self._waiting.connection_lost(resend=attempt.version >= 2)
+            lost = len(self._pending - kept)
             self.unconfirmed += lost
             self._pending.clear()
             self._partial.clear()
@@ -706,9 +741,23 @@ class ChatClient:
 
     def _on_error(self, frame: Frame) -> None:
         rid = frame.int_field("rid", optional=True)
+        code = frame.str_field("code")
         if rid is not None:
+            with self._lock:
+                paused = self._waiting.resume_at > time.monotonic()
+                retry = self._waiting.refused(rid, code, frame.get("retry_after"), time.monotonic())
+            if retry is not None:
+                if not paused:  # one notice per pause, not one per refused line
+                    self._emit(
+                        "system",
+                        event="throttled",
+                        retry_after=retry,
+                        text=f"sending faster than the server allows; the rest follows in "
+                        f"{retry:.1f} s",
+                    )
+                return
             self._disk.submit(partial(self._transfers.refused, rid))
-        self._emit("error", code=frame.str_field("code"), text=frame.str_field("text"))
+        self._emit("error", code=code, text=frame.str_field("text"))
 
 
 _FRAME_HANDLERS: dict[str, Callable[[ChatClient, Frame], None]] = {
