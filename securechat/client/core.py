@@ -28,12 +28,8 @@ go out, in order, after that rejoin.
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import random
-import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..channel import Channel, IOLoop
+from ..channel import Channel
 from ..errors import (
     CertificateVerifyError,
     ChatError,
@@ -49,22 +45,18 @@ from ..errors import (
     SecureChatError,
     TLSError,
 )
-from ..tls import certificate_summary, describe_tls_error
-from ..wire.names import fold
+from ..tls import certificate_summary
 from ..wire.protocol import Frame, encode
+from .connection import Attempt, dial, login_failure
 from .events import (
     Event,
     event,
-    forgotten_event,
-    history_end_event,
-    history_status_event,
-    message_event,
-    system_event,
-    time_event,
-    topic_event,
 )
+from .export import export_messages
+from .inbound import Inbound
 from .resync import Resync
 from .sending import MESSAGE_REQUESTS, Outgoing, SendQueue, new_key
+from .state import ChatState
 from .transfers import Transfers
 from .worker import SerialWorker
 
@@ -85,36 +77,6 @@ MAX_BACKOFF = 30.0
 # answers a frame that reached the server before our login did: it says
 # nothing about the login itself.
 _RETRYABLE = frozenset({"name_in_use", "unavailable", "busy", "not_logged_in"})
-
-
-class _Attempt:
-    """One connection: TCP, TLS, login. Callbacks from a superseded attempt are ignored."""
-
-    def __init__(self, client: ChatClient, *, replay: bool) -> None:
-        self.client = client
-        self.replay = replay
-        self.loop = IOLoop("client-io")
-        self.channel: Channel | None = None
-        self.ready = False
-        """Logged in: the server takes requests on this connection."""
-        self.live = False
-        """Ready, rejoined, and everything queued meanwhile sent: requests go straight out."""
-        self.login_rid: int | None = None
-        self.version = 1
-        """The protocol version the server's ``hello`` announced."""
-        self.closed = False
-        self.failure: SecureChatError | None = None
-        self.bye_reason: str | None = None
-        self.greeted = False
-
-    def on_open(self, channel: Channel) -> None:
-        self.client._on_open(self, channel)
-
-    def on_frame(self, channel: Channel, frame: Frame) -> None:
-        self.client._on_frame(self, frame)
-
-    def on_close(self, channel: Channel, reason: str) -> None:
-        self.client._on_close(self, channel, reason)
 
 
 class ChatClient:
@@ -159,23 +121,45 @@ class ChatClient:
         self._resume_timer_set = False
         self._progress_at = time.monotonic()
         """When a request was last sent or answered: EOF waits while this moves."""
-        self._attempt: _Attempt | None = None
+        self._attempt: Attempt | None = None
         self._finished = False
         self._stop = threading.Event()
-        self._partial: dict[int, list[Any]] = {}
         self._collectors: dict[int, list[Frame]] = {}
         self._collected: dict[int, Frame] = {}
         self._resync = Resync()
-        self.user = user
+        self._state = ChatState(user)
         self.tls_version = ""
-        self.rooms: list[str] = []
-        self.current_room: str | None = None
         self._certificate: dict[str, str] = {}
         self.unconfirmed = 0
         """Requests the server never answered because the connection dropped."""
+        self._inbound = Inbound(
+            state=self._state,
+            resync=self._resync,
+            deliver=self._deliver,
+            connection=lambda: {
+                "server": f"{self.host}:{self.port}",
+                "tls_version": self.tls_version,
+                **self._certificate,
+            },
+        )
         self._transfers = Transfers(download_dir=download_dir, send=self._send_raw, emit=self._emit)
 
     # -- state for front ends ----------------------------------------------------------
+
+    @property
+    def user(self) -> str:
+        """Our name, as the server spells it once logged in."""
+        return self._state.user
+
+    @property
+    def rooms(self) -> list[str]:
+        """The rooms we are in, in the order joined."""
+        return self._state.rooms
+
+    @property
+    def current_room(self) -> str | None:
+        """Where plain lines go; None when in no room."""
+        return self._state.current_room
 
     @property
     def connected(self) -> bool:
@@ -323,54 +307,16 @@ class ChatClient:
         self._deliver(event)
 
     def export(self, path: Path, *, timeout: float = 60.0) -> int:
-        """Write every stored message we sent or received to ``path`` as JSON Lines.
-
-        Fetched page by page (the server bounds each page); written to a
-        temporary file that replaces ``path`` only once complete. Returns the count.
-        """
-        directory = path.parent if str(path.parent) else Path(".")
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=".export-", suffix=".jsonl")
-        count, after = 0, 0
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                while True:
-                    rows, end = self._fetch("export", {"after": after}, timeout)
-                    for frame in rows:
-                        record = message_event(frame).as_dict()
-                        record.pop("history", None)  # everything exported is history
-                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    count += len(rows)
-                    last = end.get("last")
-                    if not rows or not isinstance(last, int):
-                        break
-                    after = last
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        return count
+        """Write every stored message we sent or received to ``path`` as JSON Lines
+        (see :mod:`securechat.client.export`); returns the count."""
+        return export_messages(lambda type_, fields: self._fetch(type_, fields, timeout), path)
 
     # -- connecting ------------------------------------------------------------------------
 
-    def _connect_once(self, *, replay: bool, timeout: float) -> _Attempt:
+    def _connect_once(self, *, replay: bool, timeout: float) -> Attempt:
         """One attempt to connect and log in; the attempt once it is ready."""
-        try:
-            raw = socket.create_connection((self.host, self.port), timeout=timeout)
-        except OSError as exc:
-            raise ConnectionLost(
-                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}; "
-                "is the server running, and are --host and --port right?"
-            ) from exc
-        try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            raw.setblocking(False)
-            tls = self._context.wrap_socket(
-                raw, server_hostname=self.host, do_handshake_on_connect=False
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raw.close()
-            raise describe_tls_error(exc, host=self.host) from exc
-        attempt = _Attempt(self, replay=replay)
+        tls = dial(self.host, self.port, self._context, timeout=timeout)
+        attempt = Attempt(self, replay=replay)
         attempt.channel = Channel(
             tls,
             attempt,
@@ -396,7 +342,7 @@ class ChatClient:
             )
         return attempt
 
-    def _go_live(self, attempt: _Attempt) -> None:
+    def _go_live(self, attempt: Attempt) -> None:
         """Send what was kept while reconnecting, oldest first, then send directly."""
         with self._lock:
             if attempt is not self._attempt or attempt.closed or attempt.channel is None:
@@ -479,10 +425,8 @@ class ChatClient:
 
     def _fill_gap(self) -> None:
         """Rejoin rooms and fetch what was missed, marking those answers as gap fill."""
-        with self._lock:
-            rooms = list(self.rooms)
         try:
-            for type_, fields in self._resync.requests(rooms):
+            for type_, fields in self._resync.requests(self._state.rooms):
                 self._send(type_, fields, resync=True)
         except ConnectionLost:
             pass  # dropped again: the next reconnect fills the gap
@@ -515,16 +459,16 @@ class ChatClient:
 
     # -- channel callbacks (I/O thread of the attempt) --------------------------------------
 
-    def _current(self, attempt: _Attempt) -> bool:
+    def _current(self, attempt: Attempt) -> bool:
         with self._lock:
             return attempt is self._attempt
 
-    def _on_open(self, attempt: _Attempt, channel: Channel) -> None:
+    def _on_open(self, attempt: Attempt, channel: Channel) -> None:
         if not self._current(attempt):
             return
         self.tls_version = channel.tls_version
         self._certificate = certificate_summary(channel.sock)
-        fields: dict[str, Any] = {"user": self.user}
+        fields: dict[str, Any] = {"user": self._state.user}
         if self._password is not None:
             fields["password"] = self._password
         if not attempt.replay:
@@ -535,7 +479,7 @@ class ChatClient:
             attempt.login_rid = rid
         channel.send(encode("login", rid=rid, **fields))
 
-    def _on_frame(self, attempt: _Attempt, frame: Frame) -> None:
+    def _on_frame(self, attempt: Attempt, frame: Frame) -> None:
         if not self._current(attempt):
             return
         rid = frame.int_field("rid", optional=True)
@@ -552,9 +496,10 @@ class ChatClient:
                 attempt.failure = ChatError(frame.str_field("code"), frame.str_field("text"))
         if frame.type.startswith("file_"):
             self._disk.submit(partial(self._transfers.handle, frame))
-        handler = _FRAME_HANDLERS.get(frame.type)
-        if handler is not None:
-            handler(self, frame)
+        if frame.type == "error":
+            self._on_error(frame)
+        else:
+            self._inbound.handle(frame)
         if frame.type == "joined" and not attempt.ready:
             # The server puts every login in #general right after `welcome`: ready
             # once that has happened, so the first typed line has a room to go to.
@@ -582,37 +527,22 @@ class ChatClient:
                 self._collectors[rid].append(frame)
         return True
 
-    def _on_close(self, attempt: _Attempt, channel: Channel, reason: str) -> None:
+    def _on_close(self, attempt: Attempt, channel: Channel, reason: str) -> None:
         with self._lock:
             if attempt is not self._attempt:
                 return
             was_ready = attempt.ready
             attempt.closed = True
             if not was_ready and attempt.failure is None:
-                if isinstance(channel.error, ssl.SSLError) and not isinstance(
-                    channel.error, ssl.SSLEOFError
-                ):
-                    # Under TLS 1.3 a refused client certificate arrives after the
-                    # handshake, as an alert on the first read: still a TLS failure.
-                    attempt.failure = describe_tls_error(channel.error, host=self.host)
-                elif channel.is_handshaken and not attempt.greeted:
-                    # The server greets every connection it accepts; closing on us
-                    # before that means it refused our TLS session.
-                    attempt.failure = TLSError(
-                        f"the server closed the connection right after the TLS handshake "
-                        f"({reason}); if it requires client certificates, pass --cert and "
-                        "--key (securechat-certs --client NAME makes them)"
-                    )
-                else:
-                    attempt.failure = ConnectionLost(f"connection closed during login: {reason}")
+                attempt.failure = login_failure(attempt, channel, reason, self.host)
             # Messages go again with their keys, but only to a server that
             # remembers keys: a version 1 server would store them twice.
             kept = self._waiting.connection_lost(resend=attempt.version >= 2)
             lost = len(self._pending - kept)
             self.unconfirmed += lost
             self._pending.clear()
-            self._partial.clear()
             self._lock.notify_all()
+        self._state.connection_lost()
         if not was_ready:
             return
         # This connection is over: its loop thread, selector and wake-up pipe go
@@ -642,103 +572,6 @@ class ChatClient:
         # Never on_event itself here: the front end may block (a full stdout pipe).
         self._events.submit(partial(self._on_event, item))
 
-    def _on_welcome(self, frame: Frame) -> None:
-        self.user = frame.str_field("user")
-        self._emit(
-            "connected",
-            user=self.user,
-            server=f"{self.host}:{self.port}",
-            tls_version=self.tls_version,
-            **self._certificate,
-        )
-
-    def _on_joined(self, frame: Frame) -> None:
-        room = frame.str_field("room")
-        rid = frame.int_field("rid", optional=True)
-        resync = self._resync.is_gap_fill(rid)
-        listed = frame.get("users")
-        users = [u for u in listed if isinstance(u, str)] if isinstance(listed, list) else None
-        count = frame.get("count", len(users or ()))
-        topic = frame.str_field("topic", optional=True)
-        with self._lock:
-            if fold(room) not in map(fold, self.rooms):
-                self.rooms.append(room)
-            # A rejoin after reconnecting (or the server's automatic one) must
-            # not move the user away from the room they were talking in.
-            if not resync and (rid is not None or self.current_room is None):
-                self.current_room = room
-        if resync:
-            return  # the rejoin after a reconnect: the user never left
-        if users is not None:
-            text = f"you joined {room} ({count} here: {', '.join(users)})"
-        else:
-            text = f"you joined {room} ({count} here; /who lists them)"
-        if topic:
-            text += f"; topic: {topic}"
-        self._emit(
-            "system", event="joined", room=room, text=text, users=users, count=count, topic=topic
-        )
-
-    def _on_parted(self, frame: Frame) -> None:
-        room = frame.str_field("room")
-        with self._lock:
-            self.rooms = [r for r in self.rooms if fold(r) != fold(room)]
-            if self.current_room is not None and fold(self.current_room) == fold(room):
-                self.current_room = self.rooms[-1] if self.rooms else None
-        now = f"; now in {self.current_room}" if self.current_room else "; /join a room to talk"
-        self._emit("system", event="parted", room=room, text=f"you left {room}{now}")
-
-    def _on_any_message(self, frame: Frame) -> None:
-        if self._resync.first_showing(frame, self.user):
-            self._deliver(message_event(frame))
-
-    def _on_history_end(self, frame: Frame) -> None:
-        if not self._resync.is_gap_fill(frame.int_field("rid", optional=True)):
-            self._deliver(history_end_event(frame))
-
-    def _on_history_status(self, frame: Frame) -> None:
-        self._deliver(history_status_event(frame))
-
-    def _on_forgotten(self, frame: Frame) -> None:
-        self._deliver(forgotten_event(frame))
-
-    def _on_system(self, frame: Frame) -> None:
-        self._deliver(system_event(frame))
-
-    def _on_users(self, frame: Frame) -> None:
-        users = self._gather(frame, "users")
-        if users is not None:
-            self._emit("users", room=frame.str_field("room"), users=users)
-
-    def _on_rooms(self, frame: Frame) -> None:
-        rooms = self._gather(frame, "rooms")
-        if rooms is not None:
-            self._emit("rooms", rooms=rooms)
-
-    def _gather(self, frame: Frame, key: str) -> list[Any] | None:
-        """Join a list the server split over frames (``more: true``); None until complete."""
-        items = frame.get(key)
-        part = items if isinstance(items, list) else []
-        rid = frame.int_field("rid", optional=True)
-        collected = self._partial.pop(rid, []) + part if rid is not None else part
-        if frame.get("more") is True and rid is not None:
-            self._partial[rid] = collected
-            return None
-        return collected
-
-    def _on_topic(self, frame: Frame) -> None:
-        self._deliver(topic_event(frame))
-
-    def _on_nick(self, frame: Frame) -> None:
-        old, new = frame.str_field("old"), frame.str_field("new")
-        if fold(old) == fold(self.user):
-            self.user = new
-        self._resync.renamed(old, new)
-        self._emit("system", event="nick", old=old, new=new, text=frame.str_field("text"))
-
-    def _on_time(self, frame: Frame) -> None:
-        self._deliver(time_event(frame))
-
     def _on_error(self, frame: Frame) -> None:
         rid = frame.int_field("rid", optional=True)
         code = frame.str_field("code")
@@ -758,22 +591,3 @@ class ChatClient:
                 return
             self._disk.submit(partial(self._transfers.refused, rid))
         self._emit("error", code=code, text=frame.str_field("text"))
-
-
-_FRAME_HANDLERS: dict[str, Callable[[ChatClient, Frame], None]] = {
-    "welcome": ChatClient._on_welcome,
-    "joined": ChatClient._on_joined,
-    "parted": ChatClient._on_parted,
-    "message": ChatClient._on_any_message,
-    "private": ChatClient._on_any_message,
-    "history_end": ChatClient._on_history_end,
-    "history_status": ChatClient._on_history_status,
-    "forgotten": ChatClient._on_forgotten,
-    "system": ChatClient._on_system,
-    "users": ChatClient._on_users,
-    "rooms": ChatClient._on_rooms,
-    "topic": ChatClient._on_topic,
-    "nick": ChatClient._on_nick,
-    "time": ChatClient._on_time,
-    "error": ChatClient._on_error,
-}
