@@ -27,11 +27,9 @@ go out, in order, after that rejoin.
 
 from __future__ import annotations
 
-import itertools
 import random
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -54,8 +52,8 @@ from .events import (
 )
 from .export import export_messages
 from .inbound import Inbound
+from .requests import Requests
 from .resync import Resync
-from .sending import MESSAGE_REQUESTS, Outgoing, SendQueue, new_key
 from .state import ChatState
 from .transfers import Transfers
 from .worker import SerialWorker
@@ -115,12 +113,9 @@ class ChatClient:
         self._reconnect_enabled = reconnect
         self._first_delay = reconnect_delay
         self._lock = threading.Condition()
-        self._rids = itertools.count(1)
-        self._pending: set[int] = set()
-        self._waiting = SendQueue()
-        self._resume_timer_set = False
-        self._progress_at = time.monotonic()
-        """When a request was last sent or answered: EOF waits while this moves."""
+        self._requests = Requests(
+            self._lock, live_channel=self._live_channel, stopped=lambda: self._finished
+        )
         self._attempt: Attempt | None = None
         self._finished = False
         self._stop = threading.Event()
@@ -170,8 +165,7 @@ class ChatClient:
     @property
     def waiting(self) -> int:
         """Requests kept until the client is connected again."""
-        with self._lock:
-            return len(self._waiting)
+        return self._requests.waiting
 
     @property
     def closed(self) -> bool:
@@ -198,16 +192,7 @@ class ChatClient:
         the client has stopped for good, and ChatError ``queue_full`` when too
         many requests are waiting already.
         """
-        item_fields = dict(fields or {})
-        if type_ in MESSAGE_REQUESTS:
-            item_fields["key"] = new_key()  # the same on every resend: stored once
-        with self._lock:
-            if self._finished:
-                raise ConnectionLost("the client has stopped; nothing sent")
-            rid = next(self._rids)
-            self._waiting.add(Outgoing(rid, type_, item_fields))
-            self._send_due()
-        return rid
+        return self._requests.submit(type_, fields or {})
 
     def _send_raw(self, data: bytes, bulk: bool) -> None:
         with self._lock:
@@ -228,8 +213,8 @@ class ChatClient:
                 or not attempt.ready
             ):
                 raise ConnectionLost("not connected to the server (reconnecting); nothing sent")
-            rid = next(self._rids)
-            self._pending.add(rid)
+            rid = self._requests.new_rid()
+            self._requests.sent(rid)
             if resync:
                 # Marked before sending: the answer may arrive before send() returns.
                 self._resync.mark(rid)
@@ -239,26 +224,13 @@ class ChatClient:
     def wait_for_reply(self, rid: int, timeout: float = 30.0) -> bool:
         """Wait until the server answered ``rid`` (sent or still waiting to be sent);
         False on timeout or disconnect."""
-
-        def answered() -> bool:
-            return rid not in self._pending and not self._waiting.holds(rid)
-
-        with self._lock:
-            self._lock.wait_for(lambda: answered() or self._finished, timeout)
-            return answered()
+        return self._requests.wait_for_reply(rid, timeout)
 
     def wait_for_replies(self, timeout: float = 30.0) -> bool:
         """Wait until every request made so far is sent and answered; False once
         ``timeout`` seconds pass without a request sent or answered, or when the
-        client stops. (A long queue slowed by a rate limit keeps moving.)"""
-        started = time.monotonic()
-        with self._lock:
-            while (self._pending or self._waiting) and not self._finished:
-                idle = time.monotonic() - max(started, self._progress_at)
-                if idle >= timeout:
-                    return False
-                self._lock.wait(timeout - idle)
-            return not self._pending and not self._waiting
+        client stops."""
+        return self._requests.wait_for_replies(timeout)
 
     def quit(self, reason: str = "", timeout: float = 5.0) -> None:
         """Say goodbye, wait (briefly) for the server to close, and stop for good."""
@@ -348,38 +320,21 @@ class ChatClient:
             if attempt is not self._attempt or attempt.closed or attempt.channel is None:
                 return  # dropped again: the next connection sends it
             attempt.live = True
-            self._send_due()
+            self._requests.send_due()
             self._lock.notify_all()
 
-    def _send_due(self) -> None:
-        """Send what the queue lets go now (lock held, so nothing overtakes it)."""
+    def _live_channel(self) -> Channel | None:
         attempt = self._attempt
         if attempt is None or attempt.channel is None or attempt.closed or not attempt.live:
-            return
-        now = time.monotonic()
-        for item in self._waiting.due(now):
-            self._pending.add(item.rid)
-            self._progress_at = now
-            attempt.channel.send(encode(item.type, rid=item.rid, **item.fields))
-        wait = self._waiting.resume_at - now
-        if wait > 0 and self._waiting and not self._resume_timer_set:
-            self._resume_timer_set = True
-            timer = threading.Timer(wait, self._resume_sending)
-            timer.daemon = True
-            timer.start()
-
-    def _resume_sending(self) -> None:
-        """Runs on a timer thread once a rate limit pause is over."""
-        with self._lock:
-            self._resume_timer_set = False
-            self._send_due()
+            return None
+        return attempt.channel
 
     def _finish(self) -> None:
         with self._lock:
             self._finished = True
             attempt = self._attempt
-            self._pending.clear()
             self._lock.notify_all()
+        self._requests.stopped()
         if attempt is not None:
             attempt.loop.stop()
         # What the connection left to do reaches the front end before we stop.
@@ -436,7 +391,7 @@ class ChatClient:
     ) -> tuple[list[Frame], Frame]:
         """Send a request and collect its rows instead of showing them."""
         with self._lock:
-            rid = next(self._rids)
+            rid = self._requests.new_rid()
             self._collectors[rid] = []
         try:
             with self._lock:
@@ -474,8 +429,8 @@ class ChatClient:
         if not attempt.replay:
             fields["replay"] = False
         with self._lock:
-            rid = next(self._rids)
-            self._pending.add(rid)
+            rid = self._requests.new_rid()
+            self._requests.sent(rid)
             attempt.login_rid = rid
         channel.send(encode("login", rid=rid, **fields))
 
@@ -507,13 +462,7 @@ class ChatClient:
                 attempt.ready = True
                 self._lock.notify_all()
         if rid is not None and frame.get("more") is not True:
-            with self._lock:
-                self._pending.discard(rid)
-                if frame.type in ("message", "private"):
-                    self._waiting.acknowledged(rid)  # also a `duplicate` answer
-                self._progress_at = time.monotonic()
-                self._send_due()  # one at a time after a rate limit: the next may go
-                self._lock.notify_all()
+            self._requests.answered(rid, frame.type)
             self._resync.answered(rid)
 
     def _collect(self, rid: int, frame: Frame) -> bool:
@@ -537,10 +486,8 @@ class ChatClient:
                 attempt.failure = login_failure(attempt, channel, reason, self.host)
             # Messages go again with their keys, but only to a server that
             # remembers keys: a version 1 server would store them twice.
-            kept = self._waiting.connection_lost(resend=attempt.version >= 2)
-            lost = len(self._pending - kept)
+            lost = self._requests.connection_lost(resend=attempt.version >= 2)
             self.unconfirmed += lost
-            self._pending.clear()
             self._lock.notify_all()
         self._state.connection_lost()
         if not was_ready:
@@ -576,9 +523,7 @@ class ChatClient:
         rid = frame.int_field("rid", optional=True)
         code = frame.str_field("code")
         if rid is not None:
-            with self._lock:
-                paused = self._waiting.resume_at > time.monotonic()
-                retry = self._waiting.refused(rid, code, frame.get("retry_after"), time.monotonic())
+            retry, paused = self._requests.refused(rid, code, frame.get("retry_after"))
             if retry is not None:
                 if not paused:  # one notice per pause, not one per refused line
                     self._emit(
