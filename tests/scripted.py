@@ -69,14 +69,14 @@ class ScriptedPeer:
                 return frame
 
     def greet_and_welcome(
-        self, user: str = "alice", *, version: int = 1, rooms: bool = True, **welcome: Any
+        self, user: str = "alice", *, version: int = 1, join_general: bool = True, **welcome: Any
     ) -> Frame:
         """Play a server's login: hello, wait for login, welcome; v1 then puts the
         user in #general. Returns the client's login frame."""
         self.send("hello", server="scripted", version=version, features=["chat"], auth="password")
         login = self.expect("login")
         self.send("welcome", rid=login.get("rid"), user=user, **welcome)
-        if rooms:
+        if join_general:
             self.send("joined", room="#general", users=[user], count=1, topic="")
         return login
 

@@ -453,11 +453,9 @@ class ChatClient:
             self._disk.submit(partial(self._transfers.handle, frame))
         if frame.type == "error":
             self._on_error(frame)
-        else:
-            self._inbound.handle(frame)
-        if frame.type == "joined" and not attempt.ready:
-            # The server puts every login in #general right after `welcome`: ready
-            # once that has happened, so the first typed line has a room to go to.
+        elif self._inbound.handle(frame) and not attempt.ready:
+            # Ready once we know our rooms, so the first typed line has a room to
+            # go to: from the welcome (v2), or the server's join of #general (v1).
             with self._lock:
                 attempt.ready = True
                 self._lock.notify_all()

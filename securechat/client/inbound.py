@@ -47,15 +47,32 @@ class Inbound:
         self._connection = connection
         """The ``connected`` event's fields other than ``user``."""
 
-    def handle(self, frame: Frame) -> None:
-        """Apply ``frame`` and show what it says; frames of other types are ignored."""
+    def handle(self, frame: Frame) -> bool:
+        """Apply ``frame`` and show what it says; frames of other types are ignored.
+
+        True when the frame completes the login: a ``welcome`` listing our rooms
+        (protocol v2), or the first ``joined``.
+        """
+        if frame.type == "welcome":
+            return self._welcome(frame)
         handler = _HANDLERS.get(frame.type)
         if handler is not None:
             handler(self, frame)
+        return frame.type == "joined"
 
-    def _welcome(self, frame: Frame) -> None:
-        self._state.welcome(frame)
-        self._deliver(event("connected", user=self._state.user, **self._connection()))
+    def _welcome(self, frame: Frame) -> bool:
+        ready = self._state.welcome(frame)
+        session, sessions = frame.get("session"), frame.get("sessions")
+        self._deliver(
+            event(
+                "connected",
+                user=self._state.user,
+                **self._connection(),
+                session=session if isinstance(session, int) else None,
+                sessions=sessions if isinstance(sessions, int) else None,
+            )
+        )
+        return ready
 
     def _joined(self, frame: Frame) -> None:
         gap_fill = self._resync.is_gap_fill(frame.int_field("rid", optional=True))
@@ -98,7 +115,6 @@ _PLAIN: dict[str, Callable[[Frame], Event]] = {
 }
 
 _HANDLERS: dict[str, Callable[[Inbound, Frame], None]] = {
-    "welcome": Inbound._welcome,
     "joined": Inbound._joined,
     "parted": Inbound._parted,
     "message": Inbound._message,

@@ -47,10 +47,28 @@ class ChatState:
         with self._lock:
             return self._current
 
-    def welcome(self, frame: Frame) -> None:
-        """Logged in: the server's spelling of our name."""
+    def welcome(self, frame: Frame) -> bool:
+        """Logged in: the server's spelling of our name, and (protocol v2) our rooms.
+
+        True if the welcome listed the rooms (``rooms``): the client is then
+        ready at once. A version 1 server lists none and puts every login in
+        ``#general``; the client is ready at that ``joined``.
+        """
+        listed = frame.get("rooms")
+        rooms = None
+        if isinstance(listed, list):
+            rooms = [
+                r["room"] for r in listed if isinstance(r, dict) and isinstance(r.get("room"), str)
+            ]
         with self._lock:
             self._user = frame.str_field("user")
+            if rooms is None:
+                return False
+            self._rooms = rooms
+            # Where the user was talking, if still a member; else the first room.
+            if self._current is None or fold(self._current) not in map(fold, rooms):
+                self._current = rooms[0] if rooms else None
+            return True
 
     def joined(self, frame: Frame, *, gap_fill: bool) -> Event | None:
         """We are in a room; the ``joined`` notice, or None for the quiet rejoin
