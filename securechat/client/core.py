@@ -44,6 +44,7 @@ from ..errors import (
     TLSError,
 )
 from ..tls import certificate_summary
+from ..wire.names import fold
 from ..wire.protocol import Frame, encode
 from .connection import Attempt, dial, login_failure
 from .events import (
@@ -52,6 +53,7 @@ from .events import (
 )
 from .export import export_messages
 from .inbound import Inbound
+from .reads import ReadMarkers
 from .requests import Requests
 from .resync import Resync
 from .state import ChatState
@@ -61,6 +63,10 @@ from .worker import SerialWorker
 __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
 
 _CONNECT_TIMEOUT = 10.0
+_CLOSED_ELSEWHERE = "closed from your session"
+"""How the ``bye`` of a session logged out by /sessions close begins (protocol v2)."""
+_V2_REQUESTS = frozenset({"sessions", "session_close", "unread", "read"})
+"""Requests a version 1 server does not know: it would close the connection."""
 _EVENT_BACKLOG = 50_000
 """Events waiting for the front end before the I/O thread waits too (see worker.py)."""
 _DISK_BACKLOG = 1024
@@ -123,6 +129,9 @@ class ChatClient:
         self._collected: dict[int, Frame] = {}
         self._resync = Resync()
         self._state = ChatState(user)
+        self._server_version = 1
+        """The protocol version of the server last connected to."""
+        self._reads = ReadMarkers(self._send_read)
         self.tls_version = ""
         self._certificate: dict[str, str] = {}
         self.unconfirmed = 0
@@ -192,7 +201,41 @@ class ChatClient:
         the client has stopped for good, and ChatError ``queue_full`` when too
         many requests are waiting already.
         """
+        if type_ in _V2_REQUESTS and self._server_version < 2:
+            raise ChatError(
+                "unsupported",
+                f"this server speaks protocol version {self._server_version}, which has no "
+                f"{type_!r} request; nothing was sent",
+            )
         return self._requests.submit(type_, fields or {})
+
+    def mark_shown(self, shown: Event) -> None:
+        """A front end showed ``shown``: a message marks its conversation read up to
+        it, for the account's other sessions (protocol v2; at most once a second)."""
+        data = shown.data
+        mid = data.get("id")
+        if (
+            shown.type not in ("message", "private")
+            or data.get("search")
+            or not isinstance(mid, int)
+            or self._server_version < 2
+        ):
+            return
+        if shown.type == "message":
+            self.mark_read(room=str(data.get("room")), mid=mid)
+        else:
+            sender, to = str(data.get("from")), str(data.get("to"))
+            self.mark_read(user=to if fold(sender) == fold(self.user) else sender, mid=mid)
+
+    def mark_read(self, *, room: str | None = None, user: str | None = None, mid: int) -> None:
+        """The user has seen ``room`` (or the conversation with ``user``) up to message
+        ``mid``: tell the server (protocol v2; at most once a second per conversation)."""
+        if self._server_version >= 2:
+            self._reads.shown(room=room, user=user, mid=mid)
+
+    def _send_read(self, fields: dict[str, Any]) -> None:
+        if self._server_version >= 2:  # a version 1 server drops us for an unknown frame
+            self._send("read", fields)
 
     def _send_raw(self, data: bytes, bulk: bool) -> None:
         with self._lock:
@@ -444,6 +487,7 @@ class ChatClient:
             attempt.greeted = True
             version = frame.get("version")
             attempt.version = version if isinstance(version, int) else 1
+            self._server_version = attempt.version
         elif frame.type == "bye":
             attempt.bye_reason = frame.str_field("reason", optional=True) or "server closed"
         elif frame.type == "error" and not attempt.ready and rid == attempt.login_rid:
@@ -503,7 +547,12 @@ class ChatClient:
                 text=f"{lost} request(s) were not confirmed before the connection was lost; "
                 "check /history before sending them again",
             )
-        if self._stop.is_set() or not self._reconnect_enabled or attempt.bye_reason == "you quit":
+        # Logged out on purpose, here or (protocol v2) from another session of the
+        # account with /sessions close: coming back would undo it.
+        logged_out = attempt.bye_reason == "you quit" or (attempt.bye_reason or "").startswith(
+            _CLOSED_ELSEWHERE
+        )
+        if self._stop.is_set() or not self._reconnect_enabled or logged_out:
             self._finish()
             return
         threading.Thread(target=self._reconnect, args=(why,), name="reconnect", daemon=True).start()

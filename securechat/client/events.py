@@ -20,9 +20,13 @@ __all__ = [
     "history_end_event",
     "history_status_event",
     "message_event",
+    "read_event",
+    "session_closed_event",
+    "sessions_event",
     "system_event",
     "time_event",
     "topic_event",
+    "unread_event",
 ]
 
 
@@ -121,3 +125,39 @@ def time_event(frame: Frame) -> Event:
     """The answer to /time."""
     ts = frame.str_field("ts")
     return event("system", event="time", ts=ts, text=f"server time is {ts}")
+
+
+def sessions_event(frame: Frame) -> Event:
+    """The answer to /sessions: every session of the account."""
+    listed = frame.get("sessions")
+    sessions = [s for s in listed if isinstance(s, dict)] if isinstance(listed, list) else []
+    return Event("sessions", {"sessions": sessions})
+
+
+def session_closed_event(frame: Frame) -> Event:
+    """The answer to /sessions close N."""
+    number = frame.get("session")
+    return event("system", event="session_closed", session=number, text=f"closed session {number}")
+
+
+def unread_event(frame: Frame) -> Event:
+    """The answer to /history unread: conversations with unread messages."""
+
+    def entries(key: str) -> list[dict[str, Any]]:
+        listed = frame.get(key)
+        return [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
+
+    return Event("unread", {"rooms": entries("rooms"), "users": entries("users")})
+
+
+def read_event(frame: Frame) -> Event:
+    """Another session of the account read a conversation up to message ``id``."""
+    room, user, mid = frame.get("room"), frame.get("user"), frame.get("id")
+    where = room if isinstance(room, str) else f"your conversation with {user}"
+    return event(
+        "read",
+        room=room if isinstance(room, str) else None,
+        user=user if isinstance(user, str) else None,
+        id=mid,
+        text=f"read up to message {mid} in {where} in another session",
+    )

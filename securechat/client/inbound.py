@@ -20,9 +20,13 @@ from .events import (
     history_end_event,
     history_status_event,
     message_event,
+    read_event,
+    session_closed_event,
+    sessions_event,
     system_event,
     time_event,
     topic_event,
+    unread_event,
 )
 from .resync import Resync
 from .state import ChatState
@@ -102,6 +106,10 @@ class Inbound:
         self._resync.renamed(frame.str_field("old"), frame.str_field("new"))
         self._deliver(self._state.renamed(frame))
 
+    def _read(self, frame: Frame) -> None:
+        if frame.get("rid") is None:  # with a rid it only confirms our own marker
+            self._deliver(read_event(frame))
+
     def _plain(self, frame: Frame) -> None:
         self._deliver(_PLAIN[frame.type](frame))
 
@@ -112,6 +120,9 @@ _PLAIN: dict[str, Callable[[Frame], Event]] = {
     "system": system_event,
     "topic": topic_event,
     "time": time_event,
+    "sessions": sessions_event,
+    "session_closed": session_closed_event,
+    "unread": unread_event,
 }
 
 _HANDLERS: dict[str, Callable[[Inbound, Frame], None]] = {
@@ -123,5 +134,6 @@ _HANDLERS: dict[str, Callable[[Inbound, Frame], None]] = {
     "users": Inbound._list,
     "rooms": Inbound._list,
     "nick": Inbound._nick,
+    "read": Inbound._read,
     **dict.fromkeys(_PLAIN, Inbound._plain),
 }

@@ -272,7 +272,20 @@ class ChatApp:
                 self._send(request, quiet=True)
         if bell:
             self.application.output.bell()
+        self._mark_read()
         self.application.invalidate()
+
+    def _mark_read(self) -> None:
+        """The visible buffer is read up to its newest message (for the account's other
+        sessions; the client sends at most one marker a second per conversation)."""
+        buffer = self.model.current
+        newest = buffer.newest_id()
+        if self._client is None or newest is None or buffer.kind == "server":
+            return
+        if buffer.kind == "room":
+            self._client.mark_read(room=buffer.name, mid=newest)
+        else:
+            self._client.mark_read(user=buffer.name, mid=newest)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -387,6 +400,7 @@ class ChatApp:
         def redraw_after(action: Callable[[], None]) -> Callable[[KeyPressEvent], None]:
             def handler(event: KeyPressEvent) -> None:
                 action()
+                self._mark_read()  # another buffer may be showing now
                 self.application.invalidate()
 
             return handler
