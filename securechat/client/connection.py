@@ -5,21 +5,43 @@ runs on the attempt's own I/O loop thread, the only thread that touches the
 socket). :class:`Attempt` is the channel handler of one attempt and remembers
 how far it got; callbacks from an attempt the client has moved on from are
 ignored by the client. :func:`login_failure` explains a connection that closed
-before the login completed.
+before the login completed, and :func:`reconnect_with_backoff` is the policy
+for coming back after a drop: which failures to retry, and how long to wait.
 """
 
 from __future__ import annotations
 
+import random
 import socket
 import ssl
+import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from ..channel import Channel, IOLoop
-from ..errors import ConnectionLost, SecureChatError, TLSError
+from ..errors import CertificateVerifyError, ChatError, ConnectionLost, SecureChatError, TLSError
 from ..tls import describe_tls_error
 from ..wire.protocol import Frame
 
-__all__ = ["Attempt", "AttemptOwner", "dial", "login_failure"]
+__all__ = [
+    "MAX_BACKOFF",
+    "RETRYABLE",
+    "Attempt",
+    "AttemptOwner",
+    "GiveUp",
+    "dial",
+    "login_failure",
+    "reconnect_with_backoff",
+]
+
+MAX_BACKOFF = 30.0
+"""Longest wait between reconnection attempts, in seconds."""
+
+RETRYABLE = frozenset({"name_in_use", "unavailable", "busy", "not_logged_in"})
+"""Login refusals that go away by themselves: the server still holds our old
+session until its keepalive notices, or it is briefly overloaded.
+``not_logged_in`` answers a frame that reached the server before our login did:
+it says nothing about the login itself."""
 
 
 class AttemptOwner(Protocol):
@@ -99,3 +121,43 @@ def login_failure(attempt: Attempt, channel: Channel, reason: str, host: str) ->
             "--key (securechat-certs --client NAME makes them)"
         )
     return ConnectionLost(f"connection closed during login: {reason}")
+
+
+class GiveUp(SecureChatError):
+    """Reconnecting cannot succeed: the login was refused for good, or the
+    server's certificate no longer verifies. The message says why."""
+
+
+def reconnect_with_backoff(
+    connect: Callable[[], Attempt],
+    *,
+    reason: str,
+    first_delay: float,
+    stop: threading.Event,
+    announce: Callable[[float, str], None],
+) -> Attempt | None:
+    """Call ``connect`` until it succeeds; the attempt, or None once ``stop`` is set.
+
+    Before each try ``announce(delay, reason)`` says how long we wait and why the
+    last try failed. The delay doubles from ``first_delay`` up to MAX_BACKOFF,
+    with ±20 % jitter so that clients dropped together do not return together.
+    Raises GiveUp when retrying cannot help.
+    """
+    delay = first_delay
+    while not stop.is_set():
+        wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+        announce(wait, reason)
+        if stop.wait(wait):
+            return None
+        try:
+            return connect()
+        except CertificateVerifyError as exc:
+            raise GiveUp(str(exc)) from exc
+        except ChatError as exc:
+            if exc.code not in RETRYABLE:
+                raise GiveUp(exc.text) from exc
+            reason = exc.text
+        except (ConnectionLost, TLSError) as exc:
+            reason = str(exc)
+        delay = min(delay * 2, MAX_BACKOFF)
+    return None

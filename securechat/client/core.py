@@ -22,12 +22,20 @@ automatic replay, rejoins its rooms asking for everything ``since`` those ids,
 and fetches each private conversation ``after`` its id. Replayed messages it has
 already shown are dropped, so each message is shown once. Requests made while
 it is reconnecting wait in a :class:`~securechat.client.sending.SendQueue` and
-go out, in order, after that rejoin.
+go out, in order, after that rejoin; unacknowledged messages go again with
+their idempotency keys (to servers that remember keys).
+
+Where the parts live
+--------------------
+This class ties together: ``connection.py`` (one attempt: TCP, TLS, why it
+failed; the reconnect policy), ``requests.py`` and ``sending.py`` (what is in
+flight and what waits), ``resync.py`` (what was shown, for the gap fill),
+``state.py`` and ``inbound.py`` (rooms and name; frames to events),
+``reads.py`` (read markers), ``export.py``, ``transfers.py`` and ``worker.py``.
 """
 
 from __future__ import annotations
 
-import random
 import ssl
 import threading
 from collections.abc import Callable
@@ -37,21 +45,22 @@ from typing import Any
 
 from ..channel import Channel
 from ..errors import (
-    CertificateVerifyError,
     ChatError,
     ConnectionLost,
     SecureChatError,
-    TLSError,
 )
 from ..tls import certificate_summary
-from ..wire.names import fold
 from ..wire.protocol import Frame, encode
-from .connection import Attempt, dial, login_failure
-from .events import (
-    Event,
-    event,
+from .connection import (
+    MAX_BACKOFF,
+    Attempt,
+    GiveUp,
+    dial,
+    login_failure,
+    reconnect_with_backoff,
 )
-from .export import export_messages
+from .events import Event, event, throttled_event
+from .export import Collector, export_messages
 from .inbound import Inbound
 from .reads import ReadMarkers
 from .requests import Requests
@@ -73,14 +82,6 @@ _DISK_BACKLOG = 1024
 """File frames waiting for the disk: far more than the transfer windows let arrive."""
 _FLUSH_TIMEOUT = 5.0
 """How long stopping waits for the last events to reach the front end."""
-MAX_BACKOFF = 30.0
-"""Longest wait between reconnection attempts, in seconds."""
-
-# Refusals that go away by themselves: the server still holds our old session
-# until its keepalive notices, or it is briefly overloaded. ``not_logged_in``
-# answers a frame that reached the server before our login did: it says
-# nothing about the login itself.
-_RETRYABLE = frozenset({"name_in_use", "unavailable", "busy", "not_logged_in"})
 
 
 class ChatClient:
@@ -125,8 +126,7 @@ class ChatClient:
         self._attempt: Attempt | None = None
         self._finished = False
         self._stop = threading.Event()
-        self._collectors: dict[int, list[Frame]] = {}
-        self._collected: dict[int, Frame] = {}
+        self._collector = Collector(self._lock, stopped=lambda: self._finished)
         self._resync = Resync()
         self._state = ChatState(user)
         self._server_version = 1
@@ -212,20 +212,8 @@ class ChatClient:
     def mark_shown(self, shown: Event) -> None:
         """A front end showed ``shown``: a message marks its conversation read up to
         it, for the account's other sessions (protocol v2; at most once a second)."""
-        data = shown.data
-        mid = data.get("id")
-        if (
-            shown.type not in ("message", "private")
-            or data.get("search")
-            or not isinstance(mid, int)
-            or self._server_version < 2
-        ):
-            return
-        if shown.type == "message":
-            self.mark_read(room=str(data.get("room")), mid=mid)
-        else:
-            sender, to = str(data.get("from")), str(data.get("to"))
-            self.mark_read(user=to if fold(sender) == fold(self.user) else sender, mid=mid)
+        if self._server_version >= 2:
+            self._reads.shown_event(shown, me=self.user)
 
     def mark_read(self, *, room: str | None = None, user: str | None = None, mid: int) -> None:
         """The user has seen ``room`` (or the conversation with ``user``) up to message
@@ -388,34 +376,25 @@ class ChatClient:
 
     def _reconnect(self, reason: str) -> None:
         """Runs on its own thread after a drop: back off, reconnect, fill the gap."""
-        delay = self._first_delay
-        while not self._stop.is_set():
-            wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
-            self._emit(
-                "system",
-                event="reconnecting",
-                delay=round(wait, 1),
-                text=f"connection lost ({reason}); reconnecting in {wait:.0f} s",
+
+        def announce(wait: float, why: str) -> None:
+            text = f"connection lost ({why}); reconnecting in {wait:.0f} s"
+            self._emit("system", event="reconnecting", delay=round(wait, 1), text=text)
+
+        try:
+            attempt = reconnect_with_backoff(
+                lambda: self._connect_once(replay=False, timeout=_CONNECT_TIMEOUT),
+                reason=reason,
+                first_delay=self._first_delay,
+                stop=self._stop,
+                announce=announce,
             )
-            if self._stop.wait(wait):
-                return
-            try:
-                attempt = self._connect_once(replay=False, timeout=_CONNECT_TIMEOUT)
-            except CertificateVerifyError as exc:
-                self._give_up(str(exc))
-                return
-            except ChatError as exc:
-                if exc.code not in _RETRYABLE:
-                    self._give_up(exc.text)
-                    return
-                reason = exc.text
-            except (ConnectionLost, TLSError) as exc:
-                reason = str(exc)
-            else:
-                self._fill_gap()
-                self._go_live(attempt)
-                return
-            delay = min(delay * 2, MAX_BACKOFF)
+        except GiveUp as exc:
+            self._give_up(str(exc))
+            return
+        if attempt is not None:
+            self._fill_gap()
+            self._go_live(attempt)
 
     def _give_up(self, reason: str) -> None:
         self._emit("disconnected", reason=f"cannot reconnect: {reason}")
@@ -433,27 +412,14 @@ class ChatClient:
         self, type_: str, fields: dict[str, Any], timeout: float
     ) -> tuple[list[Frame], Frame]:
         """Send a request and collect its rows instead of showing them."""
-        with self._lock:
-            rid = self._requests.new_rid()
-            self._collectors[rid] = []
+        rid = self._requests.new_rid()
+        self._collector.start(rid)
         try:
-            with self._lock:
-                attempt = self._attempt
-            if attempt is None or attempt.channel is None or attempt.closed:
-                raise ConnectionLost("not connected to the server")
-            attempt.channel.send(encode(type_, rid=rid, **fields))
-            with self._lock:
-                self._lock.wait_for(lambda: rid in self._collected or self._finished, timeout)
-                end = self._collected.pop(rid, None)
-                rows = self._collectors.pop(rid, [])
-        finally:
-            with self._lock:
-                self._collectors.pop(rid, None)
-        if end is None:
-            raise ConnectionLost("no complete answer from the server")
-        if end.type == "error":
-            raise ChatError(end.str_field("code"), end.str_field("text"))
-        return rows, end
+            self._send_raw(encode(type_, rid=rid, **fields), False)
+        except ConnectionLost:
+            self._collector.cancel(rid)
+            raise
+        return self._collector.wait(rid, timeout)
 
     # -- channel callbacks (I/O thread of the attempt) --------------------------------------
 
@@ -481,7 +447,7 @@ class ChatClient:
         if not self._current(attempt):
             return
         rid = frame.int_field("rid", optional=True)
-        if rid is not None and self._collect(rid, frame):
+        if rid is not None and self._collector.offer(rid, frame):
             return
         if frame.type == "hello":
             attempt.greeted = True
@@ -506,17 +472,6 @@ class ChatClient:
         if rid is not None and frame.get("more") is not True:
             self._requests.answered(rid, frame.type)
             self._resync.answered(rid)
-
-    def _collect(self, rid: int, frame: Frame) -> bool:
-        with self._lock:
-            if rid not in self._collectors:
-                return False
-            if frame.type in ("history_end", "error"):
-                self._collected[rid] = frame
-                self._lock.notify_all()
-            else:
-                self._collectors[rid].append(frame)
-        return True
 
     def _on_close(self, attempt: Attempt, channel: Channel, reason: str) -> None:
         with self._lock:
@@ -573,13 +528,7 @@ class ChatClient:
             retry, paused = self._requests.refused(rid, code, frame.get("retry_after"))
             if retry is not None:
                 if not paused:  # one notice per pause, not one per refused line
-                    self._emit(
-                        "system",
-                        event="throttled",
-                        retry_after=retry,
-                        text=f"sending faster than the server allows; the rest follows in "
-                        f"{retry:.1f} s",
-                    )
+                    self._deliver(throttled_event(retry))
                 return
             self._disk.submit(partial(self._transfers.refused, rid))
         self._emit("error", code=code, text=frame.str_field("text"))

@@ -24,6 +24,7 @@ __all__ = [
     "session_closed_event",
     "sessions_event",
     "system_event",
+    "throttled_event",
     "time_event",
     "topic_event",
     "unread_event",
@@ -160,4 +161,14 @@ def read_event(frame: Frame) -> Event:
         user=user if isinstance(user, str) else None,
         id=mid,
         text=f"read up to message {mid} in {where} in another session",
+    )
+
+
+def throttled_event(retry_after: float) -> Event:
+    """The server refused a message for its rate limit; it goes again in ``retry_after`` s."""
+    return event(
+        "system",
+        event="throttled",
+        retry_after=retry_after,
+        text=f"sending faster than the server allows; the rest follows in {retry_after:.1f} s",
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import SecureChatError
 from ..wire.names import fold
+from .events import Event
 
 __all__ = ["READ_INTERVAL", "ReadMarkers"]
 
@@ -40,6 +41,22 @@ class ReadMarkers:
         self._sent: dict[str, tuple[int, float]] = {}
         """Id last sent per conversation, and when."""
         self._timers: set[str] = set()
+
+    def shown_event(self, shown: Event, *, me: str) -> None:
+        """Front ends showed ``shown``: a message (not a search result) counts as read."""
+        data = shown.data
+        mid = data.get("id")
+        if (
+            shown.type not in ("message", "private")
+            or data.get("search")
+            or not isinstance(mid, int)
+        ):
+            return
+        if shown.type == "message":
+            self.shown(room=str(data.get("room")), mid=mid)
+        else:
+            sender, to = str(data.get("from")), str(data.get("to"))
+            self.shown(user=to if fold(sender) == fold(me) else sender, mid=mid)
 
     def shown(self, *, room: str | None = None, user: str | None = None, mid: int) -> None:
         """Message ``mid`` of ``room`` (or of the conversation with ``user``) was shown."""
