@@ -239,6 +239,10 @@ def test_restarted_server_binds_at_once_and_keeps_accounts(
             alice.wait_for("message", text="hello")
             proc.send_signal(signal.SIGTERM)  # with a client still connected: TIME_WAIT
             assert proc.wait(10) == 0, attempt
+            # This round's alice is gone before the next server starts: were she to
+            # reconnect to it first, the next round's alice would be name_in_use.
+            alice.wait_for("disconnected")
+            assert alice.finish()[0] == 1  # EOF while reconnecting, nothing left to send
         finally:
             proc.kill()
             proc.wait(5)

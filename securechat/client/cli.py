@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(printer, HumanPrinter):
         printer.client = client
     printer.on_broken = client.close
+    printer.on_printed = client.mark_shown
     try:
         client.connect()
     except (TLSError, ChatError, ConnectionLost) as exc:

@@ -58,6 +58,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("history status", "/history status", "what is stored about you, and for how long"),
     Command("history forget", "/history forget", "erase every stored message you sent"),
     Command("history export", "/history export FILE", "save your stored messages as JSON Lines"),
+    Command(
+        "history unread",
+        "/history unread",
+        "the rooms and conversations with messages you have not read yet",
+    ),
     Command("nolog", "/nolog text", "send one message to the room that is never stored"),
     Command(
         "sendfile",
@@ -68,6 +73,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("reject", "/reject ID", "decline file offer ID"),
     Command("files", "/files", "list pending and active file transfers"),
     Command("cancel", "/cancel ID", "stop file transfer ID (either side)"),
+    Command("sessions", "/sessions", "list where your account is logged in now"),
+    Command("sessions close", "/sessions close N", "log out session N (as /sessions numbers them)"),
     Command("help", "/help [command]", "list the commands, or explain one"),
     Command("quit", "/quit [reason]", "leave the chat"),
 )
@@ -129,6 +136,8 @@ def parse_input(line: str, *, current_room: str | None) -> Request | Local:
         return Local("quit", arg=rest)
     if name == "history":
         return _parse_history(rest, current_room)
+    if name == "sessions":
+        return _parse_sessions(rest)
     if name == "sendfile":
         target, _, path = rest.partition(" ")
         if not target or not path.strip():
@@ -173,6 +182,8 @@ def _parse_history(rest: str, current_room: str | None) -> Request | Local:
     head = words[0].lower() if words else ""
     if head in ("off", "on") and len(words) == 1:
         return Request("history_mode", {"keep": head == "on"})
+    if head == "unread" and len(words) == 1:
+        return Request("unread")
     if head in ("status", "forget") and len(words) == 1:
         return Request(f"history_{head}" if head == "status" else "forget")
     if head == "search":
@@ -203,6 +214,17 @@ def _parse_history(rest: str, current_room: str | None) -> Request | Local:
     if not 1 <= fields["limit"] <= MAX_HISTORY_REQUEST:
         raise ChatError("usage", f"ask for 1 to {MAX_HISTORY_REQUEST} messages")
     return Request("history", fields)
+
+
+def _parse_sessions(rest: str) -> Request:
+    words = rest.split()
+    if not words:
+        return Request("sessions")
+    if len(words) == 2 and words[0].lower() == "close" and words[1].isdigit():
+        return Request("session_close", {"session": int(words[1])})
+    raise ChatError(
+        "usage", f"usage: {_BY_NAME['sessions'].usage} or {_BY_NAME['sessions close'].usage}"
+    )
 
 
 def _one_arg(name: str, rest: str) -> str:

@@ -7,7 +7,11 @@ to act. They know nothing of TLS or frames.
 Each connection attempt is a :class:`~securechat.channel.Channel` owned by a
 private :class:`~securechat.channel.IOLoop` thread, the only thread that
 touches its socket; ``request`` queues frames into the channel's outbox.
-Events are delivered from that I/O thread, in the order the server sent them.
+That thread never waits for the front end or the disk: events go to the front
+end from a :class:`~securechat.client.worker.SerialWorker` thread of their own,
+in the order the server sent them, and file frames (download writes and
+fsyncs) are handled on another, so a consumer that stops reading our output
+cannot stop us answering the server's pings.
 
 Reconnecting without gaps
 -------------------------
@@ -16,82 +20,68 @@ private conversation. When an established connection drops (anything but
 ``/quit``), it reconnects with exponential backoff, logs in without the
 automatic replay, rejoins its rooms asking for everything ``since`` those ids,
 and fetches each private conversation ``after`` its id. Replayed messages it has
-already shown are dropped, so each message is shown once.
+already shown are dropped, so each message is shown once. Requests made while
+it is reconnecting wait in a :class:`~securechat.client.sending.SendQueue` and
+go out, in order, after that rejoin; unacknowledged messages go again with
+their idempotency keys (to servers that remember keys).
+
+Where the parts live
+--------------------
+This class ties together: ``connection.py`` (one attempt: TCP, TLS, why it
+failed; the reconnect policy), ``requests.py`` and ``sending.py`` (what is in
+flight and what waits), ``resync.py`` (what was shown, for the gap fill),
+``state.py`` and ``inbound.py`` (rooms and name; frames to events),
+``reads.py`` (read markers), ``export.py``, ``transfers.py`` and ``worker.py``.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
-import random
-import socket
 import ssl
-import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..channel import Channel, IOLoop
+from ..channel import Channel
 from ..errors import (
-    CertificateVerifyError,
     ChatError,
     ConnectionLost,
     SecureChatError,
-    TLSError,
 )
-from ..tls import certificate_summary, describe_tls_error
-from ..wire.names import fold
+from ..tls import certificate_summary
 from ..wire.protocol import Frame, encode
+from .connection import (
+    MAX_BACKOFF,
+    Attempt,
+    GiveUp,
+    dial,
+    login_failure,
+    reconnect_with_backoff,
+)
+from .events import Event, event, throttled_event
+from .export import Collector, export_messages
+from .inbound import Inbound
+from .reads import ReadMarkers
+from .requests import Requests
+from .resync import Resync
+from .state import ChatState
 from .transfers import Transfers
+from .worker import SerialWorker
 
 __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
 
 _CONNECT_TIMEOUT = 10.0
-MAX_BACKOFF = 30.0
-"""Longest wait between reconnection attempts, in seconds."""
-
-# Refusals that go away by themselves: the server still holds our old session
-# until its keepalive notices, or it is briefly overloaded.
-_RETRYABLE = frozenset({"name_in_use", "unavailable", "busy"})
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One thing to show the user: ``type`` and fields as in docs/client.md."""
-
-    type: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The event as its ``--json`` object."""
-        return {"type": self.type, **self.data}
-
-
-class _Attempt:
-    """One connection: TCP, TLS, login. Callbacks from a superseded attempt are ignored."""
-
-    def __init__(self, client: ChatClient, *, replay: bool) -> None:
-        self.client = client
-        self.replay = replay
-        self.loop = IOLoop("client-io")
-        self.channel: Channel | None = None
-        self.ready = False
-        self.closed = False
-        self.failure: SecureChatError | None = None
-        self.bye_reason: str | None = None
-        self.greeted = False
-
-    def on_open(self, channel: Channel) -> None:
-        self.client._on_open(self, channel)
-
-    def on_frame(self, channel: Channel, frame: Frame) -> None:
-        self.client._on_frame(self, frame)
-
-    def on_close(self, channel: Channel, reason: str) -> None:
-        self.client._on_close(self, channel, reason)
+_CLOSED_ELSEWHERE = "closed from your session"
+"""How the ``bye`` of a session logged out by /sessions close begins (protocol v2)."""
+_V2_REQUESTS = frozenset({"sessions", "session_close", "unread", "read"})
+"""Requests a version 1 server does not know: it would close the connection."""
+_EVENT_BACKLOG = 50_000
+"""Events waiting for the front end before the I/O thread waits too (see worker.py)."""
+_DISK_BACKLOG = 1024
+"""File frames waiting for the disk: far more than the transfer windows let arrive."""
+_FLUSH_TIMEOUT = 5.0
+"""How long stopping waits for the last events to reach the front end."""
 
 
 class ChatClient:
@@ -100,6 +90,8 @@ class ChatClient:
     ``connect()`` blocks until the client is logged in and in its first room,
     or raises: CertificateVerifyError or TLSError for TLS failures, ChatError
     when the server refuses the login, ConnectionLost when it cannot be reached.
+    ``reconnect_delay`` is the first wait before reconnecting (it doubles up to
+    :data:`MAX_BACKOFF`).
     """
 
     def __init__(
@@ -113,6 +105,7 @@ class ChatClient:
         on_event: Callable[[Event], None],
         ping_interval: float = 30.0,
         reconnect: bool = True,
+        reconnect_delay: float = 1.0,
         download_dir: Path = Path("downloads"),
     ) -> None:
         self.host = host
@@ -120,36 +113,68 @@ class ChatClient:
         self._context = context
         self._password = password
         self._on_event = on_event
+        self._events = SerialWorker("client-events", limit=_EVENT_BACKLOG)
+        # Downloads write and fsync: on a thread of their own, in frame order.
+        self._disk = SerialWorker("client-disk", limit=_DISK_BACKLOG)
         self._ping_interval = ping_interval
         self._reconnect_enabled = reconnect
+        self._first_delay = reconnect_delay
         self._lock = threading.Condition()
-        self._rids = itertools.count(1)
-        self._pending: set[int] = set()
-        self._attempt: _Attempt | None = None
+        self._requests = Requests(
+            self._lock, live_channel=self._live_channel, stopped=lambda: self._finished
+        )
+        self._attempt: Attempt | None = None
         self._finished = False
         self._stop = threading.Event()
-        self._partial: dict[int, list[Any]] = {}
-        self._resync_rids: set[int] = set()
-        self._collectors: dict[int, list[Frame]] = {}
-        self._collected: dict[int, Frame] = {}
-        self._last_seen: dict[str, int] = {}
-        self._partners: dict[str, str] = {}
-        self.user = user
+        self._collector = Collector(self._lock, stopped=lambda: self._finished)
+        self._resync = Resync()
+        self._state = ChatState(user)
+        self._server_version = 1
+        """The protocol version of the server last connected to."""
+        self._reads = ReadMarkers(self._send_read)
         self.tls_version = ""
-        self.rooms: list[str] = []
-        self.current_room: str | None = None
         self._certificate: dict[str, str] = {}
         self.unconfirmed = 0
         """Requests the server never answered because the connection dropped."""
+        self._inbound = Inbound(
+            state=self._state,
+            resync=self._resync,
+            deliver=self._deliver,
+            connection=lambda: {
+                "server": f"{self.host}:{self.port}",
+                "tls_version": self.tls_version,
+                **self._certificate,
+            },
+        )
         self._transfers = Transfers(download_dir=download_dir, send=self._send_raw, emit=self._emit)
 
     # -- state for front ends ----------------------------------------------------------
+
+    @property
+    def user(self) -> str:
+        """Our name, as the server spells it once logged in."""
+        return self._state.user
+
+    @property
+    def rooms(self) -> list[str]:
+        """The rooms we are in, in the order joined."""
+        return self._state.rooms
+
+    @property
+    def current_room(self) -> str | None:
+        """Where plain lines go; None when in no room."""
+        return self._state.current_room
 
     @property
     def connected(self) -> bool:
         """True while logged in on a live connection."""
         with self._lock:
             return self._attempt is not None and self._attempt.ready and not self._attempt.closed
+
+    @property
+    def waiting(self) -> int:
+        """Requests kept until the client is connected again."""
+        return self._requests.waiting
 
     @property
     def closed(self) -> bool:
@@ -162,14 +187,43 @@ class ChatClient:
     def connect(self, timeout: float = _CONNECT_TIMEOUT) -> None:
         """Connect, verify the server, log in and wait for the first room."""
         try:
-            self._connect_once(replay=True, timeout=timeout)
+            attempt = self._connect_once(replay=True, timeout=timeout)
         except SecureChatError:
             self._finish()
             raise
+        self._go_live(attempt)
 
     def request(self, type_: str, fields: dict[str, Any] | None = None) -> int:
-        """Send a request frame; returns its request id (``rid``)."""
-        return self._send(type_, fields or {})
+        """Send a request frame; returns its request id (``rid``).
+
+        While the client is reconnecting the request is kept and sent, in order,
+        once it is logged in and back in its rooms. Raises ConnectionLost once
+        the client has stopped for good, and ChatError ``queue_full`` when too
+        many requests are waiting already.
+        """
+        if type_ in _V2_REQUESTS and self._server_version < 2:
+            raise ChatError(
+                "unsupported",
+                f"this server speaks protocol version {self._server_version}, which has no "
+                f"{type_!r} request; nothing was sent",
+            )
+        return self._requests.submit(type_, fields or {})
+
+    def mark_shown(self, shown: Event) -> None:
+        """A front end showed ``shown``: a message marks its conversation read up to
+        it, for the account's other sessions (protocol v2; at most once a second)."""
+        if self._server_version >= 2:
+            self._reads.shown_event(shown, me=self.user)
+
+    def mark_read(self, *, room: str | None = None, user: str | None = None, mid: int) -> None:
+        """The user has seen ``room`` (or the conversation with ``user``) up to message
+        ``mid``: tell the server (protocol v2; at most once a second per conversation)."""
+        if self._server_version >= 2:
+            self._reads.shown(room=room, user=user, mid=mid)
+
+    def _send_read(self, fields: dict[str, Any]) -> None:
+        if self._server_version >= 2:  # a version 1 server drops us for an unknown frame
+            self._send("read", fields)
 
     def _send_raw(self, data: bytes, bulk: bool) -> None:
         with self._lock:
@@ -179,34 +233,41 @@ class ChatClient:
         attempt.channel.send(data, bulk=bulk)
 
     def _send(self, type_: str, fields: dict[str, Any], *, resync: bool = False) -> int:
+        """Send now, on a logged-in connection, or raise ConnectionLost: never kept."""
         with self._lock:
             attempt = self._attempt
-            if self._finished or attempt is None or attempt.closed or attempt.channel is None:
+            if (
+                self._finished
+                or attempt is None
+                or attempt.closed
+                or attempt.channel is None
+                or not attempt.ready
+            ):
                 raise ConnectionLost("not connected to the server (reconnecting); nothing sent")
-            rid = next(self._rids)
-            self._pending.add(rid)
+            rid = self._requests.new_rid()
+            self._requests.sent(rid)
             if resync:
                 # Marked before sending: the answer may arrive before send() returns.
-                self._resync_rids.add(rid)
+                self._resync.mark(rid)
         attempt.channel.send(encode(type_, rid=rid, **fields))
         return rid
 
     def wait_for_reply(self, rid: int, timeout: float = 30.0) -> bool:
-        """Wait until the server answered ``rid``; False on timeout or disconnect."""
-        with self._lock:
-            self._lock.wait_for(lambda: rid not in self._pending, timeout)
-            return rid not in self._pending
+        """Wait until the server answered ``rid`` (sent or still waiting to be sent);
+        False on timeout or disconnect."""
+        return self._requests.wait_for_reply(rid, timeout)
 
     def wait_for_replies(self, timeout: float = 30.0) -> bool:
-        """Wait until every request sent so far is answered; False on timeout or disconnect."""
-        with self._lock:
-            return self._lock.wait_for(lambda: not self._pending, timeout)
+        """Wait until every request made so far is sent and answered; False once
+        ``timeout`` seconds pass without a request sent or answered, or when the
+        client stops."""
+        return self._requests.wait_for_replies(timeout)
 
     def quit(self, reason: str = "", timeout: float = 5.0) -> None:
         """Say goodbye, wait (briefly) for the server to close, and stop for good."""
         self._stop.set()
         try:
-            self.request("quit", {"reason": reason} if reason else None)
+            self._send("quit", {"reason": reason} if reason else {})
         except ConnectionLost:
             pass
         else:
@@ -244,57 +305,21 @@ class ChatClient:
         return self._transfers.wait_idle()
 
     def show(self, event: Event) -> None:
-        """Pass a locally made event (help text, usage errors) to the front end."""
-        self._on_event(event)
+        """Pass a locally made event (help text, usage errors) to the front end, in
+        order with the server's."""
+        self._deliver(event)
 
     def export(self, path: Path, *, timeout: float = 60.0) -> int:
-        """Write every stored message we sent or received to ``path`` as JSON Lines.
-
-        Fetched page by page (the server bounds each page); written to a
-        temporary file that replaces ``path`` only once complete. Returns the count.
-        """
-        directory = path.parent if str(path.parent) else Path(".")
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=".export-", suffix=".jsonl")
-        count, after = 0, 0
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                while True:
-                    rows, end = self._fetch("export", {"after": after}, timeout)
-                    for frame in rows:
-                        record = self._message_event(frame).as_dict()
-                        record.pop("history", None)  # everything exported is history
-                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    count += len(rows)
-                    last = end.get("last")
-                    if not rows or not isinstance(last, int):
-                        break
-                    after = last
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        return count
+        """Write every stored message we sent or received to ``path`` as JSON Lines
+        (see :mod:`securechat.client.export`); returns the count."""
+        return export_messages(lambda type_, fields: self._fetch(type_, fields, timeout), path)
 
     # -- connecting ------------------------------------------------------------------------
 
-    def _connect_once(self, *, replay: bool, timeout: float) -> None:
-        try:
-            raw = socket.create_connection((self.host, self.port), timeout=timeout)
-        except OSError as exc:
-            raise ConnectionLost(
-                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}; "
-                "is the server running, and are --host and --port right?"
-            ) from exc
-        try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            raw.setblocking(False)
-            tls = self._context.wrap_socket(
-                raw, server_hostname=self.host, do_handshake_on_connect=False
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raw.close()
-            raise describe_tls_error(exc, host=self.host) from exc
-        attempt = _Attempt(self, replay=replay)
+    def _connect_once(self, *, replay: bool, timeout: float) -> Attempt:
+        """One attempt to connect and log in; the attempt once it is ready."""
+        tls = dial(self.host, self.port, self._context, timeout=timeout)
+        attempt = Attempt(self, replay=replay)
         attempt.channel = Channel(
             tls,
             attempt,
@@ -318,193 +343,156 @@ class ChatClient:
             raise failure or ConnectionLost(
                 f"{self.host}:{self.port} did not log us in; try again later"
             )
+        return attempt
+
+    def _go_live(self, attempt: Attempt) -> None:
+        """Send what was kept while reconnecting, oldest first, then send directly."""
+        with self._lock:
+            if attempt is not self._attempt or attempt.closed or attempt.channel is None:
+                return  # dropped again: the next connection sends it
+            attempt.live = True
+            self._requests.send_due()
+            self._lock.notify_all()
+
+    def _live_channel(self) -> Channel | None:
+        attempt = self._attempt
+        if attempt is None or attempt.channel is None or attempt.closed or not attempt.live:
+            return None
+        return attempt.channel
 
     def _finish(self) -> None:
         with self._lock:
             self._finished = True
             attempt = self._attempt
-            self._pending.clear()
             self._lock.notify_all()
+        self._requests.stopped()
         if attempt is not None:
             attempt.loop.stop()
+        # What the connection left to do reaches the front end before we stop.
+        self._disk.wait_idle(_FLUSH_TIMEOUT)
+        self._events.wait_idle(_FLUSH_TIMEOUT)
+        self._disk.stop()
+        self._events.stop()
 
     def _reconnect(self, reason: str) -> None:
         """Runs on its own thread after a drop: back off, reconnect, fill the gap."""
-        delay = 1.0
-        while not self._stop.is_set():
-            wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
-            self._emit(
-                "system",
-                event="reconnecting",
-                delay=round(wait, 1),
-                text=f"connection lost ({reason}); reconnecting in {wait:.0f} s",
+
+        def announce(wait: float, why: str) -> None:
+            text = f"connection lost ({why}); reconnecting in {wait:.0f} s"
+            self._emit("system", event="reconnecting", delay=round(wait, 1), text=text)
+
+        try:
+            attempt = reconnect_with_backoff(
+                lambda: self._connect_once(replay=False, timeout=_CONNECT_TIMEOUT),
+                reason=reason,
+                first_delay=self._first_delay,
+                stop=self._stop,
+                announce=announce,
             )
-            if self._stop.wait(wait):
-                return
-            try:
-                self._connect_once(replay=False, timeout=_CONNECT_TIMEOUT)
-            except CertificateVerifyError as exc:
-                self._give_up(str(exc))
-                return
-            except ChatError as exc:
-                if exc.code not in _RETRYABLE:
-                    self._give_up(exc.text)
-                    return
-                reason = exc.text
-            except (ConnectionLost, TLSError) as exc:
-                reason = str(exc)
-            else:
-                self._resync()
-                return
-            delay = min(delay * 2, MAX_BACKOFF)
+        except GiveUp as exc:
+            self._give_up(str(exc))
+            return
+        if attempt is not None:
+            self._fill_gap()
+            self._go_live(attempt)
 
     def _give_up(self, reason: str) -> None:
         self._emit("disconnected", reason=f"cannot reconnect: {reason}")
         self._finish()
 
-    def _resync(self) -> None:
+    def _fill_gap(self) -> None:
         """Rejoin rooms and fetch what was missed, marking those answers as gap fill."""
-        with self._lock:
-            rooms = list(self.rooms)
-            partners = [
-                (self._partners[key[1:]], seen)
-                for key, seen in self._last_seen.items()
-                if key.startswith("@") and key[1:] in self._partners
-            ]
         try:
-            # Ids are global: anything newer than the newest message we showed
-            # anywhere is news, also in a room where we had not seen a message yet.
-            newest = max(self._last_seen.values(), default=0)
-            for room in rooms:
-                since = self._last_seen.get(fold(room), newest)
-                fields: dict[str, Any] = {"room": room}
-                if since:
-                    fields["since"] = since
-                self._send("join", fields, resync=True)
-            for name, seen in partners:
-                self._send("history", {"user": name, "after": seen, "limit": 500}, resync=True)
+            for type_, fields in self._resync.requests(self._state.rooms):
+                self._send(type_, fields, resync=True)
         except ConnectionLost:
-            pass  # dropped again: the next reconnect resyncs
+            pass  # dropped again: the next reconnect fills the gap
 
     def _fetch(
         self, type_: str, fields: dict[str, Any], timeout: float
     ) -> tuple[list[Frame], Frame]:
         """Send a request and collect its rows instead of showing them."""
-        with self._lock:
-            rid = next(self._rids)
-            self._collectors[rid] = []
+        rid = self._requests.new_rid()
+        self._collector.start(rid)
         try:
-            with self._lock:
-                attempt = self._attempt
-            if attempt is None or attempt.channel is None or attempt.closed:
-                raise ConnectionLost("not connected to the server")
-            attempt.channel.send(encode(type_, rid=rid, **fields))
-            with self._lock:
-                self._lock.wait_for(lambda: rid in self._collected or self._finished, timeout)
-                end = self._collected.pop(rid, None)
-                rows = self._collectors.pop(rid, [])
-        finally:
-            with self._lock:
-                self._collectors.pop(rid, None)
-        if end is None:
-            raise ConnectionLost("no complete answer from the server")
-        if end.type == "error":
-            raise ChatError(end.str_field("code"), end.str_field("text"))
-        return rows, end
+            self._send_raw(encode(type_, rid=rid, **fields), False)
+        except ConnectionLost:
+            self._collector.cancel(rid)
+            raise
+        return self._collector.wait(rid, timeout)
 
     # -- channel callbacks (I/O thread of the attempt) --------------------------------------
 
-    def _current(self, attempt: _Attempt) -> bool:
+    def _current(self, attempt: Attempt) -> bool:
         with self._lock:
             return attempt is self._attempt
 
-    def _on_open(self, attempt: _Attempt, channel: Channel) -> None:
+    def _on_open(self, attempt: Attempt, channel: Channel) -> None:
         if not self._current(attempt):
             return
         self.tls_version = channel.tls_version
         self._certificate = certificate_summary(channel.sock)
-        fields: dict[str, Any] = {"user": self.user}
+        fields: dict[str, Any] = {"user": self._state.user}
         if self._password is not None:
             fields["password"] = self._password
         if not attempt.replay:
             fields["replay"] = False
         with self._lock:
-            rid = next(self._rids)
-            self._pending.add(rid)
+            rid = self._requests.new_rid()
+            self._requests.sent(rid)
+            attempt.login_rid = rid
         channel.send(encode("login", rid=rid, **fields))
 
-    def _on_frame(self, attempt: _Attempt, frame: Frame) -> None:
+    def _on_frame(self, attempt: Attempt, frame: Frame) -> None:
         if not self._current(attempt):
             return
         rid = frame.int_field("rid", optional=True)
-        if rid is not None and self._collect(rid, frame):
+        if rid is not None and self._collector.offer(rid, frame):
             return
         if frame.type == "hello":
             attempt.greeted = True
+            version = frame.get("version")
+            attempt.version = version if isinstance(version, int) else 1
+            self._server_version = attempt.version
         elif frame.type == "bye":
             attempt.bye_reason = frame.str_field("reason", optional=True) or "server closed"
-        elif frame.type == "error" and not attempt.ready:
+        elif frame.type == "error" and not attempt.ready and rid == attempt.login_rid:
             with self._lock:
                 attempt.failure = ChatError(frame.str_field("code"), frame.str_field("text"))
         if frame.type.startswith("file_"):
-            self._transfers.handle(frame)
-        handler = _FRAME_HANDLERS.get(frame.type)
-        if handler is not None:
-            handler(self, frame)
-        if frame.type == "joined" and not attempt.ready:
-            # The server puts every login in #general right after `welcome`: ready
-            # once that has happened, so the first typed line has a room to go to.
+            self._disk.submit(partial(self._transfers.handle, frame))
+        if frame.type == "error":
+            self._on_error(frame)
+        elif self._inbound.handle(frame) and not attempt.ready:
+            # Ready once we know our rooms, so the first typed line has a room to
+            # go to: from the welcome (v2), or the server's join of #general (v1).
             with self._lock:
                 attempt.ready = True
                 self._lock.notify_all()
         if rid is not None and frame.get("more") is not True:
-            with self._lock:
-                self._pending.discard(rid)
-                self._lock.notify_all()
-            self._resync_rids.discard(rid)
+            self._requests.answered(rid, frame.type)
+            self._resync.answered(rid)
 
-    def _collect(self, rid: int, frame: Frame) -> bool:
-        with self._lock:
-            if rid not in self._collectors:
-                return False
-            if frame.type in ("history_end", "error"):
-                self._collected[rid] = frame
-                self._lock.notify_all()
-            else:
-                self._collectors[rid].append(frame)
-        return True
-
-    def _on_close(self, attempt: _Attempt, channel: Channel, reason: str) -> None:
+    def _on_close(self, attempt: Attempt, channel: Channel, reason: str) -> None:
         with self._lock:
             if attempt is not self._attempt:
                 return
             was_ready = attempt.ready
             attempt.closed = True
             if not was_ready and attempt.failure is None:
-                if isinstance(channel.error, ssl.SSLError) and not isinstance(
-                    channel.error, ssl.SSLEOFError
-                ):
-                    # Under TLS 1.3 a refused client certificate arrives after the
-                    # handshake, as an alert on the first read: still a TLS failure.
-                    attempt.failure = describe_tls_error(channel.error, host=self.host)
-                elif channel.is_handshaken and not attempt.greeted:
-                    # The server greets every connection it accepts; closing on us
-                    # before that means it refused our TLS session.
-                    attempt.failure = TLSError(
-                        f"the server closed the connection right after the TLS handshake "
-                        f"({reason}); if it requires client certificates, pass --cert and "
-                        "--key (securechat-certs --client NAME makes them)"
-                    )
-                else:
-                    attempt.failure = ConnectionLost(f"connection closed during login: {reason}")
-            lost = len(self._pending)
+                attempt.failure = login_failure(attempt, channel, reason, self.host)
+            # Messages go again with their keys, but only to a server that
+            # remembers keys: a version 1 server would store them twice.
+            lost = self._requests.connection_lost(resend=attempt.version >= 2)
             self.unconfirmed += lost
-            self._pending.clear()
-            self._partial.clear()
             self._lock.notify_all()
+        self._state.connection_lost()
         if not was_ready:
             return
-        self._transfers.connection_lost()
+        # This connection is over: its loop thread, selector and wake-up pipe go
+        # with it (stop() from the loop's own thread only asks it to end).
+        attempt.loop.stop()
+        self._disk.submit(self._transfers.connection_lost)
         why = attempt.bye_reason or reason
         self._emit("disconnected", reason=why)
         if lost and attempt.bye_reason != "you quit":
@@ -514,7 +502,12 @@ class ChatClient:
                 text=f"{lost} request(s) were not confirmed before the connection was lost; "
                 "check /history before sending them again",
             )
-        if self._stop.is_set() or not self._reconnect_enabled or attempt.bye_reason == "you quit":
+        # Logged out on purpose, here or (protocol v2) from another session of the
+        # account with /sessions close: coming back would undo it.
+        logged_out = attempt.bye_reason == "you quit" or (attempt.bye_reason or "").startswith(
+            _CLOSED_ELSEWHERE
+        )
+        if self._stop.is_set() or not self._reconnect_enabled or logged_out:
             self._finish()
             return
         threading.Thread(target=self._reconnect, args=(why,), name="reconnect", daemon=True).start()
@@ -522,196 +515,20 @@ class ChatClient:
     # -- frames to events --------------------------------------------------------------------
 
     def _emit(self, type_: str, **data: Any) -> None:
-        # Absent and null mean the same on the wire; events leave nulls out.
-        self._on_event(Event(type_, {k: v for k, v in data.items() if v is not None}))
+        self._deliver(event(type_, **data))
 
-    def _on_welcome(self, frame: Frame) -> None:
-        self.user = frame.str_field("user")
-        self._emit(
-            "connected",
-            user=self.user,
-            server=f"{self.host}:{self.port}",
-            tls_version=self.tls_version,
-            **self._certificate,
-        )
-
-    def _on_joined(self, frame: Frame) -> None:
-        room = frame.str_field("room")
-        rid = frame.int_field("rid", optional=True)
-        resync = rid in self._resync_rids
-        listed = frame.get("users")
-        users = [u for u in listed if isinstance(u, str)] if isinstance(listed, list) else None
-        count = frame.get("count", len(users or ()))
-        topic = frame.str_field("topic", optional=True)
-        with self._lock:
-            if fold(room) not in map(fold, self.rooms):
-                self.rooms.append(room)
-            # A rejoin after reconnecting (or the server's automatic one) must
-            # not move the user away from the room they were talking in.
-            if not resync and (rid is not None or self.current_room is None):
-                self.current_room = room
-        if resync:
-            return  # the rejoin after a reconnect: the user never left
-        if users is not None:
-            text = f"you joined {room} ({count} here: {', '.join(users)})"
-        else:
-            text = f"you joined {room} ({count} here; /who lists them)"
-        if topic:
-            text += f"; topic: {topic}"
-        self._emit(
-            "system", event="joined", room=room, text=text, users=users, count=count, topic=topic
-        )
-
-    def _on_parted(self, frame: Frame) -> None:
-        room = frame.str_field("room")
-        with self._lock:
-            self.rooms = [r for r in self.rooms if fold(r) != fold(room)]
-            if self.current_room is not None and fold(self.current_room) == fold(room):
-                self.current_room = self.rooms[-1] if self.rooms else None
-        now = f"; now in {self.current_room}" if self.current_room else "; /join a room to talk"
-        self._emit("system", event="parted", room=room, text=f"you left {room}{now}")
-
-    def _target(self, frame: Frame) -> str:
-        """The key of the room or conversation a message belongs to."""
-        room = frame.get("room")
-        if isinstance(room, str):
-            return fold(room)
-        sender, to = frame.str_field("from"), frame.str_field("to")
-        partner = to if fold(sender) == fold(self.user) else sender
-        self._partners[fold(partner)] = partner
-        return "@" + fold(partner)
-
-    def _on_any_message(self, frame: Frame) -> None:
-        mid = frame.int_field("id")
-        assert mid is not None
-        target = self._target(frame)
-        rid = frame.int_field("rid", optional=True)
-        replayed = frame.get("history") is True
-        explicit = replayed and rid is not None and rid not in self._resync_rids
-        seen = self._last_seen.get(target, 0)
-        if mid <= seen and not explicit:
-            return  # already shown: a replay overlapping live delivery or the gap fill
-        if not explicit:
-            self._last_seen[target] = max(seen, mid)
-        self._on_event(self._message_event(frame))
-
-    def _message_event(self, frame: Frame) -> Event:
-        data: dict[str, Any] = {"id": frame.get("id"), "ts": frame.get("ts")}
-        if frame.type == "message":
-            data["room"] = frame.str_field("room")
-        data["from"] = frame.str_field("from")
-        if frame.type == "private":
-            data["to"] = frame.str_field("to")
-        data["text"] = frame.str_field("text")
-        for flag in ("history", "search"):
-            if frame.get(flag) is True:
-                data[flag] = True
-        if frame.get("stored") is False:
-            data["stored"] = False
-        return Event(frame.type, data)
-
-    def _on_history_end(self, frame: Frame) -> None:
-        rid = frame.int_field("rid", optional=True)
-        if rid in self._resync_rids:
-            return
-        count = frame.get("count", 0)
-        room, user = frame.get("room"), frame.get("user")
-        where = room if room else f"your conversation with {user}"
-        noun = "message" if count == 1 else "messages"
-        if frame.get("search") is not None:
-            text = f"{count} {noun} match {frame.get('search')!r}"
-        elif count:
-            text = f"end of history of {where}: {count} {noun}"
-        else:
-            text = f"no stored messages in {where} for that request"
-        self._emit("system", event="history_end", text=text, count=count, room=room, user=user)
-
-    def _on_history_status(self, frame: Frame) -> None:
-        self._emit(
-            "system",
-            event="history_status",
-            text=frame.str_field("text"),
-            keep=frame.get("keep"),
-            stored=frame.get("stored"),
-            retention_days=frame.get("retention_days"),
-        )
-
-    def _on_forgotten(self, frame: Frame) -> None:
-        self._emit(
-            "system", event="forgotten", text=frame.str_field("text"), count=frame.get("count")
-        )
-
-    def _on_system(self, frame: Frame) -> None:
-        data = {k: v for k, v in frame.fields.items() if k != "rid"}
-        data["text"] = frame.str_field("text")
-        self._on_event(Event("system", data))
-
-    def _on_users(self, frame: Frame) -> None:
-        users = self._gather(frame, "users")
-        if users is not None:
-            self._emit("users", room=frame.str_field("room"), users=users)
-
-    def _on_rooms(self, frame: Frame) -> None:
-        rooms = self._gather(frame, "rooms")
-        if rooms is not None:
-            self._emit("rooms", rooms=rooms)
-
-    def _gather(self, frame: Frame, key: str) -> list[Any] | None:
-        """Join a list the server split over frames (``more: true``); None until complete."""
-        items = frame.get(key)
-        part = items if isinstance(items, list) else []
-        rid = frame.int_field("rid", optional=True)
-        collected = self._partial.pop(rid, []) + part if rid is not None else part
-        if frame.get("more") is True and rid is not None:
-            self._partial[rid] = collected
-            return None
-        return collected
-
-    def _on_topic(self, frame: Frame) -> None:
-        room = frame.str_field("room")
-        topic = frame.str_field("topic", optional=True)
-        by = frame.str_field("by", optional=True)
-        if by:
-            text = (
-                f"{by} set the topic of {room}: {topic}"
-                if topic
-                else f"{by} cleared the topic of {room}"
-            )
-        else:
-            text = f"topic of {room}: {topic}" if topic else f"{room} has no topic"
-        self._emit("system", event="topic", room=room, topic=topic, by=by or None, text=text)
-
-    def _on_nick(self, frame: Frame) -> None:
-        old, new = frame.str_field("old"), frame.str_field("new")
-        if fold(old) == fold(self.user):
-            self.user = new
-        self._emit("system", event="nick", old=old, new=new, text=frame.str_field("text"))
-
-    def _on_time(self, frame: Frame) -> None:
-        ts = frame.str_field("ts")
-        self._emit("system", event="time", ts=ts, text=f"server time is {ts}")
+    def _deliver(self, item: Event) -> None:
+        # Never on_event itself here: the front end may block (a full stdout pipe).
+        self._events.submit(partial(self._on_event, item))
 
     def _on_error(self, frame: Frame) -> None:
         rid = frame.int_field("rid", optional=True)
+        code = frame.str_field("code")
         if rid is not None:
-            self._transfers.refused(rid)
-        self._emit("error", code=frame.str_field("code"), text=frame.str_field("text"))
-
-
-_FRAME_HANDLERS: dict[str, Callable[[ChatClient, Frame], None]] = {
-    "welcome": ChatClient._on_welcome,
-    "joined": ChatClient._on_joined,
-    "parted": ChatClient._on_parted,
-    "message": ChatClient._on_any_message,
-    "private": ChatClient._on_any_message,
-    "history_end": ChatClient._on_history_end,
-    "history_status": ChatClient._on_history_status,
-    "forgotten": ChatClient._on_forgotten,
-    "system": ChatClient._on_system,
-    "users": ChatClient._on_users,
-    "rooms": ChatClient._on_rooms,
-    "topic": ChatClient._on_topic,
-    "nick": ChatClient._on_nick,
-    "time": ChatClient._on_time,
-    "error": ChatClient._on_error,
-}
+            retry, paused = self._requests.refused(rid, code, frame.get("retry_after"))
+            if retry is not None:
+                if not paused:  # one notice per pause, not one per refused line
+                    self._deliver(throttled_event(retry))
+                return
+            self._disk.submit(partial(self._transfers.refused, rid))
+        self._emit("error", code=code, text=frame.str_field("text"))

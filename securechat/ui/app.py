@@ -272,7 +272,20 @@ class ChatApp:
                 self._send(request, quiet=True)
         if bell:
             self.application.output.bell()
+        self._mark_read()
         self.application.invalidate()
+
+    def _mark_read(self) -> None:
+        """The visible buffer is read up to its newest message (for the account's other
+        sessions; the client sends at most one marker a second per conversation)."""
+        buffer = self.model.current
+        newest = buffer.newest_id()
+        if self._client is None or newest is None or buffer.kind == "server":
+            return
+        if buffer.kind == "room":
+            self._client.mark_read(room=buffer.name, mid=newest)
+        else:
+            self._client.mark_read(user=buffer.name, mid=newest)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -316,6 +329,11 @@ class ChatApp:
                 self.model.cancel_quiet(request)
             else:
                 self.model.apply(Event("error", {"code": "not_connected", "text": str(exc)}))
+        except ChatError as exc:  # too much kept while reconnecting
+            if quiet:
+                self.model.cancel_quiet(request)
+            else:
+                self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
 
     def _history(self, older: bool) -> None:
         entry = self.model.history.back(self.input.text) if older else self.model.history.forward()
@@ -382,6 +400,7 @@ class ChatApp:
         def redraw_after(action: Callable[[], None]) -> Callable[[KeyPressEvent], None]:
             def handler(event: KeyPressEvent) -> None:
                 action()
+                self._mark_read()  # another buffer may be showing now
                 self.application.invalidate()
 
             return handler

@@ -39,6 +39,8 @@ class Printer:
         self._lock = threading.Lock()
         self.on_broken: Callable[[], None] | None = None
         """Called once if the reader of our output goes away (a closed pipe)."""
+        self.on_printed: Callable[[Event], None] | None = None
+        """Called after each event is written (line mode marks messages read)."""
         self._broken = False
 
     def emit(self, event: Event) -> None:
@@ -50,7 +52,9 @@ class Printer:
             try:
                 self._out.write(text + "\n")
                 self._out.flush()
+                printed = True
             except BrokenPipeError:
+                printed = False
                 self._broken = True
                 # Nobody reads us any more: stop, without a traceback at exit.
                 devnull = os.open(os.devnull, os.O_WRONLY)
@@ -58,6 +62,8 @@ class Printer:
                 os.close(devnull)
                 if self.on_broken is not None:
                     self.on_broken()
+        if printed and self.on_printed is not None:
+            self.on_printed(event)
 
     def format(self, event: Event) -> str:
         """The line for ``event``."""
@@ -112,6 +118,12 @@ class HumanPrinter(Printer):
         if event.type == "files":
             items = [_transfer_line(t) for t in d.get("transfers", []) if isinstance(t, dict)]
             return f"[{stamp}] -- transfers: " + ("; ".join(items) if items else "none")
+        if event.type == "sessions":
+            items = [_session_line(x) for x in d.get("sessions", []) if isinstance(x, dict)]
+            return f"[{stamp}] -- sessions: " + ("; ".join(items) if items else "none")
+        if event.type == "unread":
+            items = [_unread_line(x) for x in [*d.get("rooms", []), *d.get("users", [])]]
+            return f"[{stamp}] -- unread: " + ("; ".join(items) if items else "nothing")
         if event.type == "connected":
             return f"[{stamp}] -- connected to {s['server']} as {s['user']} ({s['tls_version']})"
         if event.type == "disconnected":
@@ -126,6 +138,19 @@ def _transfer_line(item: dict[str, Any]) -> str:
         f"{sanitize(str(item.get('peer')))} ({item.get('state')}, "
         f"{item.get('bytes')}/{item.get('size')} bytes)"
     )
+
+
+def _session_line(item: dict[str, Any]) -> str:
+    this = " (this one)" if item.get("current") is True else ""
+    peer, since = sanitize(str(item.get("peer", ""))), sanitize(str(item.get("since", "")))
+    return f"#{item.get('session')} {peer} since {since}{this}"
+
+
+def _unread_line(item: Any) -> str:
+    if not isinstance(item, dict):
+        return "?"
+    where = sanitize(str(item.get("room") or item.get("user") or ""))
+    return f"{where} {item.get('unread')} (from message {item.get('first')})"
 
 
 def _room_line(room: dict[str, Any]) -> str:
@@ -154,11 +179,15 @@ def run_line_mode(client: ChatClient, fd: int) -> int:
             client.wait_for_replies(_REPLY_TIMEOUT)
             client.quit(quit_reason)
             return 0
-    if not client.connected:
+    if not client.connected and not client.waiting:
         client.close()  # gone for good, or mid-reconnect with nothing left to send
         return 1
     client.wait_for_transfers()
-    if not client.wait_for_replies(_REPLY_TIMEOUT) and not client.closed:
+    answered = client.wait_for_replies(_REPLY_TIMEOUT)
+    if not client.connected:
+        client.close()  # still reconnecting: what was typed meanwhile is lost
+        return 1
+    if not answered and not client.closed:
         client.show(
             Event(
                 "error",
@@ -293,6 +322,9 @@ def _handle_line(client: ChatClient, raw: bytes) -> str | None:
     try:
         rid = client.request(action.type, action.fields)
     except ConnectionLost:
+        return None
+    except ChatError as exc:  # too much kept while reconnecting
+        client.show(Event("error", {"code": exc.code, "text": exc.text}))
         return None
     if action.waits:
         client.wait_for_reply(rid, _REPLY_TIMEOUT)

@@ -61,7 +61,9 @@ LineKind = Literal["message", "notice", "info", "error", "transfer"]
 ConnectionState = Literal["connecting", "connected", "reconnecting", "disconnected"]
 
 # System events that answer something the user typed: shown where they typed it.
-_ANSWERS = frozenset({"time", "history_status", "forgotten", "export", "history_end"})
+_ANSWERS = frozenset(
+    {"time", "history_status", "forgotten", "export", "history_end", "session_closed"}
+)
 
 
 def _now() -> datetime.datetime:
@@ -141,6 +143,10 @@ class Buffer:
     def rows(self) -> int:
         """Rows the buffer draws: its lines, plus the marker line."""
         return len(self.lines) + (self.marker is not None)
+
+    def newest_id(self) -> int | None:
+        """The id of the newest message shown here, if any."""
+        return max((line.msg_id for line in self.lines if line.msg_id is not None), default=None)
 
     def member_names(self) -> list[str]:
         """The members, sorted as the server sorts them (case-insensitively)."""
@@ -604,6 +610,37 @@ class ChatModel:
     def _error(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
         self._notice(self.current, str(d.get("text", "")), "error")
 
+    def _sessions(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+        items = [s for s in d.get("sessions", []) if isinstance(s, dict)]
+        for item in items:
+            this = " (this one)" if item.get("current") is True else ""
+            self._notice(
+                self.current,
+                f"session {item.get('session')}: {item.get('peer')}, since {item.get('since')}"
+                f"{this}",
+                "info",
+            )
+
+    def _unread(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+        items = [u for u in [*d.get("rooms", []), *d.get("users", [])] if isinstance(u, dict)]
+        if not items:
+            self._notice(self.current, "nothing unread", "info")
+        for item in items:
+            where = item.get("room") or item.get("user")
+            self._notice(
+                self.current,
+                f"{where}: {item.get('unread')} unread, from message {item.get('first')}",
+                "info",
+            )
+
+    def _read(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+        """Another session of the account read a conversation: nothing is unread there."""
+        where = d.get("room") or d.get("user")
+        buffer = self.find(where) if isinstance(where, str) else None
+        if buffer is not None:
+            buffer.unread = 0
+            buffer.highlight = False
+
     def _files(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
         items = [t for t in d.get("transfers", []) if isinstance(t, dict)]
         self.learn_transfers(items)
@@ -701,6 +738,9 @@ _HANDLERS: dict[str, _Handler] = {
     "rooms": ChatModel._rooms,
     "error": ChatModel._error,
     "files": ChatModel._files,
+    "sessions": ChatModel._sessions,
+    "unread": ChatModel._unread,
+    "read": ChatModel._read,
     "file_offer": ChatModel._file_offer,
     "file_progress": ChatModel._file_progress,
     "file_saved": ChatModel._file_done,
