@@ -12,7 +12,7 @@ from typing import IO, Any
 import pytest
 
 from securechat.server.listener import Server
-from tests.conftest import Pki, RawClient
+from tests.conftest import UNMETERED, Pki, RawClient
 
 
 def _events(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
@@ -51,7 +51,7 @@ def test_consumer_that_stops_reading_output_does_not_stall_pings(
     raw_client: Callable[..., RawClient],
     stalled_reader_client: Callable[[int], subprocess.Popen[bytes]],
 ) -> None:
-    server = make_server(ping_interval=0.3, ping_timeout=0.6)
+    server = make_server(ping_interval=0.3, ping_timeout=0.6, **UNMETERED)
     port = server.address[1]
     alice = stalled_reader_client(port)
     assert alice.stdout is not None

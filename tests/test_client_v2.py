@@ -151,16 +151,39 @@ def test_line_mode_marks_what_it_printed_read_at_most_once_a_second(
     assert [(f.get("user"), f.get("id")) for f in user_marks] in ([], [("bob", 4)])
 
 
-def test_version_1_server_is_not_sent_v2_requests(
-    server: Server, client_process: Callable[..., ClientProcess]
+def test_an_older_server_is_not_sent_requests_it_does_not_know(
+    scripted: ScriptedServer, client_process: Callable[..., ClientProcess]
 ) -> None:
-    alice = client_process(server.address[1], "alice")
+    alice = client_process(scripted.port, "alice")
+    peer = scripted.accept()
+    peer.greet_and_welcome(version=1)  # a 0.1 server: features ["chat"] only
     alice.wait_for("connected")
     alice.type("/sessions", "/history unread", "still here")
     assert alice.wait_for("error")["code"] == "unsupported"
     assert alice.wait_for("error")["code"] == "unsupported"
-    alice.wait_for("message", text="still here")
-    assert alice.finish()[0] == 0
+    say = peer.expect("say")  # the first frame after the login: nothing else was sent
+    assert say.get("text") == "still here"
+
+
+def test_sessions_and_unread_against_the_real_server(
+    server: Server, client_process: Callable[..., ClientProcess]
+) -> None:
+    port = server.address[1]
+    laptop = client_process(port, "alice")
+    laptop.wait_for("connected")
+    desktop = client_process(port, "alice")
+    assert desktop.wait_for("connected")["sessions"] == 2
+    laptop.type("/sessions")
+    listed = laptop.wait_for("sessions")["sessions"]
+    assert [s["current"] for s in listed] == [True, False]
+    laptop.type("/history unread")
+    assert laptop.wait_for("unread") == {"type": "unread", "rooms": [], "users": []}
+    laptop.type(f"/sessions close {listed[1]['session']}")
+    laptop.wait_for("system", event="session_closed")
+    gone = desktop.wait_for("disconnected")
+    assert gone["reason"].startswith("closed from your session")
+    assert desktop.proc.wait(10) == 1  # it does not come back
+    assert laptop.finish()[0] == 0
 
 
 def test_read_elsewhere_clears_the_ui_unread_count() -> None:
@@ -185,7 +208,7 @@ def test_session_closed_from_another_session_does_not_come_back(
     peer = scripted.accept()
     peer.greet_and_welcome(version=2, join_general=False, **{"rooms": []})
     connecting.join(10)
-    peer.send("bye", reason="closed from your session at 10.0.0.2")
+    peer.send("bye", code="session_closed", reason="closed from your session at 10.0.0.2")
     peer.close()
     gone = log.wait_for("disconnected")
     assert gone["reason"] == "closed from your session at 10.0.0.2"

@@ -74,13 +74,16 @@ def test_a_reader_stalling_200_history_requests_does_not_delay_others(
         rows, end = _history(other, room="#general", limit=MAX_HISTORY)
         assert len(rows) == MAX_HISTORY and end.get("count") == MAX_HISTORY
         assert time.monotonic() - started < 1.0
-    # The staller's extra requests were refused, not queued: it reads them later.
+    # Every request was answered once: streamed whole, or refused as busy while the
+    # staller had MAX_STREAMS answers in flight, never queued behind them.
     staller.sock.settimeout(10)
-    errors = []
-    while len(errors) < 200 - MAX_STREAMS:
+    answers: dict[str, int] = {}
+    while sum(answers.values()) < 200:
         frame = staller.recv_frame()
         assert frame is not None
-        if frame.type == "error":
-            errors.append(frame)
-    assert {e.get("code") for e in errors} == {"busy"}
-    assert all(e.get("retry_after") > 0 for e in errors)
+        if frame.type in ("history_end", "error"):
+            answers[frame.type] = answers.get(frame.type, 0) + 1
+            assert frame.type == "history_end" or (
+                frame.get("code") == "busy" and frame.get("retry_after") > 0
+            )
+    assert MAX_STREAMS <= answers["history_end"] < 20 and answers["error"] > 180, answers

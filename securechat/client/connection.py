@@ -65,11 +65,13 @@ class Attempt:
         self.live = False
         """Ready, rejoined, and everything queued meanwhile sent: requests go straight out."""
         self.login_rid: int | None = None
-        self.version = 1
-        """The protocol version the server's ``hello`` announced."""
+        self.features: frozenset[str] = frozenset()
+        """The features the server's ``hello`` announced."""
         self.closed = False
         self.failure: SecureChatError | None = None
         self.bye_reason: str | None = None
+        self.bye_code: str | None = None
+        """The ``code`` of the server's ``bye``, if it gave one (``session_closed``)."""
         self.greeted = False
 
     def on_open(self, channel: Channel) -> None:

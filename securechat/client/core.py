@@ -72,10 +72,16 @@ from .worker import SerialWorker
 __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
 
 _CONNECT_TIMEOUT = 10.0
-_CLOSED_ELSEWHERE = "closed from your session"
-"""How the ``bye`` of a session logged out by /sessions close begins (protocol v2)."""
-_V2_REQUESTS = frozenset({"sessions", "session_close", "unread", "read"})
-"""Requests a version 1 server does not know: it would close the connection."""
+_CLOSED_ELSEWHERE = "session_closed"
+"""The ``code`` of the ``bye`` of a session logged out by /sessions close."""
+_FEATURE_OF = {
+    "sessions": "sessions",
+    "session_close": "sessions",
+    "unread": "read",
+    "read": "read",
+}
+"""Requests only a server announcing that feature knows (an older one closes the
+connection on an unknown frame type)."""
 _EVENT_BACKLOG = 50_000
 """Events waiting for the front end before the I/O thread waits too (see worker.py)."""
 _DISK_BACKLOG = 1024
@@ -129,8 +135,8 @@ class ChatClient:
         self._collector = Collector(self._lock, stopped=lambda: self._finished)
         self._resync = Resync()
         self._state = ChatState(user)
-        self._server_version = 1
-        """The protocol version of the server last connected to."""
+        self._server_features: frozenset[str] = frozenset()
+        """The features the server last connected to announced in ``hello``."""
         self._reads = ReadMarkers(self._send_read)
         self.tls_version = ""
         self._certificate: dict[str, str] = {}
@@ -201,28 +207,29 @@ class ChatClient:
         the client has stopped for good, and ChatError ``queue_full`` when too
         many requests are waiting already.
         """
-        if type_ in _V2_REQUESTS and self._server_version < 2:
+        feature = _FEATURE_OF.get(type_)
+        if feature is not None and feature not in self._server_features:
             raise ChatError(
                 "unsupported",
-                f"this server speaks protocol version {self._server_version}, which has no "
-                f"{type_!r} request; nothing was sent",
+                f"this server does not support {type_!r} (it does not announce the "
+                f"{feature!r} feature); nothing was sent",
             )
         return self._requests.submit(type_, fields or {})
 
     def mark_shown(self, shown: Event) -> None:
         """A front end showed ``shown``: a message marks its conversation read up to
-        it, for the account's other sessions (protocol v2; at most once a second)."""
-        if self._server_version >= 2:
+        it, for the account's other sessions (at most once a second)."""
+        if "read" in self._server_features:
             self._reads.shown_event(shown, me=self.user)
 
     def mark_read(self, *, room: str | None = None, user: str | None = None, mid: int) -> None:
         """The user has seen ``room`` (or the conversation with ``user``) up to message
-        ``mid``: tell the server (protocol v2; at most once a second per conversation)."""
-        if self._server_version >= 2:
+        ``mid``: tell the server (at most once a second per conversation)."""
+        if "read" in self._server_features:
             self._reads.shown(room=room, user=user, mid=mid)
 
     def _send_read(self, fields: dict[str, Any]) -> None:
-        if self._server_version >= 2:  # a version 1 server drops us for an unknown frame
+        if "read" in self._server_features:  # an older server drops us for an unknown frame
             self._send("read", fields)
 
     def _send_raw(self, data: bytes, bulk: bool) -> None:
@@ -451,11 +458,13 @@ class ChatClient:
             return
         if frame.type == "hello":
             attempt.greeted = True
-            version = frame.get("version")
-            attempt.version = version if isinstance(version, int) else 1
-            self._server_version = attempt.version
+            features = frame.get("features")
+            if isinstance(features, list):
+                attempt.features = frozenset(f for f in features if isinstance(f, str))
+            self._server_features = attempt.features
         elif frame.type == "bye":
             attempt.bye_reason = frame.str_field("reason", optional=True) or "server closed"
+            attempt.bye_code = frame.str_field("code", optional=True) or None
         elif frame.type == "error" and not attempt.ready and rid == attempt.login_rid:
             with self._lock:
                 attempt.failure = ChatError(frame.str_field("code"), frame.str_field("text"))
@@ -482,8 +491,8 @@ class ChatClient:
             if not was_ready and attempt.failure is None:
                 attempt.failure = login_failure(attempt, channel, reason, self.host)
             # Messages go again with their keys, but only to a server that
-            # remembers keys: a version 1 server would store them twice.
-            lost = self._requests.connection_lost(resend=attempt.version >= 2)
+            # remembers keys (feature "resume"): an older one would store them twice.
+            lost = self._requests.connection_lost(resend="resume" in attempt.features)
             self.unconfirmed += lost
             self._lock.notify_all()
         self._state.connection_lost()
@@ -502,11 +511,9 @@ class ChatClient:
                 text=f"{lost} request(s) were not confirmed before the connection was lost; "
                 "check /history before sending them again",
             )
-        # Logged out on purpose, here or (protocol v2) from another session of the
-        # account with /sessions close: coming back would undo it.
-        logged_out = attempt.bye_reason == "you quit" or (attempt.bye_reason or "").startswith(
-            _CLOSED_ELSEWHERE
-        )
+        # Logged out on purpose, here or from another session of the account with
+        # /sessions close: coming back would undo it.
+        logged_out = attempt.bye_reason == "you quit" or attempt.bye_code == _CLOSED_ELSEWHERE
         if self._stop.is_set() or not self._reconnect_enabled or logged_out:
             self._finish()
             return

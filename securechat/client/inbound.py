@@ -55,7 +55,7 @@ class Inbound:
         """Apply ``frame`` and show what it says; frames of other types are ignored.
 
         True when the frame completes the login: a ``welcome`` listing our rooms
-        (protocol v2), or the first ``joined``.
+        (feature ``offline``), or the first ``joined``.
         """
         if frame.type == "welcome":
             return self._welcome(frame)

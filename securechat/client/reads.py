@@ -1,7 +1,7 @@
 """Read markers: telling the server how far the user has read each conversation.
 
 Front ends say what they have shown (:meth:`ReadMarkers.shown`); this module
-sends ``read`` frames (protocol v2) so the account's other sessions can clear
+sends ``read`` frames (feature ``read``) so the account's other sessions can clear
 their unread counts. A conversation gets at most one ``read`` per
 :data:`READ_INTERVAL`: a burst of messages shown in a second costs one frame,
 and the newest id of the burst is sent when the interval is over.

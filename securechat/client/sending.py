@@ -13,7 +13,7 @@ core takes from it what may go out now (:meth:`SendQueue.due`):
   until the server acknowledges them (its copy with our ``rid``; one marked
   ``duplicate`` counts too) or refuses them. When the connection drops, those
   in flight are sent again, with the same keys, after the reconnect: a server
-  that remembers keys (protocol v2) answers a repeat with the original message
+  that remembers keys (feature ``resume``) answers a repeat with the original message
   and stores nothing twice. A server that does not (v1) would store it twice,
   so against it they are given up and reported as unconfirmed instead.
 * **Rate limits.** ``error code=rate_limited`` with ``retry_after`` for a
@@ -48,7 +48,7 @@ MESSAGE_REQUESTS = frozenset({"say", "msg"})
 
 
 def new_key() -> str:
-    """A fresh idempotency key: 16 hex digits, as protocol v2 allows (1-64 of [A-Za-z0-9_-])."""
+    """A fresh idempotency key: 16 hex digits, as the protocol allows (1-64 of [A-Za-z0-9_-])."""
     return secrets.token_hex(8)
 
 

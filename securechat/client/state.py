@@ -48,10 +48,10 @@ class ChatState:
             return self._current
 
     def welcome(self, frame: Frame) -> bool:
-        """Logged in: the server's spelling of our name, and (protocol v2) our rooms.
+        """Logged in: the server's spelling of our name, and (feature ``offline``) our rooms.
 
         True if the welcome listed the rooms (``rooms``): the client is then
-        ready at once. A version 1 server lists none and puts every login in
+        ready at once. An older server lists none and puts every login in
         ``#general``; the client is ready at that ``joined``.
         """
         listed = frame.get("rooms")

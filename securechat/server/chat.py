@@ -243,7 +243,11 @@ def session_close(hub: Hub, session: Session, frame: Frame, rid: int | None) -> 
         if other.number == number:
             if other is not session:
                 peer = session.link.peer.rsplit(":", 1)[0]
-                other.send(encode("bye", reason=f"closed from your session at {peer}"))
+                other.send(
+                    encode(
+                        "bye", code="session_closed", reason=f"closed from your session at {peer}"
+                    )
+                )
                 other.link.close(f"closed from session {session.number}")
             session.send(encode("session_closed", rid=rid, session=number))
             return
