@@ -68,7 +68,7 @@ DEFAULT_CACHE = HERE / ".cache"
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench.catalog import SCENARIOS  # noqa: E402
+from bench.catalog import GROUPS, SCENARIOS  # noqa: E402
 from bench.common import percentile  # noqa: E402
 from bench.harness import Bench, Figure, Figures  # noqa: E402
 from bench.measure import wait_for_quiet  # noqa: E402
@@ -83,7 +83,7 @@ from bench.report import (  # noqa: E402
     table_rows,
 )
 
-__all__ = ["SCENARIOS", "Figure", "build_parser", "main", "percentile", "run_all"]
+__all__ = ["SCENARIOS", "Figure", "build_parser", "main", "percentile", "run_all", "scenario_names"]
 
 
 def _raise_fd_limit() -> None:
@@ -92,9 +92,16 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def scenario_names(chosen: list[str] | None) -> list[str]:
+    """The scenarios to run, in order, for the ``--scenario`` values given (None: all);
+    a group name (``stall``) stands for its scenarios."""
+    names = chosen or list(SCENARIOS)
+    return list(dict.fromkeys(n for choice in names for n in GROUPS.get(choice, (choice,))))
+
+
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     """Every chosen scenario, ``args.runs`` times each, with fresh servers."""
-    names: list[str] = args.scenario or list(SCENARIOS)
+    names = scenario_names(args.scenario)
     certificates = max((round(SCENARIOS[n].certificates * args.scale) for n in names), default=0)
     pki = prepare_pki(Path(args.cache), clients=max(certificates, 20 if "connect" in names else 0))
     results: dict[str, Any] = {}
@@ -150,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenario",
         action="append",
-        choices=list(SCENARIOS),
-        help="run only this scenario (repeatable; default: all)",
+        choices=[*SCENARIOS, *GROUPS],
+        help="run only this scenario, or 'stall' for every stall-* one (repeatable; default: all)",
     )
     p.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
     p.add_argument(

@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
-from .harness import Figure, Scenario
+from collections.abc import Awaitable, Callable
+
+from .harness import Bench, Figure, Figures, Scenario
 from .scenarios_chat import scenario_durable, scenario_fanout, scenario_latency
 from .scenarios_connect import scenario_connect
 from .scenarios_files import scenario_files
 from .scenarios_history import scenario_history
+from .scenarios_stall import (
+    scenario_stall_flood,
+    scenario_stall_forget,
+    scenario_stall_history,
+    scenario_stall_logins,
+)
 
-__all__ = ["SCENARIOS"]
+__all__ = ["GROUPS", "SCENARIOS"]
+
+STALL_P99_MS = 50.0
+"""The most an unrelated user's round trip may take at p99 while someone else loads the server."""
+STALL_MAX_MS = 200.0
+"""... and at worst."""
+
+
+def _stall(run: Callable[[Bench], Awaitable[Figures]], *load: Figure) -> Scenario:
+    """A stall scenario: the probe's round trips first, then the load's own figures."""
+    return Scenario(
+        run,
+        (
+            Figure("p50_ms", "other user's time round trip p50 ms"),
+            Figure("p99_ms", "other user's time round trip p99 ms", ("<=", STALL_P99_MS)),
+            Figure("max_ms", "other user's time round trip max ms", ("<=", STALL_MAX_MS)),
+            Figure("decoded_p99_ms", "... p99 ms as decoded by the generator"),
+            Figure("idle_p99_ms", "... p99 ms before the load (idle server)"),
+            *load,
+            Figure("server_cores", "server CPU (cores busy)"),
+            Figure("gen_cores", "generator CPU (cores busy)"),
+            Figure("other_cores", "other CPU on the machine (cores)"),
+            Figure("lost", "requests never answered", ("==", 0)),
+        ),
+    )
+
 
 SCENARIOS: dict[str, Scenario] = {
     "fanout": Scenario(
@@ -99,4 +132,34 @@ SCENARIOS: dict[str, Scenario] = {
             Figure("lost", "chat lost + failed transfer", ("==", 0)),
         ),
     ),
+    "stall-forget": _stall(
+        scenario_stall_forget,
+        Figure("forget_ms", "forget: request to forgotten (ms)"),
+        Figure("erased", "messages erased"),
+    ),
+    "stall-flood": _stall(
+        scenario_stall_flood,
+        Figure("stored_per_s", "2 KB messages stored/s"),
+        Figure("rate_limited", "messages refused rate_limited", ("==", 0)),
+        Figure("refused_other", "messages refused otherwise"),
+        Figure("ack_p99_ms", "senders' p99 ms to the echo (decoded)"),
+    ),
+    "stall-history": _stall(
+        scenario_stall_history,
+        Figure("requests", "history requests never read"),
+    ),
+    "stall-logins": _stall(
+        scenario_stall_logins,
+        Figure("attempts", "wrong-password login attempts"),
+        Figure("attempts_per_s", "attempts/s"),
+        Figure("bad_password", "answered bad_password"),
+        Figure("refused", "connections refused or closed unanswered"),
+        Figure("throttled", "answered with another error (throttled)"),
+        Figure("timeouts", "unanswered within 15 s"),
+    ),
 }
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "stall": tuple(name for name in SCENARIOS if name.startswith("stall-")),
+}
+"""Names on the command line that stand for several scenarios."""

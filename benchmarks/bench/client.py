@@ -25,6 +25,7 @@ __all__ = [
     "close_all",
     "login",
     "login_many",
+    "move_to_own_rooms",
     "open_client",
     "paced_sender",
     "sent_at",
@@ -91,21 +92,39 @@ class Client:
         self._writing = False
 
     @classmethod
-    async def connect(cls, port: int, ctx: ssl.SSLContext, name: str) -> Client:
-        """A TLS connection to the server, handshake done."""
+    async def connect(
+        cls,
+        port: int,
+        ctx: ssl.SSLContext,
+        name: str,
+        *,
+        source: str | None = None,
+        rcvbuf: int | None = None,
+        timeout: float = EXPECT_TIMEOUT,
+    ) -> Client:
+        """A TLS connection to the server, handshake done.
+
+        ``source`` binds the socket to that local address first (servers count
+        connections per source address); ``rcvbuf`` sets ``SO_RCVBUF`` before the
+        connection exists, so that the window the server sees is that small too.
+        """
         loop = asyncio.get_running_loop()
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             raw.setblocking(False)
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.wait_for(loop.sock_connect(raw, (HOST, port)), EXPECT_TIMEOUT)
+            if rcvbuf is not None:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if source is not None:
+                raw.bind((source, 0))
+            await asyncio.wait_for(loop.sock_connect(raw, (HOST, port)), timeout)
             sock = ctx.wrap_socket(raw, server_hostname=SERVER_NAME, do_handshake_on_connect=False)
         except BaseException:
             raw.close()
             raise
         client = cls(name, sock, loop)
         try:
-            await asyncio.wait_for(client._handshake(), EXPECT_TIMEOUT)
+            await asyncio.wait_for(client._handshake(), timeout)
         except BaseException:
             client.abort()
             raise
@@ -143,6 +162,12 @@ class Client:
                 self.loop.remove_reader(self.fd)
 
     # receiving
+    def stop_reading(self) -> None:
+        """Never read again, like a stalled client: what the server sends piles up."""
+        if self._reading:
+            self.loop.remove_reader(self.fd)
+            self._reading = False
+
     def stamp_arrivals(self) -> None:
         """Keep :attr:`arrived` up to date from the kernel's receive timestamps."""
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -271,21 +296,49 @@ class Client:
 
         BenchError on an ``error`` or ``bye`` frame, a closed connection or the timeout.
         """
+
+        def wanted(frame: Frame) -> bool:
+            if frame.type == type_ and all(frame.get(k) == v for k, v in match.items()):
+                return True
+            if frame.type in ("error", "bye"):
+                raise BenchError(
+                    f"{self.name}: {frame.type} {dict(frame.fields)} while waiting for {type_}"
+                )
+            return False
+
+        frame = await self._next_frame(wanted, timeout)
+        if frame is not None:
+            return frame
+        if self.closed:
+            raise BenchError(f"{self.name}: closed ({self.error}) while waiting for {type_}")
+        raise BenchError(f"{self.name}: no {type_} {match} within {timeout} s")
+
+    async def wait_for_answer(self, rid: int, *, timeout: float) -> Frame | None:
+        """The frame answering request ``rid`` (an ``error`` too), or an ``error`` or
+        ``bye`` without ``rid`` (the connection refused as a whole); others are dropped.
+
+        None if the connection closed first or nothing came within ``timeout`` s
+        (:attr:`closed` tells the two apart).
+        """
+
+        def wanted(frame: Frame) -> bool:
+            rid_of = frame.get("rid")
+            return rid_of == rid or (rid_of is None and frame.type in ("error", "bye"))
+
+        return await self._next_frame(wanted, timeout)
+
+    async def _next_frame(self, wanted: Callable[[Frame], bool], timeout: float) -> Frame | None:
+        """The next queued frame ``wanted`` accepts, dropping the others; None once the
+        connection is closed or ``timeout`` s have passed."""
         deadline = self.loop.time() + timeout
         while True:
             while self.inbox:
                 frame = self.inbox.popleft()
-                if frame.type == type_ and all(frame.get(k) == v for k, v in match.items()):
+                if wanted(frame):
                     return frame
-                if frame.type in ("error", "bye"):
-                    raise BenchError(
-                        f"{self.name}: {frame.type} {dict(frame.fields)} while waiting for {type_}"
-                    )
-            if self.closed:
-                raise BenchError(f"{self.name}: closed ({self.error}) while waiting for {type_}")
             remaining = deadline - self.loop.time()
-            if remaining <= 0:
-                raise BenchError(f"{self.name}: no {type_} {match} within {timeout} s")
+            if self.closed or remaining <= 0:
+                return None
             self.waiter = self.loop.create_future()
             try:
                 await asyncio.wait_for(self.waiter, remaining)
@@ -304,12 +357,21 @@ async def open_client(port: int, ctx: ssl.SSLContext, name: str) -> Client:
     return await Client.connect(port, ctx, name)
 
 
-async def login(port: int, ctx: ssl.SSLContext, name: str, *, password: str | None) -> Client:
+async def login(
+    port: int,
+    ctx: ssl.SSLContext,
+    name: str,
+    *,
+    password: str | None,
+    source: str | None = None,
+    rcvbuf: int | None = None,
+) -> Client:
     """Connect, log in (password, or certificate when ``password`` is None), see #general.
 
     ``replay: false`` skips the history replay on join, which no scenario measures.
+    ``source`` and ``rcvbuf`` are as for :meth:`Client.connect`.
     """
-    client = await open_client(port, ctx, name)
+    client = await Client.connect(port, ctx, name, source=source, rcvbuf=rcvbuf)
     try:
         await client.expect("hello")
         client.request("login", user=name, password=password, replay=False)
@@ -371,15 +433,36 @@ async def settle_joins(clients: Sequence[Client], *, timeout: float = 60.0) -> N
         client.set_handler(None)
 
 
+async def move_to_own_rooms(clients: Sequence[Client], prefix: str) -> list[str]:
+    """Put each client alone in a room of its own, ``#{prefix}NN``, out of #general, and
+    tag it with its index; returns the rooms' names.
+
+    A message to such a room costs the server one echo and no fan-out.
+    """
+    rooms = []
+    for i, client in enumerate(clients):
+        client.tag = i
+        rooms.append(f"#{prefix}{i:02d}")
+        client.request("join", room=rooms[-1])
+        await client.expect("joined", room=rooms[-1])
+        client.request("part", room=ROOM)
+        await client.expect("parted")
+    return rooms
+
+
 def close_all(clients: Sequence[Client]) -> None:
     """Drop every connection (after the server has stopped: no quit-notice storm)."""
     for client in clients:
         client.abort()
 
 
-def stamped_text(index: int, seq: int) -> str:
-    """A chat text that carries its send time (``time.perf_counter``, this process)."""
-    return f"{time.perf_counter():.6f} {index}:{seq} {FILLER}"
+def stamped_text(index: int, seq: int, *, size: int = 0) -> str:
+    """A chat text that carries its send time (``time.perf_counter``, this process),
+    padded with filler to ``size`` characters if it is shorter."""
+    text = f"{time.perf_counter():.6f} {index}:{seq} {FILLER}"
+    if len(text) < size:
+        text = (text + (" " + FILLER) * (size // len(FILLER) + 1))[:size]
+    return text
 
 
 def sent_at(text: str) -> float:
@@ -395,8 +478,11 @@ async def paced_sender(
     period: float,
     count: int,
     stop: Callable[[], bool] = lambda: False,
+    room: str = ROOM,
+    size: int = 0,
 ) -> int:
-    """Send up to ``count`` stamped messages, one every ``period`` s from ``start``.
+    """Send up to ``count`` stamped messages of at least ``size`` characters to ``room``,
+    one every ``period`` s from ``start``.
 
     Returns how many were sent (fewer if ``stop()`` became true).
     """
@@ -406,5 +492,5 @@ async def paced_sender(
             await asyncio.sleep(delay)
         if stop() or client.closed:
             return seq
-        client.request("say", room=ROOM, text=stamped_text(index, seq))
+        client.request("say", room=room, text=stamped_text(index, seq, size=size))
     return count

@@ -136,11 +136,12 @@ def format_value(value: float | None) -> str:
 def print_table(rows: list[dict[str, Any]], runs: int) -> None:
     """The medians, as a plain-text table."""
     print(f"\nmedians of {runs} run(s)")
-    header = f"{'scenario':<9} {'figure':<44} {'median':>12} {'target':>10}  result"
+    width = max([9, *(len(row["scenario"]) for row in rows)])
+    header = f"{'scenario':<{width}} {'figure':<44} {'median':>12} {'target':>10}  result"
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row['scenario']:<9} {row['figure']:<44} {format_value(row['median']):>12} "
+            f"{row['scenario']:<{width}} {row['figure']:<44} {format_value(row['median']):>12} "
             f"{row['target']:>10}  {row['result']}"
         )

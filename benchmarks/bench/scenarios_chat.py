@@ -7,7 +7,15 @@ import time
 
 from securechat.wire.protocol import Frame, encode
 
-from .client import Client, close_all, login_many, paced_sender, sent_at, settle_joins
+from .client import (
+    Client,
+    close_all,
+    login_many,
+    move_to_own_rooms,
+    paced_sender,
+    sent_at,
+    settle_joins,
+)
 from .common import DRAIN_TIMEOUT, FILLER, ROOM, percentile
 from .harness import Bench, Figures
 from .measure import measuring
@@ -207,12 +215,7 @@ async def _durable_run(bench: Bench, durability: str) -> Figures:
         try:
             # Each client talks in a room of its own: a message costs one echo, so the
             # figure is accept -> group commit -> acknowledgement, not fan-out.
-            for i, client in enumerate(clients):
-                client.tag = i
-                client.request("join", room=f"#dur{i:02d}")
-                await client.expect("joined", room=f"#dur{i:02d}")
-                client.request("part", room=ROOM)
-                await client.expect("parted")
+            await move_to_own_rooms(clients, "dur")
             text = f"durable {FILLER}"
             sent = [0] * n_clients
             acked = [0] * n_clients
