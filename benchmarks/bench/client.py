@@ -14,7 +14,16 @@ from typing import Any
 from securechat.errors import ProtocolError
 from securechat.wire.protocol import Decoder, Frame, encode
 
-from .common import EXPECT_TIMEOUT, FILLER, HOST, PONG, ROOM, SERVER_NAME, BenchError
+from .common import (
+    EXPECT_TIMEOUT,
+    FILLER,
+    HOST,
+    PONG,
+    ROOM,
+    SERVER_NAME,
+    BenchError,
+    password_of,
+)
 from .harness import Bench
 from .server import ServerProcess
 
@@ -393,7 +402,7 @@ async def login_many(
 
     async def one(name: str) -> Client:
         async with sem:
-            return await login(server.port, ctx, name, password=f"pw-{name}")
+            return await login(server.port, ctx, name, password=password_of(name))
 
     results = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
     clients = [r for r in results if isinstance(r, Client)]

@@ -24,6 +24,7 @@ __all__ = [
     "SERVER_START_TIMEOUT",
     "SERVER_STOP_TIMEOUT",
     "BenchError",
+    "password_of",
     "percentile",
 ]
 
@@ -50,6 +51,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 class BenchError(Exception):
     """A scenario could not run as designed (server died, a step timed out, ...)."""
+
+
+def password_of(name: str) -> str:
+    """The password of benchmark account ``name``, however it was registered."""
+    return f"pw-{name}"
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -24,9 +24,8 @@ from typing import Any
 from securechat.wire.protocol import Frame
 
 from .client import Client, login
-from .common import DRAIN_TIMEOUT, BenchError, percentile
+from .common import DRAIN_TIMEOUT, BenchError, password_of, percentile
 from .harness import Bench, Figures
-from .seed import password_of
 from .server import ServerProcess
 
 __all__ = ["PROBE_HOST", "PROBE_PERIOD", "Probe", "ProbeResult"]

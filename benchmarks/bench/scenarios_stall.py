@@ -32,11 +32,11 @@ from .client import (
     paced_sender,
     sent_at,
 )
-from .common import DRAIN_TIMEOUT, HOST, ROOM, BenchError, percentile
+from .common import DRAIN_TIMEOUT, HOST, ROOM, BenchError, password_of, percentile
 from .harness import Bench, Figures
 from .measure import measuring
 from .probe import PROBE_TAIL, Probe
-from .seed import password_of, seed_database
+from .seed import seed_database
 from .server import ServerProcess
 
 __all__ = [
@@ -252,8 +252,6 @@ async def scenario_stall_logins(bench: Bench) -> Figures:
         # The account under attack exists (and is offline): each guess costs an scrypt.
         close_all(await login_many(bench, server, ["victim"]))
         ctx = bench.client_context()
-        outcomes: Counter[str] = Counter()
-        started = 0
 
         async def guess() -> str:
             """One wrong-password login: its error code, or what became of the connection."""
@@ -281,7 +279,8 @@ async def scenario_stall_logins(bench: Bench) -> Figures:
             return str(answer.get("code") or answer.type)
 
         async def flood() -> Figures:
-            nonlocal started
+            outcomes: Counter[str] = Counter()
+            started = 0
             begin = time.perf_counter()
             deadline = begin + limit  # for starting attempts; the last may take a timeout more
 

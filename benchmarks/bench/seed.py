@@ -20,17 +20,12 @@ from securechat.store.base import NewMessage, RoomRecord, utc_timestamp
 from securechat.store.sqlite import SQLiteStore
 from securechat.wire.names import fold
 
-from .common import FILLER, BenchError
+from .common import FILLER, BenchError, password_of
 
-__all__ = ["SeededRoom", "password_of", "seed_database"]
+__all__ = ["SeededRoom", "seed_database"]
 
 BATCH = 10_000
 """Rows per ``insert_messages`` call: one transaction each, a few MiB of Python objects."""
-
-
-def password_of(name: str) -> str:
-    """The password every benchmark account has (``login_many`` logs in with it)."""
-    return f"pw-{name}"
 
 
 @dataclass(frozen=True)
@@ -43,8 +38,9 @@ class SeededRoom:
 
 
 def seed_database(path: Path, *, room: str, senders: Sequence[str], rows: int) -> SeededRoom:
-    """Register ``senders`` (password :func:`password_of`) and store ``rows`` messages in
-    ``room``, ~60 characters each, ids and ``seq`` numbers 1 to ``rows``.
+    """Register ``senders`` (password :func:`~bench.common.password_of`), store ``rows``
+    messages in ``room``, ~60 characters each, ids and ``seq`` 1 to ``rows``, and make
+    the senders members who have read them all.
 
     The messages are dealt out in turn by the order of ``senders``, so a name that
     appears several times in it sends that much more of the room.
