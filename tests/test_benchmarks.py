@@ -150,3 +150,35 @@ def test_percentile_is_nearest_rank() -> None:
     assert harness.percentile(values, 99) == 99
     assert harness.percentile(values, 100) == 100
     assert harness.percentile([], 99) == 0.0
+
+
+def test_stall_names_every_stall_scenario_once() -> None:
+    stall = [name for name in harness.SCENARIOS if name.startswith("stall-")]
+    assert len(stall) == 4
+    assert harness.scenario_names(["stall"]) == stall
+    assert harness.scenario_names(["fanout", "stall", "stall-flood"]) == ["fanout", *stall]
+    assert harness.scenario_names(None) == list(harness.SCENARIOS)
+
+
+def test_stall_scenarios_judge_the_other_users_round_trip(smoke: dict[str, Any]) -> None:
+    for name in harness.scenario_names(["stall"]):
+        run = _only_run(smoke, name)
+        assert run["probes"] > 0 and run["idle_probes"] > 0
+        assert 0 < run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
+        targets = smoke["scenarios"][name]["targets"]
+        assert targets["p99_ms"] == "<= 50" and targets["max_ms"] == "<= 200"
+
+
+def test_message_flood_accounts_for_every_message(smoke: dict[str, Any]) -> None:
+    run = _only_run(smoke, "stall-flood")
+    assert run["messages"] > 0
+    answered = run["acked"] + run["rate_limited"] + run["refused_other"] + run["unanswered"]
+    assert answered == run["messages"]
+
+
+def test_login_flood_accounts_for_every_attempt(smoke: dict[str, Any]) -> None:
+    run = _only_run(smoke, "stall-logins")
+    assert run["attempts"] > 0
+    assert sum(run["outcomes"].values()) == run["attempts"]
+    parts = run["bad_password"] + run["refused"] + run["throttled"] + run["timeouts"]
+    assert parts == run["attempts"]
