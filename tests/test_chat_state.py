@@ -4,13 +4,15 @@ it matters) and real TLS clients."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from securechat.server.listener import Server
 from securechat.wire.protocol import Frame
-from tests.conftest import Pki, RawClient, free_port
+from tests.conftest import ClientProcess, Pki, RawClient, free_port
 from tests.test_durability import ServerProcess
 from tests.test_history import _history
 
@@ -174,3 +176,35 @@ def test_malformed_message_key_is_a_protocol_error(server: Server, raw_client: F
     alice.login("alice")
     alice.send("say", room="#general", text="hi", key="no spaces allowed")
     assert alice.expect("error").get("code") == "bad_frame"
+
+
+def test_line_mode_typing_through_a_kill_9_stores_every_line_exactly_once(
+    pki: Pki, tmp_path: Path, client_process: Callable[..., ClientProcess]
+) -> None:
+    db, port = tmp_path / "chat.db", free_port()
+    server = ServerProcess(pki, db, port=port)
+    try:
+        server.wait_listening()
+        typist = client_process(port, "typist")
+        typist.wait_for("connected")
+        lines = [f"line {i:03d}" for i in range(80)]
+        for i, line in enumerate(lines):  # 20 lines a second: over the budget of 10
+            if i == 50:  # some lines are unacknowledged, some waiting out a rate limit
+                server.kill()
+                server = ServerProcess(pki, db, port=port)
+                server.wait_listening()
+            typist.type(line)
+            time.sleep(0.05)  # the typing pace under test, not a wait for a condition
+        status, stderr = typist.finish(timeout=60)
+        assert status == 0, stderr
+        stored = [
+            text
+            for (text,) in sqlite3.connect(db).execute(
+                "SELECT text FROM messages WHERE text LIKE 'line %' ORDER BY id"
+            )
+        ]
+        assert sorted(stored) == lines, f"{len(stored)} stored"
+        shown = [e["text"] for e in typist.events if e["type"] == "message"]
+        assert sorted(set(shown)) == lines and len(shown) == len(lines)
+    finally:
+        server.kill()
