@@ -803,7 +803,7 @@ class Hub:
         def _erase() -> None:
             # On the writer thread: after every message this user already sent.
             try:
-                count = self._store.forget_sender(account_id)
+                count = self._writer.forget_sender(account_id)
             except StoreError as exc:
                 session.send(_error(ChatError("unavailable", f"could not erase: {exc}"), rid))
                 return

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -446,44 +446,100 @@ class Store:
                 raise
         return int(count)
 
-    def forget_sender(self, account_id: int) -> int:
-        """Erase every message ``account_id`` sent, beyond recovery from the files.
+    def forget_sender(self, account_id: int, *, upto: int, limit: int) -> int:
+        """Delete up to ``limit`` of the messages ``account_id`` sent with ids up to
+        ``upto``, in one transaction; how many.
 
-        The rows go (with ``secure_delete`` their bytes are overwritten), the
-        search index is rebuilt without them (FTS5 otherwise keeps deleted terms
-        until a merge), and the WAL is checkpointed and truncated so no older
-        page image survives there. Returns how many messages were erased.
+        ``secure_delete`` overwrites the rows, but their words stay in the search
+        index and older page images in the write-ahead log until ``merge_index``
+        and ``truncate_wal`` have run to the end: only then is the erasure complete.
+
+        One gap remains, SQLite's: ``secure_delete`` clears deleted cells and freed
+        pages, not the unused space of a page that a rebalance rebuilt, so a copy of
+        a row (or index block) moved before its deletion can survive there; a large
+        deletion leaves a few, one DELETE as much as many small ones. Only VACUUM
+        rewrites every page.
         """
         with self._lock, _store_errors("erase messages"):
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                erased = self._db.execute(
-                    "DELETE FROM messages WHERE sender = ?", (account_id,)
-                ).rowcount
-                if self.has_fts:
-                    self._db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')")
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._checkpoint_truncate()
-        return int(erased)
+            cur = self._write(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                "WHERE sender = ? AND id <= ? ORDER BY id LIMIT ?)",
+                (account_id, upto, limit),
+            )
+        return int(cur.rowcount)
 
-    def delete_older_than(self, cutoff: str) -> int:
-        """Retention: delete messages stamped before ``cutoff`` (ISO UTC). Returns the count."""
+    def delete_older_than(self, cutoff: str, *, limit: int) -> int:
+        """Retention: delete up to ``limit`` messages stamped before ``cutoff`` (ISO UTC),
+        oldest first, in one transaction; how many (fewer than ``limit``: none is left).
+
+        Messages are stamped in id order, so the expired ones are the first rows by
+        id: each call deletes from the front and stops at the first message still
+        kept, reading no more rows than it deletes (``ts`` has no index). A clock
+        stepped back can only delay a deletion, never make one early. As with
+        ``forget_sender``, ``merge_index`` and ``truncate_wal`` finish the erasure.
+        """
         with self._lock, _store_errors("apply retention"):
-            deleted = self._db.execute("DELETE FROM messages WHERE ts < ?", (cutoff,)).rowcount
-        return int(deleted)
+            rows = self._db.execute(
+                "SELECT id, ts FROM messages ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+            expired = list(itertools.takewhile(lambda row: row[1] < cutoff, rows))
+            if expired:
+                self._write("DELETE FROM messages WHERE id <= ?", (expired[-1][0],))
+        return len(expired)
 
-    def _checkpoint_truncate(self) -> None:
-        # A reader mid-query can hold the WAL; our reads are short, so retry briefly.
-        for _ in range(50):
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if not busy:
-                return
-            time.sleep(0.02)
-        raise StoreError("could not truncate the write-ahead log: readers kept it busy")
+    def merge_index(self, pages: int) -> int:
+        """Merge about ``pages`` pages of the search index in one transaction; how many
+        rows it wrote (about one per page): under 2 once the index is one segment.
+
+        A deleted row only adds a tombstone to FTS5: its words stay in the older
+        segments until those are merged with it. Repeated until it returns less
+        than 2, this ends as FTS5's 'optimize' does (one segment, no deleted words)
+        but in short steps: a negative 'merge' takes every segment into the merge,
+        and with nothing else writing to the index meanwhile (the writer thread
+        does both) the steps run that merge to its end.
+        """
+        if not self.has_fts:
+            return 0
+        with self._lock, _store_errors("merge the search index"):
+            before = self._db.total_changes
+            self._write(
+                "INSERT INTO messages_fts (messages_fts, rank) VALUES ('merge', ?)", (-pages,)
+            )
+            return self._db.total_changes - before
+
+    def truncate_wal(self) -> bool:
+        """Copy the write-ahead log into the database and truncate it to nothing, so no
+        older page image survives there; False, at once, if a reader still uses part
+        of it (call again shortly).
+
+        The passive checkpoint copies back what it can without waiting; the
+        truncating one then has nothing left to copy, so it takes a moment, and
+        readers that start meanwhile read the database file, not the log. Neither
+        waits for a reader while holding up message commits.
+        """
+        with self._lock, _store_errors("truncate the write-ahead log"):
+            (patience,) = self._db.execute("PRAGMA busy_timeout").fetchone()
+            self._db.execute("PRAGMA busy_timeout = 0")
+            try:
+                busy, logged, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if busy or logged != copied:
+                    return False
+                (busy, _, _) = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                return not busy
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {int(patience):d}")
+
+    def _write(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+        """Run one statement in its own immediate transaction (write lock held)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self._db.execute(sql, params)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return cur
 
     # -- reading (any thread; each has its own connection) --------------------------------------
 
