@@ -57,6 +57,7 @@ import contextlib
 import datetime
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -71,6 +72,7 @@ from ..store.sqlite import NewMessage, Store, utc_timestamp
 __all__ = [
     "ID_BLOCK",
     "MAX_BACKLOG",
+    "MAX_BACKLOG_BYTES",
     "SLICE_BUDGET",
     "MessageWriter",
     "Outgoing",
@@ -83,6 +85,11 @@ ID_BLOCK = 1024
 
 MAX_BACKLOG = 100_000
 """Messages waiting for the disk before new ones are refused as "server busy"."""
+
+MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+"""Bytes of message text waiting for the disk before new messages are refused as
+"server busy": the item bound alone let 100,000 maximum-size messages hold over a
+gigabyte while the disk stalled."""
 
 SLICE_BUDGET = 0.010
 """Seconds one maintenance transaction aims to take. A message arriving meanwhile
@@ -119,6 +126,12 @@ _Task = Callable[[], None]
 _STOP = object()
 
 
+def _text_bytes(message: Outgoing) -> int:
+    # What the text occupies in memory (O(1), unlike encoding it): up to four
+    # bytes a character, so the bound holds for any script.
+    return sys.getsizeof(message.text)
+
+
 class _SliceSize:
     """How many units (rows, index pages) one slice does: as many as the last slice
     suggests fit in ``SLICE_BUDGET``, growing at most twofold at a time so that one
@@ -146,6 +159,8 @@ class MessageWriter:
         self._store = store
         self._retention_days = retention_days
         self._queue: queue.SimpleQueue[Outgoing | _Task | object] = queue.SimpleQueue()
+        self._queued_bytes = 0  # text of the messages in the queue (see MAX_BACKLOG_BYTES)
+        self._bytes_lock = threading.Lock()
         # Requests taken off the queue but not run yet, each with the id of the
         # last message queued before it (see "Maintenance in slices").
         self._held: deque[tuple[_Task | object, int]] = deque()
@@ -175,9 +190,13 @@ class MessageWriter:
         self._thread.start()
 
     def submit(self, message: Outgoing) -> bool:
-        """Queue a message; False (nothing queued) if the backlog is full."""
-        if self._queue.qsize() >= MAX_BACKLOG:
-            return False
+        """Queue a message; False (nothing queued) if the backlog is full, in
+        messages or in bytes."""
+        size = _text_bytes(message)
+        with self._bytes_lock:
+            if self._queue.qsize() >= MAX_BACKLOG or self._queued_bytes + size > MAX_BACKLOG_BYTES:
+                return False
+            self._queued_bytes += size
         self._queue.put(message)
         return True
 
@@ -246,6 +265,9 @@ class MessageWriter:
                 items.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        taken = sum(_text_bytes(item) for item in items if isinstance(item, Outgoing))
+        with self._bytes_lock:
+            self._queued_bytes -= taken
         group: list[Outgoing] = []
         for item in items:
             if isinstance(item, Outgoing):
