@@ -14,7 +14,7 @@ large answer never overflows a slow reader's queue and memory stays bounded.
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, Protocol
@@ -46,6 +46,7 @@ EXPORT_PAGE = 500
 _STREAM_BACKLOG = 1024 * 1024
 _SLICE = 100  # rows per queued write: at most ~1.6 MB even for maximum-size messages
 _STREAM_WAIT = 30.0
+_STREAM_POLL = 0.01  # seconds between looks at a slow reader's backlog
 
 
 class Recipient(Protocol):
@@ -69,6 +70,12 @@ class HistoryService:
     def __init__(self, store: Store, pool: Executor) -> None:
         self.store = store
         self._pool = pool
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """The server is stopping: answers being streamed end at once, so that no
+        reader thread waits for a client that stopped reading."""
+        self._closed.set()
 
     def answer(
         self,
@@ -117,8 +124,9 @@ class HistoryService:
             while to.backlog() > _STREAM_BACKLOG:
                 if waited > _STREAM_WAIT:
                     return False  # the reader is stuck; the outbox will drop it
-                time.sleep(0.01)
-                waited += 0.01
+                if self._closed.wait(_STREAM_POLL):
+                    return False
+                waited += _STREAM_POLL
             data = b"".join(history_frame(row, **extra) for row in rows[start : start + _SLICE])
             if not to.send(data):
                 return False

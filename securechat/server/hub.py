@@ -236,16 +236,25 @@ class Hub:
                 self._drop_if_empty(room)
             session.rooms.clear()
 
-    def shutdown(self, reason: str) -> None:
-        """Tell every client the server is going down and close them all."""
+    def shutdown(self, reason: str, *, drain_timeout: float = 2.0) -> None:
+        """Tell every client the server is going down and close them all.
+
+        Frames that arrive from now on are ignored; every message accepted before
+        is committed, acknowledged and delivered (for up to ``drain_timeout``
+        seconds) before the ``bye``, so a client never misses the acknowledgement
+        of a message that was stored.
+        """
         bye = encode("bye", reason=reason)
         with self._lock:
             self._closed = True
             sessions = list(self._sessions)
             for session in sessions:
-                session.state = _State.GONE
+                session.state = _State.GONE  # handle() ignores their frames from now on
             self._sessions.clear()
             self._online.clear()
+        if not self._writer.drain(drain_timeout):
+            log.warning("shutdown: messages still queued after %.1f s get no answer", drain_timeout)
+        self._history.close()
         for session in sessions:
             session.send(bye)
             session.link.close(reason)

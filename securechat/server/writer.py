@@ -205,6 +205,16 @@ class MessageWriter:
         (and after any maintenance job in progress)."""
         self._queue.put(task)
 
+    def drain(self, timeout: float) -> bool:
+        """Commit and deliver every message queued so far, cutting short any
+        maintenance job in progress (an interrupted forget answers with an error);
+        False if that took more than ``timeout`` seconds. For shutdown: nothing new
+        should be submitted meanwhile."""
+        self._stopping.set()
+        drained = threading.Event()
+        self._queue.put(drained.set)
+        return drained.wait(timeout)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Commit what is queued, cut short any maintenance job, then end the thread."""
         self._stopping.set()
