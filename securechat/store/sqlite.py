@@ -33,7 +33,10 @@ import contextlib
 import datetime
 import itertools
 import json
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ from ..wire.names import fold
 
 __all__ = [
     "MIGRATIONS",
+    "PRIVATE_MODE",
     "SCHEMA_VERSION",
     "Account",
     "NewMessage",
@@ -97,7 +101,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+log = logging.getLogger(__name__)
+
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+PRIVATE_MODE = 0o600
+"""Mode of the database and its -wal and -shm files: they hold password hashes and
+private messages, so only the server's own user may read them."""
+
+_GROUP_AND_OTHERS = 0o077
+_SIDE_FILES = ("-wal", "-shm")
 
 # The search index trails the messages table: rows up to meta.indexed_id are
 # indexed, later ones are indexed in batches by index_pending(), off the path
@@ -205,6 +218,7 @@ class Store:
         self.path = path
         self._synchronous = durability.upper()
         _refuse_foreign_file(path)
+        _create_private(path)
         self._lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -214,6 +228,7 @@ class Store:
             # Checked before anything is written: switching to WAL alone rewrites
             # the file header of a database that may not be ours.
             version = self._check_ownership()
+            _make_private(path)  # only now: a file that is not ours is left as it is
             self._db.execute("PRAGMA journal_mode=WAL")
             # Erased rows are overwritten, not just unlinked (see forget_sender).
             self._db.execute("PRAGMA secure_delete=ON")
@@ -663,3 +678,33 @@ def _refuse_foreign_file(path: Path) -> None:
         raise ConfigError(
             f"{path} is not an SQLite database; refusing to overwrite it: pass another --db"
         )
+
+
+def _create_private(path: Path) -> None:
+    """Create a missing database file with ``PRIVATE_MODE``, before SQLite creates it
+    with the default mode; SQLite gives the -wal and -shm files the database's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot create database {path}: {exc.strerror}") from exc
+
+
+def _make_private(path: Path) -> None:
+    """Take access away from other users on the database files, saying so."""
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in _SIDE_FILES)):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & _GROUP_AND_OTHERS:
+                file.chmod(mode & ~_GROUP_AND_OTHERS)
+                log.warning(
+                    "%s was open to other users (mode %03o); made it private (mode %03o)",
+                    file,
+                    mode,
+                    mode & ~_GROUP_AND_OTHERS,
+                )
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"cannot make {file} private: {exc.strerror}") from exc
