@@ -27,6 +27,8 @@ LARGE_TEXT = 2000  # characters: the large messages that made index batches stal
 LARGE_ROWS = 12_000
 PACE = 0.003  # seconds between the probe messages
 MAX_WAIT = 0.150  # generous for a loaded 2-core machine; a slice aims at 10 ms
+SMALL_ROWS = 6000  # a forget of several slices, on an index of many segments
+SMALL_BATCH = 500
 CANARY = "xylophonecanary"  # one word in every message of the user who forgets
 
 _WORDS = [f"w{i}" for i in range(5000)]
@@ -54,8 +56,9 @@ def _assert_erased(store: Store, reader: int) -> None:
 
     Copies that SQLite leaves in the unused space of pages it rebalanced are
     counted, not failed: ``secure_delete`` does not clear that space (see
-    Store.forget_sender) and only a VACUUM would; tests/test_history.py checks the
-    bytes of the files at a size where SQLite does not rebalance.
+    Store.forget_sender) and only a VACUUM would. The bytes of the files are
+    checked at a size where that does not happen (the test below, and
+    tests/test_history.py through a real server).
     """
     assert store.search(reader, [ROOM], [CANARY], limit=5) == []
     conn = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
@@ -198,6 +201,43 @@ def test_forget_on_a_big_database_lets_messages_through_and_erases_rows_and_inde
     assert left and left == sorted(probe.committed)[-len(left) :]
     assert outcome() == BIG_ROWS // 3 + len(probe.committed) - len(left)
     _assert_erased(store, bob.id)
+
+
+@pytest.mark.timeout(60)
+def test_sliced_forget_leaves_none_of_the_words_in_the_database_files(store: Store) -> None:
+    alice, bob = store.create_account("alice", None), store.create_account("bob", None)
+    assert alice is not None and bob is not None
+    rng = random.Random(3)
+    ts = utc_timestamp()
+    for first in range(1, SMALL_ROWS + 1, SMALL_BATCH):  # indexed in batches, as it runs
+        store.insert_messages(
+            [
+                NewMessage(
+                    i,
+                    ts,
+                    alice.id if i % 3 == 0 else bob.id,
+                    _text(rng, 80) + (f" {CANARY} uniquecanary{i}" if i % 3 == 0 else ""),
+                    fold(ROOM),
+                    ROOM,
+                )
+                for i in range(first, first + SMALL_BATCH)
+            ],
+            reserve_id=None,
+        )
+        store.index_pending()
+    assert b"uniquecanary" in _files(store.path)
+    writer = MessageWriter(store)
+    writer.start()
+    try:
+        with Probe(writer, bob.id):  # messages keep flowing between the slices
+            outcome = _forget(writer, alice.id)
+            _wait_for(lambda: outcome() is not None, 30, "forget")
+    finally:
+        writer.stop()
+    assert outcome() == SMALL_ROWS // 3
+    data = _files(store.path)
+    assert CANARY.encode() not in data
+    assert b"uniquecanary" not in data
 
 
 @pytest.mark.timeout(90)
