@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import datetime
 import errno
+import logging
 import os
 import random
 import re
 import select
 import signal
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
@@ -34,7 +36,7 @@ from securechat.server.listener import Server
 from securechat.server.passwords import hash_password
 from securechat.server.writer import MessageWriter
 from securechat.store.base import NewMessage, utc_timestamp
-from securechat.store.sqlite import MIGRATIONS, SCHEMA_VERSION
+from securechat.store.sqlite import MIGRATIONS, PRIVATE_MODE, SCHEMA_VERSION
 from securechat.store.sqlite import SQLiteStore as Store
 from securechat.wire.names import fold
 from securechat.wire.protocol import Frame, encode
@@ -653,3 +655,52 @@ def test_retention_deletes_messages_older_than_the_limit(tmp_path: Path) -> None
     finally:
         store.close()
     assert _integrity(db) == [("ok",)]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _side_files(db: Path) -> list[Path]:
+    return [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+
+
+@pytest.mark.timeout(30)
+def test_database_files_are_created_private(tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    old_umask = os.umask(0o022)  # the usual umask, which leaves new files world-readable
+    try:
+        store = Store(db)
+        try:
+            assert store.create_account("alice", hash_password("pw")) is not None
+            assert all(path.exists() for path in _side_files(db))
+            assert {path.name: _mode(path) for path in _side_files(db)} == {
+                path.name: PRIVATE_MODE for path in _side_files(db)
+            }
+        finally:
+            store.close()
+    finally:
+        os.umask(old_umask)
+
+
+@pytest.mark.timeout(30)
+def test_database_files_open_to_others_are_made_private_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "chat.db"
+    Store(db).close()
+    db.chmod(0o644)
+    # A connection kept open keeps the -wal and -shm files, made with the database's mode.
+    other = sqlite3.connect(db)
+    try:
+        other.execute("INSERT INTO meta (key, value) VALUES ('elsewhere', 1)")
+        other.commit()
+        assert [_mode(path) for path in _side_files(db)] == [0o644] * 3
+        with caplog.at_level(logging.WARNING, logger="securechat.store.sqlite"):
+            Store(db).close()
+        assert [_mode(path) for path in _side_files(db) if path.exists()] == [0o600] * 3
+    finally:
+        other.close()
+    warned = [r.getMessage() for r in caplog.records if "made it private" in r.getMessage()]
+    assert len(warned) == 3, warned
+    assert all("mode 644" in text for text in warned)

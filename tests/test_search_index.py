@@ -50,7 +50,12 @@ def test_forgetting_partly_indexed_messages_keeps_the_index_sound(tmp_path: Path
     _fill(store, alice.id, [f"secret plan {i}" for i in range(10)])
     store.index_pending(limit=4)
     _fill(store, bob.id, ["bob says plan"], first_id=11)
-    assert store.forget_sender(alice.id) == 10
+    assert store.forget_sender(alice.id, upto=10, limit=3) == 3
+    assert store.forget_sender(alice.id, upto=10, limit=100) == 7
+    assert store.forget_sender(alice.id, upto=11, limit=100) == 0  # bob's is not alice's
+    while store.merge_index(4) >= 2:
+        pass
+    assert store.truncate_wal()
     store.index_pending()
     found = store.search(bob.id, ["#general"], ["plan"], limit=10)
     assert [m.text for m in found] == ["bob says plan"]

@@ -149,7 +149,7 @@ def forget(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     def _erase() -> None:
         # On the writer thread: after every message this user already sent.
         try:
-            count = hub.store.forget_sender(account_id)
+            count = hub.writer.forget_sender(account_id)
         except StoreError as exc:
             session.send(error_frame(ChatError("unavailable", f"could not erase: {exc}"), rid))
             return

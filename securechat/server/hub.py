@@ -190,15 +190,23 @@ class Hub:
                 if last:
                     room.announce(presence("quit", room, session.name, reason))
 
-    def shutdown(self, reason: str) -> None:
-        """Tell every client the server is going down and close them all."""
+    def shutdown(self, reason: str, *, drain_timeout: float = 2.0) -> None:
+        """Tell every client the server is going down and close them all.
+
+        Frames that arrive from now on are ignored; every message accepted before
+        is committed, acknowledged and delivered (for up to ``drain_timeout``
+        seconds) before the ``bye``, so a client never misses the acknowledgement
+        of a message that was stored.
+        """
         bye = encode("bye", reason=reason)
         with self.lock:
             self._closed = True
             sessions = list(self._connections)
             for session in sessions:
-                session.state = State.GONE
+                session.state = State.GONE  # handle() ignores their frames from now on
             self._connections.clear()
+        if not self.writer.drain(drain_timeout):
+            log.warning("shutdown: messages still queued after %.1f s get no answer", drain_timeout)
         for session in sessions:
             session.send(bye)
             session.link.close(reason)

@@ -254,7 +254,11 @@ class Server:
         os.write(self._stop_w, b"x")
         if self._accept_thread.is_alive():
             self._accept_thread.join(timeout)
-        self.hub.shutdown(reason)
+        # The hub stops taking frames and has the writer answer what it queued
+        # before saying bye; what is left of the timeout goes to the goodbyes.
+        self.hub.shutdown(
+            reason, drain_timeout=max(0.1, deadline - time.monotonic() - CLOSE_TIMEOUT - 1.0)
+        )
         # Give clients a moment to receive the goodbye, then close what is left.
         grace = min(CLOSE_TIMEOUT + 0.5, max(0.0, deadline - time.monotonic() - 1.0))
         until = time.monotonic() + grace

@@ -215,14 +215,25 @@ class Store(Protocol):
         """Store ``rows`` in one transaction (and move the id reservation, if given);
         nothing is written if it fails."""
 
+    # -- maintenance, in slices the writer interleaves with messages ------------------------
+
     def index_pending(self, limit: int | None = None) -> int:
         """Add up to ``limit`` (default: all) unindexed messages to the search index."""
 
-    def forget_sender(self, account_id: int) -> int:
-        """Erase every message ``account_id`` sent, beyond recovery; returns the count."""
+    def forget_sender(self, account_id: int, *, upto: int, limit: int) -> int:
+        """Delete up to ``limit`` of the messages ``account_id`` sent with ids up to
+        ``upto``; how many. ``merge_index`` and ``truncate_wal`` complete the erasure."""
 
-    def delete_older_than(self, cutoff: str) -> int:
-        """Retention: delete messages stamped before ``cutoff``; returns the count."""
+    def delete_older_than(self, cutoff: str, *, limit: int) -> int:
+        """Retention: delete up to ``limit`` messages stamped before ``cutoff``, oldest
+        first; how many (fewer than ``limit``: none is left)."""
+
+    def merge_index(self, pages: int) -> int:
+        """Merge about ``pages`` pages of the search index, dropping deleted words; under
+        2 once nothing is left to merge."""
+
+    def truncate_wal(self) -> bool:
+        """Leave no older page image in the engine's log; False if it must be retried."""
 
     # -- reads (worker threads) ----------------------------------------------------------
 

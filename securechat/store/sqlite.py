@@ -30,10 +30,13 @@ ever interpolated into SQL.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import logging
+import os
 import sqlite3
+import stat
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +54,7 @@ from .base import (
     pair_key,
 )
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["MIGRATIONS", "PRIVATE_MODE", "SCHEMA_VERSION", "SQLiteStore"]
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -144,7 +147,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+log = logging.getLogger(__name__)
+
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+PRIVATE_MODE = 0o600
+"""Mode of the database and its -wal and -shm files: they hold password hashes and
+private messages, so only the server's own user may read them."""
+
+_GROUP_AND_OTHERS = 0o077
+_SIDE_FILES = ("-wal", "-shm")
 
 # The search index trails the messages table: rows up to meta.indexed_id are
 # indexed, later ones are indexed in batches by index_pending(), off the path
@@ -206,6 +218,7 @@ class SQLiteStore:
         self.path = path
         self._synchronous = durability.upper()
         _refuse_foreign_file(path)
+        _create_private(path)
         self._lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -215,6 +228,7 @@ class SQLiteStore:
             # Checked before anything is written: switching to WAL alone rewrites
             # the file header of a database that may not be ours.
             version = self._check_ownership()
+            _make_private(path)  # only now: a file that is not ours is left as it is
             self._db.execute("PRAGMA journal_mode=WAL")
             # Erased rows are overwritten, not just unlinked (see forget_sender).
             self._db.execute("PRAGMA secure_delete=ON")
@@ -543,44 +557,100 @@ class SQLiteStore:
                 raise
         return int(count)
 
-    def forget_sender(self, account_id: int) -> int:
-        """Erase every message ``account_id`` sent, beyond recovery from the files.
+    def forget_sender(self, account_id: int, *, upto: int, limit: int) -> int:
+        """Delete up to ``limit`` of the messages ``account_id`` sent with ids up to
+        ``upto``, in one transaction; how many.
 
-        The rows go (with ``secure_delete`` their bytes are overwritten), the
-        search index is rebuilt without them (FTS5 otherwise keeps deleted terms
-        until a merge), and the WAL is checkpointed and truncated so no older
-        page image survives there. Returns how many messages were erased.
+        ``secure_delete`` overwrites the rows, but their words stay in the search
+        index and older page images in the write-ahead log until ``merge_index``
+        and ``truncate_wal`` have run to the end: only then is the erasure complete.
+
+        One gap remains, SQLite's: ``secure_delete`` clears deleted cells and freed
+        pages, not the unused space of a page that a rebalance rebuilt, so a copy of
+        a row (or index block) moved before its deletion can survive there; a large
+        deletion leaves a few, one DELETE as much as many small ones. Only VACUUM
+        rewrites every page.
         """
         with self._lock, _store_errors("erase messages"):
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                erased = self._db.execute(
-                    "DELETE FROM messages WHERE sender = ?", (account_id,)
-                ).rowcount
-                if self.has_fts:
-                    self._db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')")
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._checkpoint_truncate()
-        return int(erased)
+            cur = self._write(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                "WHERE sender = ? AND id <= ? ORDER BY id LIMIT ?)",
+                (account_id, upto, limit),
+            )
+        return int(cur.rowcount)
 
-    def delete_older_than(self, cutoff: str) -> int:
-        """Retention: delete messages stamped before ``cutoff`` (ISO UTC). Returns the count."""
+    def delete_older_than(self, cutoff: str, *, limit: int) -> int:
+        """Retention: delete up to ``limit`` messages stamped before ``cutoff`` (ISO UTC),
+        oldest first, in one transaction; how many (fewer than ``limit``: none is left).
+
+        Messages are stamped in id order, so the expired ones are the first rows by
+        id: each call deletes from the front and stops at the first message still
+        kept, reading no more rows than it deletes (``ts`` has no index). A clock
+        stepped back can only delay a deletion, never make one early. As with
+        ``forget_sender``, ``merge_index`` and ``truncate_wal`` finish the erasure.
+        """
         with self._lock, _store_errors("apply retention"):
-            deleted = self._db.execute("DELETE FROM messages WHERE ts < ?", (cutoff,)).rowcount
-        return int(deleted)
+            rows = self._db.execute(
+                "SELECT id, ts FROM messages ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+            expired = list(itertools.takewhile(lambda row: row[1] < cutoff, rows))
+            if expired:
+                self._write("DELETE FROM messages WHERE id <= ?", (expired[-1][0],))
+        return len(expired)
 
-    def _checkpoint_truncate(self) -> None:
-        # A reader mid-query can hold the WAL; our reads are short, so retry briefly.
-        for _ in range(50):
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if not busy:
-                return
-            time.sleep(0.02)
-        raise StoreError("could not truncate the write-ahead log: readers kept it busy")
+    def merge_index(self, pages: int) -> int:
+        """Merge about ``pages`` pages of the search index in one transaction; how many
+        rows it wrote (about one per page): under 2 once the index is one segment.
+
+        A deleted row only adds a tombstone to FTS5: its words stay in the older
+        segments until those are merged with it. Repeated until it returns less
+        than 2, this ends as FTS5's 'optimize' does (one segment, no deleted words)
+        but in short steps: a negative 'merge' takes every segment into the merge,
+        and with nothing else writing to the index meanwhile (the writer thread
+        does both) the steps run that merge to its end.
+        """
+        if not self.has_fts:
+            return 0
+        with self._lock, _store_errors("merge the search index"):
+            before = self._db.total_changes
+            self._write(
+                "INSERT INTO messages_fts (messages_fts, rank) VALUES ('merge', ?)", (-pages,)
+            )
+            return self._db.total_changes - before
+
+    def truncate_wal(self) -> bool:
+        """Copy the write-ahead log into the database and truncate it to nothing, so no
+        older page image survives there; False, at once, if a reader still uses part
+        of it (call again shortly).
+
+        The passive checkpoint copies back what it can without waiting; the
+        truncating one then has nothing left to copy, so it takes a moment, and
+        readers that start meanwhile read the database file, not the log. Neither
+        waits for a reader while holding up message commits.
+        """
+        with self._lock, _store_errors("truncate the write-ahead log"):
+            (patience,) = self._db.execute("PRAGMA busy_timeout").fetchone()
+            self._db.execute("PRAGMA busy_timeout = 0")
+            try:
+                busy, logged, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if busy or logged != copied:
+                    return False
+                (busy, _, _) = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                return not busy
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {int(patience):d}")
+
+    def _write(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+        """Run one statement in its own immediate transaction (write lock held)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self._db.execute(sql, params)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return cur
 
     # -- reading (any thread; each has its own connection) --------------------------------------
 
@@ -754,3 +824,33 @@ def _refuse_foreign_file(path: Path) -> None:
         raise ConfigError(
             f"{path} is not an SQLite database; refusing to overwrite it: pass another --db"
         )
+
+
+def _create_private(path: Path) -> None:
+    """Create a missing database file with ``PRIVATE_MODE``, before SQLite creates it
+    with the default mode; SQLite gives the -wal and -shm files the database's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot create database {path}: {exc.strerror}") from exc
+
+
+def _make_private(path: Path) -> None:
+    """Take access away from other users on the database files, saying so."""
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in _SIDE_FILES)):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & _GROUP_AND_OTHERS:
+                file.chmod(mode & ~_GROUP_AND_OTHERS)
+                log.warning(
+                    "%s was open to other users (mode %03o); made it private (mode %03o)",
+                    file,
+                    mode,
+                    mode & ~_GROUP_AND_OTHERS,
+                )
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"cannot make {file} private: {exc.strerror}") from exc
