@@ -60,7 +60,7 @@ def say(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
             room=room.key,
             room_name=room.name,
             key=_message_key(frame),
-            on_done=partial(hub.deliver_room, session, rid),
+            on_done=partial(hub.delivery.room, session, rid),
         ),
     )
 
@@ -88,7 +88,7 @@ def private(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
             keep=keep,
             recipient=target.id,
             key=_message_key(frame),
-            on_done=partial(hub.deliver_private, session, target, rid),
+            on_done=partial(hub.delivery.private, session, target, rid),
         ),
     )
 
@@ -124,7 +124,7 @@ def join(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     if session.account_id not in room.members:
         hub.join_room(session, room)
     hub.send_joined(session, room, rid)
-    hub.replay(session, room, since=since, since_seq=since_seq)
+    hub.delivery.replay(session, room, since=since, since_seq=since_seq)
 
 
 def part(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:

@@ -24,32 +24,33 @@ One lock gives every room a single order of events that all its members see
 alike. Messages are encoded once per fan-out and the same bytes queued to
 every recipient; the sender's copy carries its request id (``rid``) and is its
 acknowledgement. The request handlers live in :mod:`securechat.server.chat`
-and :mod:`securechat.server.history_requests`; this module holds the state,
-the session life cycle and delivery.
+and :mod:`securechat.server.history_requests`, fan-out and replays in
+:mod:`securechat.server.delivery`; this module holds the state and the session
+life cycle.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
 from ..errors import ChatError, ProtocolError, StoreError
-from ..store.base import RoomRecord, Store, StoredMessage, UnreadCount
+from ..store.base import RoomRecord, Store, UnreadCount
 from ..wire.names import DEFAULT_ROOM, fold
 from ..wire.protocol import PROTOCOL_VERSION, Frame, encode
 from .accounts import AccountDirectory, Identity
+from .delivery import Delivery
 from .limits import TokenBucket
 from .relay import DEFAULT_MAX_FILE_SIZE, FileRelay
 from .rooms import Room, RoomDirectory
 from .sessions import Peer, Session, SessionTable, State
-from .streamer import MAX_HISTORY, Streamer
-from .writer import MessageWriter, Outgoing
+from .streamer import Streamer
+from .writer import MessageWriter
 
 __all__ = [
     "DEFAULT_MAX_SESSIONS",
@@ -87,8 +88,6 @@ _JOINED_USERS_MAX = 200
 _SERVER_ONLY_FIELDS = frozenset({"from", "ts", "by", "seq"})
 # In messages `id` is the server's message id too; file frames use it for the transfer.
 _MESSAGE_FRAMES = frozenset({"say", "msg"})
-# Held live private messages wait under this key while unread ones replay.
-PRIVATE = ""
 
 Handler = Callable[["Hub", Session, Frame, "int | None"], None]
 
@@ -141,11 +140,18 @@ class Hub:
         self.sessions = SessionTable()
         self.relay = FileRelay(max_file_size=max_file_size)
         self.streamer = Streamer(reader_pool, self.lock)
+        self.delivery = Delivery(
+            lock=self.lock,
+            rooms=self.rooms,
+            sessions=self.sessions,
+            streamer=self.streamer,
+            store=store,
+            history_on_join=history_on_join,
+        )
         self.handlers: dict[str, Handler] = {}
-        self._batch: dict[Session, list[bytes]] | None = None
         self._connections: set[Session] = set()
         self._closed = False
-        writer.delivery_context = self._delivery_batch
+        writer.delivery_context = self.delivery.batch
 
     # -- connection life cycle --------------------------------------------------
 
@@ -302,8 +308,8 @@ class Hub:
                 room.announce(presence("join", room, session.name), skip=session)
             self.send_joined(session, room, None)
             if replay:
-                self.replay(session, room, since=None)
-        self.replay_private(session)
+                self.delivery.replay(session, room, since=None)
+        self.delivery.replay_private(session)
 
     def join_room(self, session: Session, room: Room) -> None:
         """Make the session's account a member of ``room`` (under the lock)."""
@@ -337,141 +343,6 @@ class Hub:
                 users=users,
             )
         )
-
-    def replay(
-        self, session: Session, room: Room, *, since: int | None, since_seq: int | None = None
-    ) -> None:
-        """Stream the room's recent messages (or all after ``since``) to a session.
-
-        Live messages for the room wait behind the replay, so the session sees
-        one order, without gaps or repeats (under the lock).
-        """
-        if since is None and since_seq is None:
-            query = _bind(self.store.room_history, room.key, limit=self.history_on_join)
-        else:
-            query = _bind(
-                self.store.room_history,
-                room.key,
-                after=since,
-                after_seq=since_seq,
-                limit=MAX_HISTORY,
-            )
-        self._replay(session, room.key, query, room=room)
-
-    def replay_private(self, session: Session) -> None:
-        """Stream the private messages the account has not read yet (under the lock)."""
-        query = _bind(self.store.unread_private, session.account_id, limit=MAX_HISTORY)
-        self._replay(session, PRIVATE, query, room=None)
-
-    def _replay(
-        self,
-        session: Session,
-        key: str,
-        query: Callable[[], list[StoredMessage]],
-        *,
-        room: Room | None,
-    ) -> None:
-        if key in session.held:
-            return  # a replay of this conversation is already on its way
-        session.held[key] = []
-
-        def _release(rows: list[StoredMessage] | None) -> None:
-            # Under the lock (the streamer takes it): what waited goes out now,
-            # less what the replay already showed.
-            held = session.held.pop(key, [])
-            session.held_bytes -= sum(len(data) for _, data in held)
-            if rows is None:
-                return
-            shown = {row.id for row in rows}
-            for message_id, data in held:
-                if message_id not in shown:
-                    session.send(data)
-            if room is not None and len(rows) == MAX_HISTORY:
-                session.send(
-                    encode(
-                        "system",
-                        event="history",
-                        room=room.name,
-                        text=f"more than {MAX_HISTORY} messages in {room.name} since you "
-                        f"left: /history after {rows[-1].id} shows the rest",
-                    )
-                )
-
-        self.streamer.answer(session, None, query, end=None, on_end=_release)
-
-    # -- delivery (the writer thread, once a message is committed) ------------------
-
-    @contextlib.contextmanager
-    def _delivery_batch(self) -> Iterator[None]:
-        """Deliver one commit group under one lock, one queued write per connection.
-
-        Under load a group holds many messages for the same recipients; joining
-        them saves a queue operation and a wake-up per message and recipient,
-        and the connection writes them with one TLS record run.
-        """
-        with self.lock:
-            self._batch = {}
-            try:
-                yield
-            finally:
-                batch, self._batch = self._batch, None
-                for session, parts in batch.items():
-                    session.send(parts[0] if len(parts) == 1 else b"".join(parts))
-
-    def _deliver(self, session: Session, key: str | None, message_id: int, data: bytes) -> None:
-        """Queue ``data``; a live message of conversation ``key`` may wait behind a replay."""
-        if key is not None and session.held and key in session.held:
-            session.deliver(key, message_id, data)
-        elif self._batch is not None:
-            self._batch.setdefault(session, []).append(data)
-        else:
-            session.send(data)
-
-    def deliver_room(
-        self, session: Session, rid: int | None, message: Outgoing, error: StoreError | None
-    ) -> None:
-        """Fan out a committed room message (or tell the sender it failed)."""
-        with self.lock:
-            if error is not None:
-                self._deliver(session, None, 0, _not_stored(rid, error))
-                return
-            assert message.room is not None
-            room = self.rooms.get(message.room)
-            fields = _message_fields(message, session.name)
-            fields["room"] = room.name if room else message.room_name
-            if room is not None and not message.duplicate:
-                data = encode("message", **fields)
-                for sessions in room.present.values():
-                    for member in sessions:
-                        if member is not session:
-                            self._deliver(member, room.key, message.id, data)
-            self._deliver(session, None, 0, _ack("message", rid, message, fields))
-
-    def deliver_private(
-        self,
-        session: Session,
-        target: Identity,
-        rid: int | None,
-        message: Outgoing,
-        error: StoreError | None,
-    ) -> None:
-        """Deliver a committed private message to every session of both accounts."""
-        with self.lock:
-            if error is not None:
-                self._deliver(session, None, 0, _not_stored(rid, error))
-                return
-            fields = _message_fields(message, session.name)
-            fields["to"] = target.name
-            if not message.duplicate:
-                data = encode("private", **fields)
-                for other in self.sessions.of(target.id):
-                    if other is not session:
-                        self._deliver(other, PRIVATE, message.id, data)
-                if target.id != session.account_id:
-                    for other in self.sessions.of(session.account_id):
-                        if other is not session:
-                            self._deliver(other, None, message.id, data)
-            self._deliver(session, None, 0, _ack("private", rid, message, fields))
 
     # -- shared helpers ----------------------------------------------------------------
 
@@ -528,12 +399,6 @@ class Hub:
         self.persist(self.store.save_room, RoomRecord(room.name, room.topic))
 
 
-def _bind(
-    fn: Callable[..., list[StoredMessage]], *args: Any, **kwargs: Any
-) -> Callable[[], list[StoredMessage]]:
-    return lambda: fn(*args, **kwargs)
-
-
 def presence(event: str, room: Room, name: str, reason: str = "") -> bytes:
     """The notice that ``name`` arrived in (``join``) or left (``part``, ``quit``) a room."""
     if event == "join":
@@ -543,30 +408,3 @@ def presence(event: str, room: Room, name: str, reason: str = "") -> bytes:
     else:
         text = f"{name} left ({reason})"
     return encode("system", event=event, room=room.name, user=name, text=text)
-
-
-def _message_fields(message: Outgoing, sender: str) -> dict[str, Any]:
-    fields: dict[str, Any] = {"id": message.id, "ts": message.ts, "from": sender}
-    fields["text"] = message.text
-    fields["stored"] = message.keep
-    if message.seq is not None:
-        fields["seq"] = message.seq
-    return fields
-
-
-def _ack(type_: str, rid: int | None, message: Outgoing, fields: dict[str, Any]) -> bytes:
-    extra: dict[str, Any] = {}
-    if message.key is not None:
-        extra["key"] = message.key
-    if message.duplicate:
-        extra["duplicate"] = True
-    return encode(type_, rid=rid, **fields, **extra)
-
-
-def _not_stored(rid: int | None, error: StoreError) -> bytes:
-    return encode(
-        "error",
-        rid=rid,
-        code="not_stored",
-        text=f"the server could not store your message ({error}); it was not delivered",
-    )

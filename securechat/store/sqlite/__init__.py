@@ -1,0 +1,13 @@
+"""The SQLite engine of the store: the embedded default, one database file.
+
+``store`` is the engine (writes, and the maintenance steps), ``reads`` its
+queries, ``schema`` the migrations, ``files`` the checks on the file itself.
+"""
+
+from __future__ import annotations
+
+from .files import PRIVATE_MODE
+from .schema import MIGRATIONS, SCHEMA_VERSION
+from .store import SQLiteStore
+
+__all__ = ["MIGRATIONS", "PRIVATE_MODE", "SCHEMA_VERSION", "SQLiteStore"]
