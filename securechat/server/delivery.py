@@ -156,10 +156,22 @@ class Delivery:
             fields["room"] = room.name if room else message.room_name
             if room is not None and not message.duplicate:
                 data = encode("message", **fields)
+                key, batch = room.key, self._batch
+                # The hot loop of the server (one turn per recipient): kept flat.
                 for sessions in room.present.values():
                     for member in sessions:
-                        if member is not session:
-                            self._deliver(member, room.key, message.id, data)
+                        if member is session:
+                            continue
+                        if member.held and key in member.held:
+                            member.deliver(key, message.id, data)
+                        elif batch is not None:
+                            parts = batch.get(member)
+                            if parts is None:
+                                batch[member] = [data]
+                            else:
+                                parts.append(data)
+                        else:
+                            member.send(data)
             self._deliver(session, None, 0, _ack("message", rid, message, fields))
 
     def private(

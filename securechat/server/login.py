@@ -32,7 +32,13 @@ from .limits import FailureThrottle, WindowCounter
 from .passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
 from .sessions import Session, State
 
-__all__ = ["DEFAULT_REGISTRATIONS", "MAX_PENDING_LOGINS", "REGISTRATION_WINDOW", "Logins"]
+__all__ = [
+    "DEFAULT_REGISTRATIONS",
+    "MAX_PENDING_CERTIFICATE_LOGINS",
+    "MAX_PENDING_LOGINS",
+    "REGISTRATION_WINDOW",
+    "Logins",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +49,12 @@ REGISTRATION_WINDOW = 600.0
 """Seconds over which registrations per address are counted."""
 
 MAX_PENDING_LOGINS = 256
-"""Logins queued for the pool at most: at ~40 scrypt checks a second per core,
-the last of them is answered within a few seconds, well inside the login timeout."""
+"""Password logins queued for the pool at most: at ~40 scrypt checks a second per
+core, the last of them is answered within a few seconds, well inside the login timeout."""
+
+MAX_PENDING_CERTIFICATE_LOGINS = 4096
+"""Certificate logins queued at most: they hash nothing (a millisecond each), so a
+whole office reconnecting after a restart fits."""
 
 
 class Logins:
@@ -55,7 +65,7 @@ class Logins:
     ) -> None:
         self._hub = hub
         self._pool = pool
-        self._pending = 0  # guarded by the hub's lock
+        self._pending = {True: 0, False: 0}  # by "is a password login"; the hub's lock
         self._by_source = FailureThrottle()
         self._by_name = FailureThrottle()
         self._registrations = WindowCounter(
@@ -88,9 +98,11 @@ class Logins:
                 "try again after retry_after seconds",
                 retry_after=wait,
             )
-        if self._pending >= MAX_PENDING_LOGINS:
+        queued = password is not None
+        cap = MAX_PENDING_LOGINS if queued else MAX_PENDING_CERTIFICATE_LOGINS
+        if self._pending[queued] >= cap:
             raise ChatError("busy", "the server has too many logins in progress", retry_after=2.0)
-        self._pending += 1
+        self._pending[queued] += 1
         session.state = State.AUTHENTICATING
         replay = frame.get("replay") is not False
         self._pool.submit(self._check, session, name, password, rid, replay)
@@ -121,7 +133,7 @@ class Logins:
             log.error("login of %s failed: %s", name, exc)
             error = ChatError("unavailable", "the server cannot read its accounts; try later")
         with hub.lock:
-            self._pending -= 1
+            self._pending[password is not None] -= 1
             if session.state is not State.AUTHENTICATING:
                 return  # the connection went away meanwhile
             try:

@@ -31,10 +31,11 @@ class Room:
     present: dict[int, list[Session]] = field(default_factory=dict)
     """Account id -> that member's live sessions (only members with at least one)."""
 
-    @property
-    def key(self) -> str:
-        """The folded name rooms are stored and found under."""
-        return fold(self.name)
+    key: str = field(init=False)
+    """The folded name rooms are stored and found under (the display name may change case)."""
+
+    def __post_init__(self) -> None:
+        self.key = fold(self.name)
 
     def record(self) -> RoomRecord:
         """What the store keeps of this room."""

@@ -59,7 +59,7 @@ for every reader thread."""
 BUSY_RETRY = 1.0
 """Seconds a client is told to wait after ``busy``."""
 
-_SLICE = 50  # rows per pull: at most ~800 KB even for maximum-size messages
+_SLICE = 100  # rows per pull: at most ~1.6 MB even for maximum-size messages
 
 Query = Callable[[], list[StoredMessage]]
 OnEnd = Callable[[list[StoredMessage] | None], None]
