@@ -23,9 +23,8 @@ def _big_database(db: Path, *, sender: str, count: int) -> None:
     """``count`` stored, indexed messages from ``sender`` in #general."""
     store = SQLiteStore(db)
     try:
-        account = store.create_account(sender, hash_password("pw"))
+        account = store.create_account(sender, hash_password("pw"), rooms=["#general"])
         assert account is not None
-        store.add_member("#general", account.id)
         ts = utc_timestamp()
         for start in range(1, count + 1, 10_000):
             rows = [

@@ -8,6 +8,7 @@ to the writer, and hand anything slow to a pool.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import re
@@ -130,7 +131,7 @@ def join(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
 def part(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     """Leave a room for good (every session of the account leaves it)."""
     room = member_room(hub, session, frame.str_field("room"))
-    sessions = room.present.get(session.account_id, [])
+    sessions = room.present.get(session.account_id, ())
     hub.rooms.part(room, session.account_id)
     hub.persist(hub.store.remove_member, room.key, session.account_id)
     room.announce(presence("part", room, session.name))
@@ -230,7 +231,12 @@ def _rename(hub: Hub, session: Session, identity: Identity, new: str, rid: int |
 def sessions(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     """The account's sessions: number, address, since when."""
     items = [
-        {"session": s.number, "peer": s.link.peer, "since": s.since, "current": s is session}
+        {
+            "session": s.number,
+            "peer": s.link.peer,
+            "since": utc_timestamp(datetime.datetime.fromtimestamp(s.since, datetime.UTC)),
+            "current": s is session,
+        }
         for s in hub.sessions.of(session.account_id)
     ]
     send_list(session, "sessions", "sessions", items, rid=rid)

@@ -88,14 +88,18 @@ class Delivery:
         *,
         room: Room | None,
     ) -> None:
-        if key in session.held:
+        if session.held is None:
+            session.held = {}
+        elif key in session.held:
             return  # a replay of this conversation is already on its way
         session.held[key] = []
 
         def _release(rows: list[StoredMessage] | None) -> None:
             # Under the lock (the streamer takes it): what waited goes out now,
             # less what the replay already showed.
-            held = session.held.pop(key, [])
+            held = session.held.pop(key, []) if session.held is not None else []
+            if not session.held:
+                session.held = None
             session.held_bytes -= sum(len(data) for _, data in held)
             if rows is None:
                 return

@@ -187,7 +187,7 @@ class Hub:
             self._connections.discard(session)
             was_ready = session.state is State.READY
             session.state = State.GONE
-            session.held.clear()
+            session.held = None
             if not was_ready:
                 return
             last = self.sessions.remove(session)
@@ -272,10 +272,9 @@ class Hub:
         session.state = State.READY
         self.sessions.add(session)
         session.link.cancel_deadline()
-        if new_account:
+        if new_account:  # the store made it a member of the default room already
             general = self.rooms.get(DEFAULT_ROOM) or self.rooms.create(DEFAULT_ROOM)
             self.rooms.join(general, identity.id, [])  # present once it arrives, below
-            self.persist(self.store.add_member, general.key, identity.id)
         first = self.sessions.count(identity.id) == 1
         rooms = self.rooms.arrive(session)
         unread_by_room = {fold(u.conversation): u.unread for u in unread if u.is_room}
@@ -309,7 +308,8 @@ class Hub:
             self.send_joined(session, room, None)
             if replay:
                 self.delivery.replay(session, room, since=None)
-        self.delivery.replay_private(session)
+        if not new_account:  # a new account has no mail yet
+            self.delivery.replay_private(session)
 
     def join_room(self, session: Session, room: Room) -> None:
         """Make the session's account a member of ``room`` (under the lock)."""

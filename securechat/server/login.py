@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 
 from ..errors import ChatError, StoreError
 from ..store.base import UnreadCount
-from ..wire.names import check_user_name, fold
+from ..wire.names import DEFAULT_ROOM, check_user_name, fold
 from ..wire.protocol import Frame
 from .accounts import Identity
 from .hub import Hub
@@ -162,7 +162,9 @@ class Logins:
                     retry_after=wait,
                 )
             account = self._hub.store.create_account(
-                name, hash_password(password) if password is not None else None
+                name,
+                hash_password(password) if password is not None else None,
+                rooms=[fold(DEFAULT_ROOM)],
             )
             if account is None:
                 raise ChatError("name_in_use", f"{name} was registered just now; try again")

@@ -28,7 +28,7 @@ class Room:
     name: str
     topic: str = ""
     members: set[int] = field(default_factory=set)
-    present: dict[int, list[Session]] = field(default_factory=dict)
+    present: dict[int, tuple[Session, ...]] = field(default_factory=dict)
     """Account id -> that member's live sessions (only members with at least one)."""
 
     key: str = field(init=False)
@@ -96,7 +96,7 @@ class RoomDirectory:
         room.members.add(account_id)
         self._of.setdefault(account_id, set()).add(room.key)
         if sessions:
-            room.present[account_id] = list(sessions)
+            room.present[account_id] = tuple(sessions)
 
     def part(self, room: Room, account_id: int) -> None:
         """End the account's membership; its sessions leave with it."""
@@ -112,17 +112,21 @@ class RoomDirectory:
         """A member's session is live: present it in each of the account's rooms."""
         rooms = self.of(session.account_id)
         for room in rooms:
-            room.present.setdefault(session.account_id, []).append(session)
+            # Tuples: a few bytes per connection less than lists, and rebuilt only
+            # when a session comes or goes, never on the fan-out path.
+            room.present[session.account_id] = (*room.present.get(session.account_id, ()), session)
         return rooms
 
     def leave(self, session: Session) -> list[Room]:
         """A session ended: the rooms in which the account is no longer present."""
         gone = []
         for room in self.of(session.account_id):
-            sessions = room.present.get(session.account_id)
-            if sessions and session in sessions:
-                sessions.remove(session)
-                if not sessions:
+            sessions = room.present.get(session.account_id, ())
+            if session in sessions:
+                rest = tuple(s for s in sessions if s is not session)
+                if rest:
+                    room.present[session.account_id] = rest
+                else:
                     del room.present[session.account_id]
                     gone.append(room)
         return gone

@@ -13,11 +13,11 @@ guarded by the hub's lock.
 from __future__ import annotations
 
 import itertools
+import time
 from enum import Enum
 from typing import Protocol
 
 from ..channel import Stream
-from ..store.base import utc_timestamp
 from .accounts import Identity
 
 __all__ = ["MAX_HELD_BYTES", "Peer", "Session", "SessionTable", "State"]
@@ -83,11 +83,13 @@ class Session:
         self.state = State.NEW
         self.identity: Identity | None = None
         self.number = 0
-        self.since = utc_timestamp()
+        self.since = time.time()
+        """When it connected (seconds since the epoch; formatted only when asked)."""
         self.streams = 0
         """Streaming answers (history, search, export) queued and not yet complete."""
-        self.held: dict[str, list[tuple[int, bytes]]] = {}
-        """Per room (folded): live messages waiting behind that room's replay."""
+        self.held: dict[str, list[tuple[int, bytes]]] | None = None
+        """Per conversation (room fold, or ``""`` for private messages): live messages
+        waiting behind its replay. None when nothing waits, as almost always."""
         self.held_bytes = 0
 
     @property
@@ -107,7 +109,7 @@ class Session:
 
     def deliver(self, room: str | None, message_id: int, data: bytes) -> None:
         """Queue a live message, unless a replay of ``room`` is still ahead of it."""
-        held = self.held.get(room) if room is not None and self.held else None
+        held = self.held.get(room) if room is not None and self.held is not None else None
         if held is None:
             self.link.send(data)
             return

@@ -184,8 +184,11 @@ class Store(Protocol):
 
     # -- accounts -----------------------------------------------------------------------
 
-    def create_account(self, name: str, password: str | None) -> Account | None:
-        """Register ``name``; None if the name (in any case) is taken or reserved."""
+    def create_account(
+        self, name: str, password: str | None, *, rooms: Sequence[str] = ()
+    ) -> Account | None:
+        """Register ``name``, a member of ``rooms`` (folded names) from the start; None if
+        the name (in any case) is taken or reserved."""
 
     def rename_account(self, account_id: int, new_name: str) -> bool:
         """Rename, keeping the old name reserved for the account; False if ``new_name``

@@ -196,19 +196,31 @@ class SQLiteStore(SQLiteReads):
 
     # -- accounts ---------------------------------------------------------------------------
 
-    def create_account(self, name: str, password: str | None) -> Account | None:
-        """Register ``name``; None if the name (in any case) is taken or reserved."""
+    def create_account(
+        self, name: str, password: str | None, *, rooms: Sequence[str] = ()
+    ) -> Account | None:
+        """Register ``name``, a member of ``rooms`` (folded names) from the start, in one
+        transaction; None if the name (in any case) is taken or reserved."""
         with self._lock, store_errors("create account"):
             if self._reserved_by(fold(name)) is not None:
                 return None
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 cur = self._db.execute(
                     "INSERT INTO accounts (name, name_fold, password) VALUES (?, ?, ?)",
                     (name, fold(name), password),
                 )
+                assert cur.lastrowid is not None
+                for room in rooms:
+                    self._join(room, cur.lastrowid)
+                self._db.execute("COMMIT")
             except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
                 return None
-        assert cur.lastrowid is not None
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
         return Account(cur.lastrowid, name, password)
 
     def _reserved_by(self, name_fold: str) -> int | None:
@@ -277,21 +289,23 @@ class SQLiteStore(SQLiteReads):
         with self._lock, store_errors("save membership"):
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "INSERT OR IGNORE INTO memberships (room, account) VALUES (?, ?)",
-                    (room, account_id),
-                )
-                self._db.execute(
-                    "INSERT INTO read_markers (account, conversation, last_read) "
-                    "VALUES (?, ?, (SELECT coalesce(max(id), 0) FROM messages WHERE room = ?)) "
-                    "ON CONFLICT DO UPDATE SET last_read = max(last_read, excluded.last_read)",
-                    (account_id, room, room),
-                )
+                self._join(room, account_id)
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+
+    def _join(self, room: str, account_id: int) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO memberships (room, account) VALUES (?, ?)", (room, account_id)
+        )
+        self._db.execute(
+            "INSERT INTO read_markers (account, conversation, last_read) "
+            "VALUES (?, ?, (SELECT coalesce(max(id), 0) FROM messages WHERE room = ?)) "
+            "ON CONFLICT DO UPDATE SET last_read = max(last_read, excluded.last_read)",
+            (account_id, room, room),
+        )
 
     def remove_member(self, room: str, account_id: int) -> None:
         """End a membership; idempotent."""
