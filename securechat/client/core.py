@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -72,6 +73,8 @@ from .worker import SerialWorker
 __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
 
 _CONNECT_TIMEOUT = 10.0
+_THROTTLE_NOTICE_EVERY = 10.0
+"""Seconds between two "sending faster than the server allows" notices."""
 _CLOSED_ELSEWHERE = "session_closed"
 """The ``code`` of the ``bye`` of a session logged out by /sessions close."""
 _FEATURE_OF = {
@@ -138,6 +141,7 @@ class ChatClient:
         self._server_features: frozenset[str] = frozenset()
         """The features the server last connected to announced in ``hello``."""
         self._reads = ReadMarkers(self._send_read)
+        self._throttle_noticed = -_THROTTLE_NOTICE_EVERY  # monotonic time of the last notice
         self.tls_version = ""
         self._certificate: dict[str, str] = {}
         self.unconfirmed = 0
@@ -534,7 +538,11 @@ class ChatClient:
         if rid is not None:
             retry, paused = self._requests.refused(rid, code, frame.get("retry_after"))
             if retry is not None:
-                if not paused:  # one notice per pause, not one per refused line
+                # One notice while the pace holds, not one per refused line: a
+                # script piping lines at full speed hits the budget on every one.
+                now = time.monotonic()
+                if not paused and now - self._throttle_noticed >= _THROTTLE_NOTICE_EVERY:
+                    self._throttle_noticed = now
                     self._deliver(throttled_event(retry))
                 return
             self._disk.submit(partial(self._transfers.refused, rid))

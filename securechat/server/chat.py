@@ -23,7 +23,6 @@ from ..wire.names import (
     check_room_name,
     check_text,
     check_user_name,
-    fold,
 )
 from ..wire.protocol import Frame, encode
 from .accounts import Identity
@@ -131,8 +130,8 @@ def join(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
 def part(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     """Leave a room for good (every session of the account leaves it)."""
     room = member_room(hub, session, frame.str_field("room"))
-    sessions = room.present.get(session.account_id, ())
-    hub.rooms.part(room, session.account_id)
+    sessions = hub.sessions.of(session.account_id)
+    hub.rooms.part(room, session.account_id, sessions)
     hub.persist(hub.store.remove_member, room.key, session.account_id)
     room.announce(presence("part", room, session.name))
     for other in sessions:
@@ -151,7 +150,7 @@ def list_rooms(hub: Hub, session: Session, frame: Frame, rid: int | None) -> Non
 def who(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     """The members of a room who are here now."""
     room = existing_room(hub, frame.str_field("room"))
-    names = sorted((s[0].name for s in room.present.values()), key=fold)
+    names = room.user_names()
     send_list(session, "users", "users", names, rid=rid, room=room.name)
 
 
@@ -218,7 +217,7 @@ def _rename(hub: Hub, session: Session, identity: Identity, new: str, rid: int |
         hub.accounts.rename(identity, new)
         notice = encode("nick", old=old, new=new, text=f"{old} is now known as {new}")
         own = hub.sessions.of(identity.id)
-        peers = {s for room in hub.rooms.of(identity.id) for s in room.sessions()}
+        peers = {s for room in hub.rooms.of(identity.id) for s in room.live}
         for peer in peers - set(own):
             peer.send(notice)
         for mine in own:

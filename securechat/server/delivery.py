@@ -162,20 +162,19 @@ class Delivery:
                 data = encode("message", **fields)
                 key, batch = room.key, self._batch
                 # The hot loop of the server (one turn per recipient): kept flat.
-                for sessions in room.present.values():
-                    for member in sessions:
-                        if member is session:
-                            continue
-                        if member.held and key in member.held:
-                            member.deliver(key, message.id, data)
-                        elif batch is not None:
-                            parts = batch.get(member)
-                            if parts is None:
-                                batch[member] = [data]
-                            else:
-                                parts.append(data)
+                for member in room.live:
+                    if member is session:
+                        continue
+                    if member.held and key in member.held:
+                        member.deliver(key, message.id, data)
+                    elif batch is not None:
+                        parts = batch.get(member)
+                        if parts is None:
+                            batch[member] = [data]
                         else:
-                            member.send(data)
+                            parts.append(data)
+                    else:
+                        member.send(data)
             self._deliver(session, None, 0, _ack("message", rid, message, fields))
 
     def private(

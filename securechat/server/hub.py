@@ -327,11 +327,7 @@ class Hub:
         count = len(room.present)
         # The list rides along while it surely fits one frame; /who pages longer ones
         # (and a big room is not sorted on every arrival).
-        users = (
-            sorted((s[0].name for s in room.present.values()), key=fold)
-            if count <= _JOINED_USERS_MAX
-            else None
-        )
+        users = room.user_names() if count <= _JOINED_USERS_MAX else None
         session.send(
             encode(
                 "joined",

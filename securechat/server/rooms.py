@@ -23,14 +23,15 @@ ANNOUNCE_LIMIT = 200
 
 @dataclass(eq=False)
 class Room:
-    """A chat room: display name, topic, member accounts and the sessions present."""
+    """A chat room: display name, topic, member accounts and the sessions live in it."""
 
     name: str
     topic: str = ""
     members: set[int] = field(default_factory=set)
-    present: dict[int, tuple[Session, ...]] = field(default_factory=dict)
-    """Account id -> that member's live sessions (only members with at least one)."""
-
+    live: dict[Session, None] = field(default_factory=dict)
+    """Every live session of every member: what a message fans out to (one flat loop)."""
+    present: dict[int, int] = field(default_factory=dict)
+    """Member account id -> how many of its sessions are live (only those with one)."""
     key: str = field(init=False)
     """The folded name rooms are stored and found under (the display name may change case)."""
 
@@ -41,16 +42,16 @@ class Room:
         """What the store keeps of this room."""
         return RoomRecord(self.name, self.topic)
 
-    def sessions(self) -> list[Session]:
-        """Every session present, in no particular order."""
-        return [s for sessions in self.present.values() for s in sessions]
+    def user_names(self) -> list[str]:
+        """The names of the members here now, one per account, sorted."""
+        names = {s.account_id: s.name for s in self.live}
+        return sorted(names.values(), key=fold)
 
     def broadcast(self, data: bytes, *, skip: Session | None = None) -> None:
-        """Queue ``data`` to every session present but ``skip``."""
-        for sessions in self.present.values():
-            for session in sessions:
-                if session is not skip:
-                    session.send(data)
+        """Queue ``data`` to every live session but ``skip``."""
+        for session in self.live:
+            if session is not skip:
+                session.send(data)
 
     def announce(self, data: bytes, *, skip: Session | None = None) -> None:
         """Broadcast a join, part or presence notice, unless the room is large.
@@ -92,16 +93,20 @@ class RoomDirectory:
         return [self._rooms[key] for key in sorted(self._of.get(account_id, ()))]
 
     def join(self, room: Room, account_id: int, sessions: list[Session]) -> None:
-        """Make the account a member; its ``sessions`` are now present."""
+        """Make the account a member; its (live) ``sessions`` are now in the room."""
         room.members.add(account_id)
         self._of.setdefault(account_id, set()).add(room.key)
+        for session in sessions:
+            room.live[session] = None
         if sessions:
-            room.present[account_id] = tuple(sessions)
+            room.present[account_id] = len(sessions)
 
-    def part(self, room: Room, account_id: int) -> None:
-        """End the account's membership; its sessions leave with it."""
+    def part(self, room: Room, account_id: int, sessions: list[Session]) -> None:
+        """End the account's membership; its ``sessions`` leave with it."""
         room.members.discard(account_id)
         room.present.pop(account_id, None)
+        for session in sessions:
+            room.live.pop(session, None)
         rooms = self._of.get(account_id)
         if rooms is not None:
             rooms.discard(room.key)
@@ -109,23 +114,21 @@ class RoomDirectory:
                 del self._of[account_id]
 
     def arrive(self, session: Session) -> list[Room]:
-        """A member's session is live: present it in each of the account's rooms."""
+        """A member's session is live: it is in each of the account's rooms."""
         rooms = self.of(session.account_id)
         for room in rooms:
-            # Tuples: a few bytes per connection less than lists, and rebuilt only
-            # when a session comes or goes, never on the fan-out path.
-            room.present[session.account_id] = (*room.present.get(session.account_id, ()), session)
+            room.live[session] = None
+            room.present[session.account_id] = room.present.get(session.account_id, 0) + 1
         return rooms
 
     def leave(self, session: Session) -> list[Room]:
         """A session ended: the rooms in which the account is no longer present."""
         gone = []
         for room in self.of(session.account_id):
-            sessions = room.present.get(session.account_id, ())
-            if session in sessions:
-                rest = tuple(s for s in sessions if s is not session)
-                if rest:
-                    room.present[session.account_id] = rest
+            if room.live.pop(session, False) is None:
+                left = room.present[session.account_id] - 1
+                if left:
+                    room.present[session.account_id] = left
                 else:
                     del room.present[session.account_id]
                     gone.append(room)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -60,6 +61,9 @@ BUSY_RETRY = 1.0
 """Seconds a client is told to wait after ``busy``."""
 
 _SLICE = 100  # rows per pull: at most ~1.6 MB even for maximum-size messages
+# Bytes encoded ahead on the reader thread: a whole typical answer (500 short
+# messages), so the connection's thread only writes it.
+_HEAD_START = 256 * 1024
 
 Query = Callable[[], list[StoredMessage]]
 OnEnd = Callable[[list[StoredMessage] | None], None]
@@ -72,7 +76,12 @@ def history_frame(message: StoredMessage, **extra: Any) -> bytes:
 
 
 class AnswerStream:
-    """Rows and a closing frame, encoded a slice at a time as the connection pulls them."""
+    """Rows and a closing frame, encoded a slice at a time as the connection pulls them.
+
+    :meth:`prepare` encodes the first slices ahead, on the reader thread: a
+    typical answer is then written by the connection at once, while a large one
+    still costs memory for one slice at a time beyond that head start.
+    """
 
     def __init__(
         self,
@@ -86,14 +95,23 @@ class AnswerStream:
         self._extra = extra
         self._end: bytes | None = end
         self._next = 0
+        self._ready: deque[bytes] = deque()
         self._on_end: Callable[[bool], None] | None = on_end
+
+    def prepare(self, budget: int) -> None:
+        """Encode slices ahead until about ``budget`` bytes are ready."""
+        size = 0
+        while size < budget and (encoded := self._encode()) is not None:
+            self._ready.append(encoded)
+            size += len(encoded)
 
     def next_slice(self) -> bytes | None:
         """The next slice of rows, then the closing frame, then None."""
-        if self._next < len(self._rows):
-            rows = self._rows[self._next : self._next + _SLICE]
-            self._next += len(rows)
-            return b"".join(history_frame(row, **self._extra) for row in rows)
+        if self._ready:
+            return self._ready.popleft()
+        encoded = self._encode()
+        if encoded is not None:
+            return encoded
         if self._end is not None:
             end, self._end = self._end, None
             if end:
@@ -103,7 +121,15 @@ class AnswerStream:
 
     def cancel(self) -> None:
         """The connection closed first."""
+        self._ready.clear()
         self._finish(False)
+
+    def _encode(self) -> bytes | None:
+        if self._next >= len(self._rows):
+            return None
+        rows = self._rows[self._next : self._next + _SLICE]
+        self._next += len(rows)
+        return b"".join(history_frame(row, **self._extra) for row in rows)
 
     def _finish(self, complete: bool) -> None:
         on_end, self._on_end = self._on_end, None
@@ -189,6 +215,7 @@ class Streamer:
             self._done(job, rows if complete else None)
 
         stream = AnswerStream(rows, extra=extra, end=closing, on_end=_ended)
+        stream.prepare(_HEAD_START)
         if not session.link.send_stream(stream):
             stream.cancel()
 

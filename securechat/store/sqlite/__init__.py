@@ -1,7 +1,8 @@
 """The SQLite engine of the store: the embedded default, one database file.
 
-``store`` is the engine (writes, and the maintenance steps), ``reads`` its
-queries, ``schema`` the migrations, ``files`` the checks on the file itself.
+``store`` is the engine and its writes, ``maintenance`` the sliced steps of
+indexing, erasure and retention, ``reads`` its queries, ``schema`` the
+migrations, ``files`` the checks on the database file itself.
 """
 
 from __future__ import annotations
