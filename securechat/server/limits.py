@@ -33,7 +33,7 @@ import ipaddress
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -254,17 +254,22 @@ class WindowCounter:
         self._limit = limit
         self._window = window
         self._lock = threading.Lock()
-        self._keys: _ExpiringMap[list[float]] = _ExpiringMap(
+        self._keys: _ExpiringMap[deque[float]] = _ExpiringMap(
             max_keys=max_keys, expired=lambda stamps, now: now - stamps[-1] >= window
         )
 
     def take(self, key: str, now: float) -> float:
         """Count one event of ``key``: 0.0 if allowed, else seconds until one would be.
 
-        A refused event is not counted.
+        A refused event is not counted. Amortised constant time: stamps leave
+        from the old end as they age out, whatever the limit.
         """
         with self._lock:
-            stamps = [t for t in self._keys.get(key, now) or [] if now - t < self._window]
+            stamps = self._keys.get(key, now)
+            if stamps is None:
+                stamps = deque()
+            while stamps and now - stamps[0] >= self._window:
+                stamps.popleft()
             if len(stamps) >= self._limit:
                 return stamps[0] + self._window - now
             stamps.append(now)
