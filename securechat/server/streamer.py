@@ -67,7 +67,8 @@ _HEAD_START = 256 * 1024
 
 Query = Callable[[], list[StoredMessage]]
 OnEnd = Callable[[list[StoredMessage] | None], None]
-"""Called once when an answer is complete (with its rows) or abandoned (None)."""
+"""Called once when an answer is complete (with its rows; none if the query failed) or
+abandoned because the connection closed (None)."""
 
 
 def history_frame(message: StoredMessage, **extra: Any) -> bytes:
@@ -197,7 +198,8 @@ class Streamer:
             rows = job.query()
         except Exception as exc:  # every request gets exactly one answer
             log.error("history query failed: %s", exc)
-            self._done(job, None)
+            # Complete, with nothing: a replay's held live messages still go out.
+            self._done(job, [])
             if end is not None:
                 session.send(
                     encode("error", rid=rid, code="unavailable", text=f"cannot read history: {exc}")
