@@ -4,6 +4,8 @@ it matters) and real TLS clients."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -189,7 +191,9 @@ def test_line_mode_typing_through_a_kill_9_stores_every_line_exactly_once(
         typist.wait_for("connected")
         lines = [f"line {i:03d}" for i in range(80)]
         for i, line in enumerate(lines):  # 20 lines a second: over the budget of 10
-            if i == 50:  # some lines are unacknowledged, some waiting out a rate limit
+            if i == 12:  # the server hangs: the next lines leave unacknowledged
+                os.kill(server.proc.pid, signal.SIGSTOP)
+            if i == 17:  # and dies with them in flight, and comes back
                 server.kill()
                 server = ServerProcess(pki, db, port=port)
                 server.wait_listening()
@@ -206,5 +210,7 @@ def test_line_mode_typing_through_a_kill_9_stores_every_line_exactly_once(
         assert sorted(stored) == lines, f"{len(stored)} stored"
         shown = [e["text"] for e in typist.events if e["type"] == "message"]
         assert sorted(set(shown)) == lines and len(shown) == len(lines)
+        # The unacknowledged lines went again, with their keys: nothing was left unconfirmed.
+        assert not [e for e in typist.events if e.get("code") == "unconfirmed"]
     finally:
         server.kill()

@@ -156,8 +156,9 @@ class Delivery:
                 return
             assert message.room is not None
             room = self._rooms.get(message.room)
-            fields = _message_fields(message, session.name)
-            fields["room"] = room.name if room else message.room_name
+            fields = _message_fields(
+                message, session.name, room=room.name if room else message.room_name
+            )
             if room is not None and not message.duplicate:
                 data = encode("message", **fields)
                 key, batch = room.key, self._batch
@@ -190,8 +191,7 @@ class Delivery:
             if error is not None:
                 self._deliver(session, None, 0, _not_stored(rid, error))
                 return
-            fields = _message_fields(message, session.name)
-            fields["to"] = target.name
+            fields = _message_fields(message, session.name, to=target.name)
             if not message.duplicate:
                 data = encode("private", **fields)
                 for other in self._sessions.of(target.id):
@@ -210,8 +210,9 @@ def _bind(
     return lambda: fn(*args, **kwargs)
 
 
-def _message_fields(message: Outgoing, sender: str) -> dict[str, Any]:
-    fields: dict[str, Any] = {"id": message.id, "ts": message.ts, "from": sender}
+def _message_fields(message: Outgoing, sender: str, **where: str | None) -> dict[str, Any]:
+    """The fields of a live ``message``/``private`` frame, in the order history uses."""
+    fields: dict[str, Any] = {"id": message.id, "ts": message.ts, "from": sender, **where}
     fields["text"] = message.text
     fields["stored"] = message.keep
     if message.seq is not None:

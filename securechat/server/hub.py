@@ -67,7 +67,15 @@ log = logging.getLogger(__name__)
 
 SERVER_SOFTWARE = "securechat/0.2"
 
-FEATURES: tuple[str, ...] = ("chat", "history", "files", "sessions", "offline", "read")
+FEATURES: tuple[str, ...] = (
+    "chat",
+    "history",
+    "files",
+    "sessions",
+    "offline",
+    "read",
+    "resume",
+)
 """What this server supports, announced in `hello` so clients need not guess."""
 
 DEFAULT_MAX_SESSIONS = 10
