@@ -14,9 +14,7 @@ from typing import Any
 
 from securechat.server.listener import Server
 from securechat.wire.protocol import Frame
-from tests.conftest import ClientProcess, Pki, RawClient, free_port
-from tests.test_durability import ServerProcess
-from tests.test_history import _history
+from tests.conftest import ClientProcess, Pki, RawClient, ServerProcess, free_port, history_page
 
 Factory = Callable[..., RawClient]
 
@@ -129,7 +127,7 @@ def test_sequence_numbers_count_stored_messages_of_each_conversation(
     bob.login("bob")
     rid = alice.send("msg", to="bob", text="a conversation of its own")
     assert alice.expect("private", rid=rid).get("seq") == 1
-    rows, _ = _history(bob, room="#general", after_seq=2, limit=10)
+    rows, _ = history_page(bob, room="#general", after_seq=2, limit=10)
     assert [(f.get("seq"), f.get("text")) for f in rows] == [(3, "line 2"), (4, "line 3")]
 
 
@@ -165,7 +163,7 @@ def test_a_repeated_message_key_is_acknowledged_with_the_original(pki: Pki, tmp_
         alice.login("alice")
         after = _say(alice, "#general", "exactly once", key="k-1")
         assert (after.get("id"), after.get("duplicate")) == (first.get("id"), True)
-        rows, _ = _history(alice, room="#general", limit=50)
+        rows, _ = history_page(alice, room="#general", limit=50)
         assert [f.get("text") for f in rows].count("exactly once") == 1
         alice.close()
         bob.close()

@@ -45,6 +45,7 @@ from tests.conftest import (
     UNMETERED_ARGS,
     Pki,
     RawClient,
+    ServerProcess,
     free_port,
     server_argv,
 )
@@ -64,77 +65,6 @@ _AFTER_TEXT = re.compile(r"after r(\d+)")
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """A ``python -m securechat.server.cli`` process; its stderr read on a thread.
-
-    The thread keeps draining stderr so the server never blocks on a full pipe.
-    """
-
-    def __init__(self, pki: Pki, db: Path, *, port: int, extra: tuple[str, ...] = ()) -> None:
-        self.proc = subprocess.Popen(
-            server_argv(pki, db, port, *extra),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self.lines: list[str] = []
-        self.port = 0
-        self._listening = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            found = re.fullmatch(r"securechat-server: listening on \S+:(\d+)", line)
-            if found:
-                self.port = int(found.group(1))
-                self._listening.set()
-
-    @property
-    def stderr(self) -> str:
-        """Everything the server wrote to stderr so far."""
-        return "\n".join(self.lines)
-
-    def wait_listening(self, timeout: float = EVENT_TIMEOUT) -> int:
-        """Block until the server says it listens; its port."""
-        deadline = time.monotonic() + timeout
-        while not self._listening.wait(0.05):
-            if self.proc.poll() is not None:
-                self._reader.join(2.0)
-                raise AssertionError(
-                    f"server exited with {self.proc.returncode} before listening:\n{self.stderr}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not listening after {timeout} s:\n{self.stderr}")
-        return self.port
-
-    def sigkill(self) -> None:
-        """SIGKILL now, without waiting (safe to call from a timer thread)."""
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def kill(self) -> None:
-        """Make sure the process is gone and reaped."""
-        self.sigkill()
-        self.proc.wait(EVENT_TIMEOUT)
-        self._reader.join(EVENT_TIMEOUT)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-    def terminate(self, timeout: float = EVENT_TIMEOUT) -> int:
-        """SIGTERM, as an operator would stop it; the exit status."""
-        self.proc.send_signal(signal.SIGTERM)
-        status = self.proc.wait(timeout)
-        self._reader.join(timeout)
-        return status
 
 
 def _read_only(db: Path) -> sqlite3.Connection:

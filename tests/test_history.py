@@ -13,7 +13,7 @@ import pytest
 
 from securechat.server.listener import Server
 from securechat.wire.protocol import Frame
-from tests.conftest import UNMETERED, ClientProcess, RawClient, free_port
+from tests.conftest import UNMETERED, ClientProcess, RawClient, free_port, history_page
 
 Factory = Callable[..., RawClient]
 
@@ -22,24 +22,6 @@ def _say(client: RawClient, text: str, room: str = "#general", **extra: Any) -> 
     """Send a room message and wait for its acknowledgement (the echo with our rid)."""
     rid = client.send("say", room=room, text=text, **extra)
     return client.expect("message", rid=rid)
-
-
-def _history(client: RawClient, **fields: Any) -> tuple[list[Frame], Frame]:
-    """Ask for history; the rows and the closing history_end."""
-    type_ = fields.pop("type_", "history")
-    rid = client.send(type_, **fields)
-    rows = []
-    while True:
-        frame = client.recv_frame()
-        assert frame is not None, "connection closed during history"
-        if frame.get("rid") != rid:
-            continue
-        if frame.type == "history_end":
-            return rows, frame
-        if frame.type == "error":
-            raise AssertionError(f"history refused: {frame.fields}")
-        assert frame.get("history") is True and frame.get("more") is True
-        rows.append(frame)
 
 
 def _db_bytes(db: Path) -> bytes:
@@ -82,14 +64,14 @@ def test_history_pages_backwards_and_forwards_by_id(
     alice = raw_client(make_server(**UNMETERED).address[1])
     alice.login("alice")
     ids = [_say(alice, f"m{i}").get("id") for i in range(30)]
-    rows, end = _history(alice, room="#general", limit=10)
+    rows, end = history_page(alice, room="#general", limit=10)
     assert [r.get("id") for r in rows] == ids[-10:]
     assert end.get("count") == 10
-    rows, _ = _history(alice, room="#general", before=ids[20], limit=5)
+    rows, _ = history_page(alice, room="#general", before=ids[20], limit=5)
     assert [r.get("text") for r in rows] == [f"m{i}" for i in range(15, 20)]
-    rows, _ = _history(alice, room="#general", after=ids[3], limit=4)
+    rows, _ = history_page(alice, room="#general", after=ids[3], limit=4)
     assert [r.get("text") for r in rows] == ["m4", "m5", "m6", "m7"]
-    rows, end = _history(alice, room="#general", after=ids[-1], limit=10)
+    rows, end = history_page(alice, room="#general", after=ids[-1], limit=10)
     assert rows == [] and end.get("count") == 0
 
 
@@ -101,7 +83,7 @@ def test_history_limit_is_capped_at_500(
     for i in range(510):
         alice.send("say", room="#general", text=f"n{i}")
     alice.expect("message", text="n509")
-    rows, _ = _history(alice, room="#general", limit=10_000)
+    rows, _ = history_page(alice, room="#general", limit=10_000)
     assert len(rows) == 500
     assert rows[-1].get("text") == "n509"
 
@@ -116,11 +98,11 @@ def test_history_of_a_room_needs_membership(server: Server, raw_client: Factory)
     _say(alice, "members only", room="#secret")
     eve.send("history", room="#secret", limit=50)
     assert eve.expect("error").get("code") in ("not_in_room", "no_such_room")
-    rows, _ = _history(eve, type_="search", text="members")
+    rows, _ = history_page(eve, type_="search", text="members")
     assert rows == []
 
 
-def test_private_message_is_not_in_third_party_history(
+def test_private_message_is_not_in_third_partyhistory_page(
     server: Server, raw_client: Factory, tmp_path: Path
 ) -> None:
     port = server.address[1]
@@ -145,20 +127,20 @@ def test_private_message_is_not_in_third_party_history(
     ]
     seen: list[Frame] = []
     for form in forms:
-        rows, _ = _history(carol, limit=500, **form)
+        rows, _ = history_page(carol, limit=500, **form)
         seen += rows
     for words in ("vault", "4711", "code"):
-        rows, _ = _history(carol, type_="search", text=words)
+        rows, _ = history_page(carol, type_="search", text=words)
         seen += rows
-    rows, _ = _history(carol, type_="export", after=0)
+    rows, _ = history_page(carol, type_="export", after=0)
     seen += rows
     assert all("vault" not in str(f.get("text")) for f in seen), seen
     assert all(f.get("id") != dm_id for f in seen)
 
     # ... while both participants find it.
-    rows, _ = _history(bob, user="alice", limit=10)
+    rows, _ = history_page(bob, user="alice", limit=10)
     assert [r.get("text") for r in rows] == ["the vault code is 4711"]
-    rows, _ = _history(alice, type_="search", text="vault")
+    rows, _ = history_page(alice, type_="search", text="vault")
     assert [r.get("id") for r in rows] == [dm_id]
 
 
@@ -168,7 +150,7 @@ def test_search_is_newest_first_and_matches_all_words(server: Server, raw_client
     _say(alice, "deploy the red build")
     _say(alice, "deploy the blue build")
     _say(alice, "lunch at noon")
-    rows, end = _history(alice, type_="search", text="deploy build")
+    rows, end = history_page(alice, type_="search", text="deploy build")
     assert [r.get("text") for r in rows] == ["deploy the blue build", "deploy the red build"]
     assert all(r.get("search") is True for r in rows)
     assert end.get("count") == 2
@@ -183,7 +165,7 @@ def test_search_treats_every_query_as_plain_words(
     alice = raw_client(server.address[1])
     alice.login("alice")
     _say(alice, "deploy friday")
-    rows, _ = _history(alice, type_="search", text=query)
+    rows, _ = history_page(alice, type_="search", text=query)
     assert all(query.strip("*") in str(r.get("text")) for r in rows)
 
 
@@ -222,7 +204,7 @@ def test_nolog_message_is_delivered_but_not_stored(
     echo = _say(alice, "nolog-canary", nolog=True)
     assert echo.get("stored") is False
     bob.expect("message", text="nolog-canary")
-    rows, _ = _history(bob, room="#general", limit=50)
+    rows, _ = history_page(bob, room="#general", limit=50)
     assert not [r for r in rows if r.get("text") == "nolog-canary"]
     later = _say(alice, "logged")
     assert later.get("id") > echo.get("id")
@@ -245,9 +227,9 @@ def test_forget_erases_rows_index_and_bytes(
     _say(bob, "bob keeps this")
     rid = alice.send("forget")
     assert alice.expect("forgotten", rid=rid).get("count") == 21
-    rows, _ = _history(bob, type_="search", text="forgettable")
+    rows, _ = history_page(bob, type_="search", text="forgettable")
     assert rows == []
-    rows, _ = _history(bob, room="#general", limit=100)
+    rows, _ = history_page(bob, room="#general", limit=100)
     assert [r.get("text") for r in rows] == ["bob keeps this"]
     assert b"forgettable-canary" not in _db_bytes(db)  # while the server still runs
     server.stop()

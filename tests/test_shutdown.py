@@ -19,8 +19,8 @@ from securechat.store.base import NewMessage, utc_timestamp
 from securechat.store.sqlite import SQLiteStore as Store
 from securechat.wire.names import MAX_MESSAGE_CHARS, fold
 from securechat.wire.protocol import Frame, encode
-from tests.conftest import Pki, RawClient, free_port
-from tests.test_durability import ServerProcess, _query
+from tests.conftest import Pki, RawClient, ServerProcess, free_port
+from tests.test_durability import _query
 
 ROOM = "#general"
 PIPELINED = 3000  # stored messages in flight when the server is told to stop
@@ -114,7 +114,7 @@ def test_sigterm_acknowledges_every_stored_message_before_bye(pki: Pki, tmp_path
     _check_acknowledged_before_bye(frames, db)
 
 
-def _large_history(db: Path) -> None:
+def _largehistory_page(db: Path) -> None:
     store = Store(db)
     try:
         author = store.create_account("author", None)
@@ -151,7 +151,7 @@ def test_in_process_stop_is_not_held_up_by_a_client_that_stopped_reading(
     make_server: Callable[..., Server], raw_client: Callable[..., RawClient], tmp_path: Path
 ) -> None:
     db = tmp_path / "history.db"
-    _large_history(db)
+    _largehistory_page(db)
     server = make_server(db=db)
     staller = raw_client(server.address[1], recv_buffer=4096)
     _stall(staller)
@@ -170,7 +170,7 @@ def test_sigterm_exits_in_time_despite_a_client_that_stopped_reading(
     pki: Pki, tmp_path: Path
 ) -> None:
     db = tmp_path / "history.db"
-    _large_history(db)
+    _largehistory_page(db)
     server = ServerProcess(pki, db, port=free_port())
     staller = watcher = None
     try:

@@ -11,8 +11,7 @@ from securechat.server.listener import Server
 from securechat.server.streamer import MAX_HISTORY, MAX_STREAMS
 from securechat.store.base import NewMessage, utc_timestamp
 from securechat.store.sqlite import SQLiteStore
-from tests.conftest import RawClient
-from tests.test_history import _history
+from tests.conftest import RawClient, history_page
 
 Factory = Callable[..., RawClient]
 
@@ -71,7 +70,7 @@ def test_a_reader_stalling_200_history_requests_does_not_delay_others(
     other.login("other")
     for _ in range(5):
         started = time.monotonic()
-        rows, end = _history(other, room="#general", limit=MAX_HISTORY)
+        rows, end = history_page(other, room="#general", limit=MAX_HISTORY)
         assert len(rows) == MAX_HISTORY and end.get("count") == MAX_HISTORY
         assert time.monotonic() - started < 1.0
     # Every request was answered once: streamed whole, or refused as busy while the
