@@ -37,7 +37,11 @@ __all__ = [
 MAX_BACKOFF = 30.0
 """Longest wait between reconnection attempts, in seconds."""
 
-RETRYABLE = frozenset({"name_in_use", "unavailable", "busy", "not_logged_in"})
+RETRYABLE = frozenset(
+    # login_throttled: someone else's guesses at this name can throttle it for a while;
+    # a reconnecting client with the right password waits it out.
+    {"name_in_use", "unavailable", "busy", "not_logged_in", "login_throttled"}
+)
 """Login refusals that go away by themselves: the server still holds our old
 session until its keepalive notices, or it is briefly overloaded.
 ``not_logged_in`` answers a frame that reached the server before our login did:

@@ -380,7 +380,7 @@ class Hub:
             raise ChatError(
                 "rate_limited",
                 f"you are sending faster than {self._message_budget[1]:g} messages a second; "
-                "this one was not sent: send it again after retry_after seconds",
+                f"this one was not sent: send it again in {wait:.1f} s",
                 retry_after=wait,
             )
 

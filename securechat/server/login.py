@@ -19,6 +19,7 @@ address's: one valid account must not reset an attacker's throttle.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from concurrent.futures import Executor
 
@@ -95,7 +96,7 @@ class Logins:
             raise ChatError(
                 "login_throttled",
                 "too many failed logins from your address or for this name; "
-                "try again after retry_after seconds",
+                f"try again in {math.ceil(wait)} s",
                 retry_after=wait,
             )
         queued = password is not None
@@ -158,7 +159,7 @@ class Logins:
                 raise ChatError(
                     "registration_limited",
                     "too many new accounts from your address; log in to an existing one, "
-                    "or try again after retry_after seconds",
+                    f"or try again in {math.ceil(wait / 60)} min",
                     retry_after=wait,
                 )
             account = self._hub.store.create_account(
