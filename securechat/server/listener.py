@@ -32,6 +32,7 @@ import selectors
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -140,8 +141,9 @@ class _Connection:
         self.session = self._hub.open_session(
             channel,
             cert_user=cert_user,
-            tls_version=channel.tls_version,
-            source=self._ticket.source,
+            # Interned: thousands of sessions share a handful of these strings.
+            tls_version=sys.intern(channel.tls_version),
+            source=sys.intern(self._ticket.source),
         )
 
     def on_frame(self, channel: Channel, frame: Frame) -> None:
