@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import pytest
 
-from securechat.channel import Channel, IOLoop
+from securechat.channel import Channel
+from securechat.ioloop import IOLoop
 from securechat.server.cli import build_parser, main
 from securechat.server.listener import Server
 from securechat.tls import server_context

@@ -18,8 +18,9 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from ..channel import Channel, IOLoop
+from ..channel import Channel
 from ..errors import CertificateVerifyError, ChatError, ConnectionLost, SecureChatError, TLSError
+from ..ioloop import IOLoop
 from ..tls import describe_tls_error
 from ..wire.protocol import Frame
 

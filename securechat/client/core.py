@@ -5,7 +5,7 @@ like the ``--json`` contract in docs/client.md, and call :meth:`ChatClient.reque
 to act. They know nothing of TLS or frames.
 
 Each connection attempt is a :class:`~securechat.channel.Channel` owned by a
-private :class:`~securechat.channel.IOLoop` thread, the only thread that
+private :class:`~securechat.ioloop.IOLoop` thread, the only thread that
 touches its socket; ``request`` queues frames into the channel's outbox.
 That thread never waits for the front end or the disk: events go to the front
 end from a :class:`~securechat.client.worker.SerialWorker` thread of their own,

@@ -9,7 +9,7 @@ Threading model
   It also supervises the loops: one whose thread has died (its connections
   closed with it) is logged and skipped from then on; with none left, the
   server stops accepting.
-* ``io_threads`` **I/O loops** (see :mod:`securechat.channel`) each own their
+* ``io_threads`` **I/O loops** (see :mod:`securechat.ioloop`) each own their
   channels outright: handshake, reads, writes and close happen only there.
   Frames are decoded and handed to the hub in the loop's thread.
 * The **hub** (:mod:`securechat.server.hub`) is plain chat logic behind one lock; it
@@ -39,15 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..channel import (
-    CLOSE_TIMEOUT,
-    FRAME_TIMEOUT,
-    OUTBOX_LIMIT,
-    PROTOCOL_ERROR,
-    Channel,
-    IOLoop,
-)
+from ..channel import CLOSE_TIMEOUT, FRAME_TIMEOUT, PROTOCOL_ERROR, Channel
 from ..errors import ConfigError
+from ..ioloop import IOLoop
+from ..outbox import OUTBOX_LIMIT
 from ..store.sqlite import SQLiteStore
 from ..tls import peer_common_name, server_context
 from ..wire.protocol import DEFAULT_PORT, Frame

@@ -17,7 +17,7 @@ import time
 from enum import Enum
 from typing import Protocol
 
-from ..channel import Stream
+from ..outbox import Stream
 from .accounts import Identity
 
 __all__ = ["MAX_HELD_BYTES", "Peer", "Session", "SessionTable", "State"]

@@ -5,7 +5,7 @@ a private conversation) while it holds its lock; the :class:`Streamer` then
 runs the query on a small pool of reader threads and hands the rows to the
 connection as an :class:`AnswerStream`. The connection's own I/O loop pulls
 the stream one slice at a time, only when everything queued before it has
-been written (see :mod:`securechat.channel`): no thread ever waits for a slow
+been written (see :mod:`securechat.outbox`): no thread ever waits for a slow
 reader, memory holds one slice per answer, and a closed connection simply
 drops its streams. A query takes a reader thread only for as long as the
 database needs to answer it.
