@@ -145,10 +145,6 @@ class Channel:
         """Queue a long answer, produced as the peer reads it; False if it is closing."""
         return self.outbox.put_stream(stream)
 
-    def backlog(self) -> int:
-        """Bytes queued for this channel and not yet handed to OpenSSL."""
-        return self.outbox.size
-
     def cancel_deadline(self) -> None:
         """Clear the deadline (handshake or login timer) from any thread."""
         if self.loop is not None:

@@ -51,9 +51,6 @@ class AccountDirectory:
         self._by_name = {_key(i.name): i for i in self._by_id.values()}
         self._former = dict(former_names)
 
-    def __len__(self) -> int:
-        return len(self._by_id)
-
     def find(self, name: str) -> Identity | None:
         """The account called ``name`` (any case) now, if any."""
         with self._lock:

@@ -40,7 +40,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from ..errors import ChatError, ProtocolError, StoreError
-from ..store.base import RoomRecord, Store, UnreadCount
+from ..store.base import Store, UnreadCount
 from ..wire.names import DEFAULT_ROOM, fold
 from ..wire.protocol import PROTOCOL_VERSION, Frame, encode
 from .accounts import AccountDirectory, Identity
@@ -400,7 +400,7 @@ class Hub:
 
     def save_room(self, room: Room) -> None:
         """Persist a room's name and topic."""
-        self.persist(self.store.save_room, RoomRecord(room.name, room.topic))
+        self.persist(self.store.save_room, room.record())
 
 
 def presence(event: str, room: Room, name: str, reason: str = "") -> bytes:

@@ -126,9 +126,6 @@ class SessionTable:
         self._by_account: dict[int, list[Session]] = {}
         self._numbers = itertools.count(1)
 
-    def __len__(self) -> int:
-        return sum(len(s) for s in self._by_account.values())
-
     def of(self, account_id: int) -> list[Session]:
         """The account's sessions, oldest first (a copy)."""
         return list(self._by_account.get(account_id, ()))
@@ -152,7 +149,3 @@ class SessionTable:
             return False
         del self._by_account[session.account_id]
         return True
-
-    def all(self) -> list[Session]:
-        """Every session (a copy)."""
-        return [s for sessions in self._by_account.values() for s in sessions]

@@ -216,11 +216,6 @@ class MessageWriter:
         """Wraps the delivery of each committed group, so that the receiving side can
         coalesce a whole group into one write per connection (set by the hub)."""
 
-    @property
-    def backlog(self) -> int:
-        """Items waiting in the queue."""
-        return self._queue.qsize()
-
     def start(self) -> None:
         """Start the writer thread."""
         self._thread.start()
