@@ -315,6 +315,14 @@ def raw_client(pki: Pki) -> Iterator[Callable[..., RawClient]]:
         client.close()
 
 
+def offline_account(make_client: Callable[..., RawClient], port: int, name: str) -> None:
+    """Register ``name`` (password ``pw``) and log it out again: an account with no session."""
+    client = make_client(port)
+    client.login(name)
+    client.send("quit")
+    client.wait_closed()
+
+
 def history_page(client: RawClient, **fields: Any) -> tuple[list[Frame], Frame]:
     """Ask for history (or ``type_`` search or export); the rows and the closing history_end."""
     type_ = fields.pop("type_", "history")

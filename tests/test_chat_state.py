@@ -14,7 +14,15 @@ from typing import Any
 
 from securechat.server.listener import Server
 from securechat.wire.protocol import Frame
-from tests.conftest import ClientProcess, Pki, RawClient, ServerProcess, free_port, history_page
+from tests.conftest import (
+    ClientProcess,
+    Pki,
+    RawClient,
+    ServerProcess,
+    free_port,
+    history_page,
+    offline_account,
+)
 
 Factory = Callable[..., RawClient]
 
@@ -72,10 +80,7 @@ def test_unread_counts_at_login_and_read_markers_shared_by_sessions(
     server: Server, raw_client: Factory
 ) -> None:
     port = server.address[1]
-    bob = raw_client(port)
-    bob.login("bob")
-    bob.send("quit")
-    bob.wait_closed()
+    offline_account(raw_client, port, "bob")
     alice = raw_client(port)
     alice.login("alice")
     ids = [_say(alice, "#general", f"news {i}").get("id") for i in range(3)]

@@ -14,7 +14,7 @@ import pytest
 
 from securechat.server.listener import Server
 from securechat.wire.protocol import MAX_BODY, PREFIX, PROTOCOL_VERSION, encode
-from tests.conftest import TLS_VERSIONS, UNMETERED, Pki, RawClient
+from tests.conftest import TLS_VERSIONS, UNMETERED, Pki, RawClient, offline_account
 
 Factory = Callable[..., RawClient]
 
@@ -204,10 +204,7 @@ def test_private_message_to_offline_user_waits_for_their_next_login(
     server: Server, raw_client: Factory
 ) -> None:
     port = server.address[1]
-    bob = raw_client(port)
-    bob.login("bob")
-    bob.send("quit")
-    bob.wait_closed()
+    offline_account(raw_client, port, "bob")
     alice = raw_client(port)
     alice.login("alice")
     rid = alice.send("msg", to="bob", text="while you were out")

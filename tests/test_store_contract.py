@@ -1,7 +1,7 @@
 """The Store contract: what every engine must do, whatever database is behind it.
 
 Each test takes the ``store`` fixture, parametrised over the engines (SQLite today;
-a PostgreSQL engine joins the list and must pass the same tests). Tests speak only
+the cluster engine of issue 10 joins the list and must pass the same tests). Tests speak only
 the interface of securechat.store.base, never an engine's tables.
 """
 
