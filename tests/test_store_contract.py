@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from securechat.store.base import NewMessage, RoomRecord, Store, pair_key, utc_timestamp
+from securechat.store.base import Committed, Draft, RoomRecord, Store, pair_key
 from securechat.store.sqlite import SQLiteStore
 
 ENGINES: dict[str, Callable[[Path], Store]] = {"sqlite": lambda tmp: SQLiteStore(tmp / "c.db")}
@@ -25,10 +25,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     engine.close()
 
 
-def _room_message(
-    id_: int, sender: int, text: str, *, seq: int, key: str | None = None
-) -> NewMessage:
-    return NewMessage(id_, utc_timestamp(), sender, text, "#dev", "#Dev", seq=seq, key=key)
+def _to_dev(sender: int, text: str, *, key: str | None = None, keep: bool = True) -> Draft:
+    return Draft(sender, text, keep, "#dev", "#Dev", key=key)
+
+
+def _ids(results: list[Committed]) -> list[int]:
+    return [r.id for r in results]
 
 
 def test_accounts_register_once_and_rename_keeps_the_old_name_reserved(store: Store) -> None:
@@ -62,47 +64,125 @@ def test_rooms_memberships_and_topics_load_back(store: Store) -> None:
     assert {m.room for m in store.load_memberships()} == {"#general"}
 
 
-def test_sequence_numbers_and_keys_survive_in_the_store(store: Store) -> None:
+def test_commits_number_messages_and_recognise_repeated_keys(store: Store) -> None:
+    alice = store.create_account("alice", None)
+    bob = store.create_account("bob", None)
+    assert alice is not None and bob is not None
+    store.save_room(RoomRecord("#Dev"))
+    first = store.commit_messages([_to_dev(alice.id, f"m{i}", key=f"k{i}") for i in (1, 2, 3)])
+    assert [r.seq for r in first] == [1, 2, 3] and not any(r.duplicate for r in first)
+    assert _ids(first) == sorted(_ids(first)) and len(set(_ids(first))) == 3
+    assert store.last_id() == first[-1].id
+    second = store.commit_messages(
+        [
+            _to_dev(alice.id, "not kept", keep=False),  # an id, no number, nothing stored
+            Draft(alice.id, "psst", room=None, recipient=bob.id),  # its own conversation
+            _to_dev(alice.id, "m2 again", key="k2"),  # a repeat: the original's numbers
+            _to_dev(bob.id, "same key, other sender", key="k2"),
+        ]
+    )
+    assert second[0].seq is None and second[0].id > first[-1].id
+    assert second[1].seq == 1
+    assert second[2] == Committed(first[1].id, first[1].ts, 2, duplicate=True)
+    assert second[3].seq == 4 and not second[3].duplicate
+    rows = store.room_history("#dev", after_seq=1, limit=10)
+    assert [(r.seq, r.text) for r in rows] == [(2, "m2"), (3, "m3"), (4, "same key, other sender")]
+    # Erasure leaves a hole; numbers are never handed out again.
+    erased = store.forget_sender(alice.id, upto=store.last_id(), limit=100)
+    assert erased == 4
+    (after,) = store.commit_messages([_to_dev(bob.id, "after the hole")])
+    assert after.seq == 5 and after.id > second[-1].id
+    assert [r.seq for r in store.room_history("#dev", limit=10)] == [4, 5]
+
+
+def test_accounts_are_found_by_name_in_any_case_with_their_settings(store: Store) -> None:
+    alice = store.create_account("Alice", "hash")
+    assert alice is not None
+    store.set_keep_history(alice.id, False)
+    found = store.find_account("ALICE")
+    assert found is not None
+    assert (found.id, found.name, found.password) == (alice.id, "Alice", "hash")
+    assert not found.keep_history
+    assert store.find_account("nobody") is None
+
+
+def test_search_finds_every_word_only_where_the_account_may_look(store: Store) -> None:
+    alice = store.create_account("alice", None)
+    bob = store.create_account("bob", None)
+    carol = store.create_account("carol", None)
+    assert alice is not None and bob is not None and carol is not None
+    store.save_room(RoomRecord("#Dev"))
+    store.commit_messages(
+        [
+            _to_dev(alice.id, "the release is on friday"),
+            _to_dev(alice.id, "friday lunch"),
+            Draft(alice.id, "secret release plan", recipient=bob.id),
+            Draft(alice.id, "release notes for carol", recipient=carol.id),
+        ]
+    )
+    store.index_pending()
+    found = store.search(bob.id, ["#dev"], ["release"], limit=10)
+    assert [m.text for m in found] == ["secret release plan", "the release is on friday"]
+    assert [m.text for m in store.search(bob.id, ["#dev"], ["release", "friday"], limit=10)] == [
+        "the release is on friday"
+    ]
+    assert store.search(bob.id, [], ["friday"], limit=10) == []  # not a member of #dev
+
+
+def test_retention_deletes_the_oldest_first_in_slices(store: Store) -> None:
     alice = store.create_account("alice", None)
     assert alice is not None
     store.save_room(RoomRecord("#Dev"))
-    store.insert_messages(
-        [_room_message(i, alice.id, f"m{i}", seq=i, key=f"k{i}") for i in (1, 2, 3)],
-        reserve_id=1024,
+    store.commit_messages([_to_dev(alice.id, f"m{i}") for i in range(5)])
+    future = "9999-01-01T00:00:00.000Z"
+    assert store.delete_older_than(future, limit=3) == 3
+    assert [m.text for m in store.room_history("#dev", limit=10)] == ["m3", "m4"]
+    assert store.delete_older_than(future, limit=3) == 2
+    assert store.delete_older_than("2000-01-01T00:00:00.000Z", limit=3) == 0
+    assert store.sent_count(alice.id) == 0
+
+
+def test_export_pages_through_what_the_account_sent_or_received(store: Store) -> None:
+    alice = store.create_account("alice", None)
+    bob = store.create_account("bob", None)
+    assert alice is not None and bob is not None
+    store.save_room(RoomRecord("#Dev"))
+    results = store.commit_messages(
+        [
+            _to_dev(alice.id, "room"),
+            Draft(bob.id, "to alice", recipient=alice.id),
+            _to_dev(bob.id, "bob in room"),
+        ]
     )
-    assert store.reserved_id() == 1024
-    assert store.load_last_seqs() == {"#dev": 3}
-    keys = {k.key: (k.id, k.seq) for k in store.load_sent_keys("2000-01-01T00:00:00.000Z")}
-    assert keys == {"k1": (1, 1), "k2": (2, 2), "k3": (3, 3)}
-    rows = store.room_history("#dev", after_seq=1, limit=10)
-    assert [(r.seq, r.text) for r in rows] == [(2, "m2"), (3, "m3")]
-    # Erasure leaves a hole; numbers are never handed out again.
-    erased = store.forget_sender(alice.id, upto=3, limit=100)
-    assert erased == 3 and store.load_last_seqs() == {"#dev": 3}
+    page = store.export_page(alice.id, ["#dev"], after=0, limit=2)
+    assert [m.text for m in page] == ["room", "to alice"]
+    rest = store.export_page(alice.id, ["#dev"], after=page[-1].id, limit=2)
+    assert [m.text for m in rest] == ["bob in room"]
+    assert store.export_page(alice.id, [], after=results[-1].id, limit=2) == []
 
 
 def test_unread_counts_follow_read_markers_forward_only(store: Store) -> None:
     alice = store.create_account("alice", None, rooms=["#general"])
     bob = store.create_account("bob", None, rooms=["#general"])
     assert alice is not None and bob is not None
-    ts = utc_timestamp()
-    store.insert_messages(
-        [
-            NewMessage(1, ts, alice.id, "hello", "#general", "#general", seq=1),
-            NewMessage(2, ts, alice.id, "anyone?", "#general", "#general", seq=2),
-            NewMessage(3, ts, alice.id, "psst", recipient=bob.id, seq=1),
-            NewMessage(4, ts, bob.id, "my own", "#general", "#general", seq=3),
-        ],
-        reserve_id=None,
+    ids = _ids(
+        store.commit_messages(
+            [
+                Draft(alice.id, "hello", room="#general", room_name="#general"),
+                Draft(alice.id, "anyone?", room="#general", room_name="#general"),
+                Draft(alice.id, "psst", recipient=bob.id),
+                Draft(bob.id, "my own", room="#general", room_name="#general"),
+            ]
+        )
     )
     counts = {
         (u.conversation, u.is_room): (u.unread, u.first) for u in store.unread(bob.id, ["#general"])
     }
-    assert counts == {("#general", True): (2, 1), ("alice", False): (1, 3)}
+    assert counts == {("#general", True): (2, ids[0]), ("alice", False): (1, ids[2])}
     assert [m.text for m in store.unread_private(bob.id, limit=10)] == ["psst"]
-    store.mark_read(bob.id, "#general", 2)
-    store.mark_read(bob.id, "#general", 1)  # never backward
-    store.mark_read(bob.id, pair_key(alice.id, bob.id), 3)
+    store.mark_read(bob.id, "#general", ids[1])
+    store.mark_read(bob.id, "#general", ids[0])  # never backward
+    store.mark_read(bob.id, pair_key(alice.id, bob.id), ids[2])
     assert store.unread(bob.id, ["#general"]) == []
     assert store.unread_private(bob.id, limit=10) == []
 
@@ -114,21 +194,21 @@ def test_history_pages_private_conversations_only_between_their_two_accounts(
     bob = store.create_account("bob", None)
     carol = store.create_account("carol", None)
     assert alice is not None and bob is not None and carol is not None
-    ts = utc_timestamp()
-    store.insert_messages(
-        [
-            NewMessage(1, ts, alice.id, "for bob", recipient=bob.id, seq=1),
-            NewMessage(2, ts, alice.id, "for carol", recipient=carol.id, seq=1),
-            NewMessage(3, ts, bob.id, "back to alice", recipient=alice.id, seq=2),
-        ],
-        reserve_id=None,
+    ids = _ids(
+        store.commit_messages(
+            [
+                Draft(alice.id, "for bob", recipient=bob.id),
+                Draft(alice.id, "for carol", recipient=carol.id),
+                Draft(bob.id, "back to alice", recipient=alice.id),
+            ]
+        )
     )
     page = store.private_history(alice.id, bob.id, limit=10)
     assert [(m.text, m.sender, m.recipient, m.seq) for m in page] == [
         ("for bob", "alice", "bob", 1),
         ("back to alice", "bob", "alice", 2),
     ]
-    assert [m.text for m in store.private_history(bob.id, alice.id, before=3, limit=10)] == [
+    assert [m.text for m in store.private_history(bob.id, alice.id, before=ids[2], limit=10)] == [
         "for bob"
     ]
     assert store.sent_count(alice.id) == 2

@@ -41,20 +41,16 @@ once ``_INDEX_LAG`` rows wait), and a search first has this thread index
 everything stored before it, so it still finds every message acknowledged
 before it was asked.
 
-Ids come from a counter, not from SQLite, so messages that are never stored
-(opt-out, /nolog) still get unique, increasing ids. The counter is reserved on
-disk in blocks of ``ID_BLOCK``: after a restart ids continue above anything
-handed out before, without a write per unstored message.
+Numbering is the store's (``Store.commit_messages``): every message gets a
+unique, increasing id, and every stored one the next sequence number of its
+conversation (room, or pair of accounts) in the same transaction that stores
+it, so numbers follow commit order and have no holes, however many servers
+share the store. A message sent with an idempotency key the store has seen in
+the last ``KEY_TTL`` seconds is not stored again: it is answered with the
+original's id, time and number, marked ``duplicate``.
 
-Every stored message also gets a sequence number within its conversation
-(room, or pair of accounts), from counters the store keeps with the messages,
-so numbers have no holes and are never reused. A message sent with the
-client's idempotency key that this thread has seen in the last ``KEY_TTL``
-seconds (the store remembers keys across restarts) is not stored again: it is
-answered with the original's id, time and number, marked ``duplicate``.
-
-If a commit fails (disk full, read-only file) the kept messages of that group
-get the error instead of an acknowledgement and are not delivered; the thread
+If a commit fails (disk full, read-only file, a lost database) the messages of
+that group get the error instead of an acknowledgement and are not delivered; the thread
 carries on, and the next group succeeds once space returns.
 """
 
@@ -74,11 +70,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import StoreError
-from ..store.base import NewMessage, SentKey, Store, pair_key, utc_timestamp
+from ..store.base import Draft, Store, utc_timestamp
 
 __all__ = [
-    "ID_BLOCK",
-    "KEY_TTL",
     "MAX_BACKLOG",
     "MAX_BACKLOG_BYTES",
     "SLICE_BUDGET",
@@ -87,14 +81,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ID_BLOCK = 1024
-"""Ids reserved on disk at a time; a restart skips at most this many."""
-
-KEY_TTL = 600.0
-"""Seconds an idempotency key is remembered at least: longer than any reconnect."""
-
-_MAX_KEYS = 500_000  # keys remembered at most (~100 MB), oldest forgotten first
 
 MAX_BACKLOG = 100_000
 """Messages waiting for the disk before new ones are refused as "server busy"."""
@@ -137,14 +123,6 @@ class Outgoing:
     seq: int | None = None
     duplicate: bool = False
     """True when ``key`` was seen before: id, ts and seq are the original's."""
-
-    @property
-    def conversation(self) -> str:
-        """The room (folded) or the pair of accounts it belongs to."""
-        if self.room is not None:
-            return self.room
-        assert self.recipient is not None
-        return pair_key(self.sender, self.recipient)
 
 
 _Task = Callable[[], None]
@@ -190,23 +168,11 @@ class MessageWriter:
         # last message queued before it (see "Maintenance in slices").
         self._held: deque[tuple[_Task | object, int]] = deque()
         self._bound = 0  # while a held request runs: the last id queued before it
-        self._next_id = store.reserved_id() + 1
-        self._reserved = self._next_id - 1
+        self._last_id = store.last_id()  # of the last message numbered (see forget_sender)
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._stopping = threading.Event()
         self._next_sweep = time.monotonic()
         self._unindexed = 0
-        self._seqs = store.load_last_seqs()
-        since = utc_timestamp(
-            datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=KEY_TTL)
-        )
-        self._keys: dict[tuple[int, str], SentKey] = {
-            (k.sender, k.key): k for k in store.load_sent_keys(since)
-        }
-        # Insertion order is age order: the oldest keys are forgotten first.
-        self._key_times: deque[tuple[float, tuple[int, str]]] = deque(
-            (time.monotonic(), k) for k in self._keys
-        )
         # Slice sizes start small and learn; the caps keep one transaction's
         # memory modest whatever the clock says.
         self._index_rows = _SliceSize(50, low=1, high=10_000)
@@ -316,7 +282,7 @@ class MessageWriter:
                 continue
             self._commit(group)
             group = []
-            self._held.append((item, self._next_id - 1))
+            self._held.append((item, self._last_id))
         self._commit(group)
 
     def _between_slices(self, wait: float = 0.0) -> None:
@@ -337,77 +303,27 @@ class MessageWriter:
     def _commit(self, group: list[Outgoing]) -> None:
         if not group:
             return
-        ts = utc_timestamp()
-        seqs: dict[str, int] = {}
-        keys: dict[tuple[int, str], SentKey] = {}
-        fresh: list[Outgoing] = []
-        for message in group:
-            known = None
-            if message.key is not None:
-                key = (message.sender, message.key)
-                known = self._keys.get(key) or keys.get(key)
-            if known is not None:
-                message.id, message.ts, message.seq = known.id, known.ts, known.seq
-                message.duplicate = True
-                continue
-            message.id = self._next_id
-            message.ts = ts
-            self._next_id += 1
-            if message.keep:
-                conversation = message.conversation
-                message.seq = seqs.get(conversation, self._seqs.get(conversation, 0)) + 1
-                seqs[conversation] = message.seq
-            if message.key is not None:
-                keys[(message.sender, message.key)] = SentKey(
-                    message.sender, message.key, message.id, message.ts, message.seq
-                )
-            fresh.append(message)
-        reserve = None
-        if self._next_id - 1 > self._reserved:
-            reserve = self._next_id - 1 + ID_BLOCK
-        rows = [
-            NewMessage(m.id, m.ts, m.sender, m.text, m.room, m.room_name, m.recipient, m.seq, m.key)
-            for m in fresh
-            if m.keep
+        drafts = [
+            Draft(m.sender, m.text, m.keep, m.room, m.room_name, m.recipient, m.key) for m in group
         ]
         error: StoreError | None = None
-        if rows or reserve is not None:
-            try:
-                self._store.insert_messages(rows, reserve_id=reserve)
-            except StoreError as exc:
-                log.error("cannot store %d messages: %s", len(rows), exc)
-                error = exc
-            else:
-                self._unindexed += len(rows)
-                if reserve is not None:
-                    self._reserved = reserve
-        if error is None:
-            self._seqs.update(seqs)
-            self._remember(keys)
+        try:
+            results = self._store.commit_messages(drafts)
+        except StoreError as exc:
+            log.error("cannot store %d messages: %s", len(group), exc)
+            error = exc
+        else:
+            for message, result in zip(group, results, strict=True):
+                message.id, message.ts, message.seq = result.id, result.ts, result.seq
+                message.duplicate = result.duplicate
+                self._last_id = max(self._last_id, result.id)
+            self._unindexed += sum(1 for r in results if r.seq is not None and not r.duplicate)
         with self.delivery_context():
             for message in group:
-                # Without the reservation on disk an unstored message's id could be
-                # reused after a restart, so it fails with the group.
-                failed = (
-                    error is not None
-                    and not message.duplicate
-                    and (message.keep or reserve is not None)
-                )
                 try:
-                    message.on_done(message, error if failed else None)
+                    message.on_done(message, error)
                 except Exception:
                     log.exception("delivering message %d failed", message.id)
-
-    def _remember(self, keys: dict[tuple[int, str], SentKey]) -> None:
-        now = time.monotonic()
-        for key, sent in keys.items():
-            self._keys[key] = sent
-            self._key_times.append((now, key))
-        while self._key_times and (
-            len(self._key_times) > _MAX_KEYS or now - self._key_times[0][0] > KEY_TTL
-        ):
-            _, key = self._key_times.popleft()
-            self._keys.pop(key, None)
 
     def _idle_timeout(self) -> float | None:
         if self._unindexed:

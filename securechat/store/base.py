@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
+    "KEY_TTL",
     "Account",
+    "Committed",
+    "Draft",
     "Membership",
     "NewMessage",
     "RoomRecord",
@@ -39,6 +42,11 @@ __all__ = [
     "pair_key",
     "utc_timestamp",
 ]
+
+
+KEY_TTL = 600.0
+"""Seconds a stored message's idempotency key is remembered at least: longer than
+any reconnect, so a message re-sent after a lost acknowledgement is not stored twice."""
 
 
 def utc_timestamp(when: datetime.datetime | None = None) -> str:
@@ -95,6 +103,40 @@ class NewMessage:
     recipient: int | None = None
     seq: int | None = None
     key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message to number (and, if ``keep``, to store): a room message (``room`` set)
+    or a private one (``recipient`` set). ``key`` is the sender's idempotency key."""
+
+    sender: int
+    text: str
+    keep: bool = True
+    room: str | None = None
+    room_name: str | None = None
+    recipient: int | None = None
+    key: str | None = None
+
+    @property
+    def conversation(self) -> str:
+        """The room (folded) or the pair of accounts it belongs to."""
+        if self.room is not None:
+            return self.room
+        assert self.recipient is not None
+        return pair_key(self.sender, self.recipient)
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What committing a :class:`Draft` gave it: its id and time, and its sequence
+    number in its conversation if it was stored. ``duplicate``: its key was seen
+    within ``KEY_TTL``, so nothing was stored and these are the original's."""
+
+    id: int
+    ts: str
+    seq: int | None = None
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,16 +215,11 @@ class Store(Protocol):
     def load_memberships(self) -> list[Membership]:
         """Every membership."""
 
-    def load_sent_keys(self, since: str) -> list[SentKey]:
-        """Idempotency keys of messages stored at or after ``since`` (ISO UTC)."""
-
-    def load_last_seqs(self) -> dict[str, int]:
-        """The highest sequence number of every conversation (room fold or pair key)."""
-
-    def reserved_id(self) -> int:
-        """The highest message id that may already have been handed out."""
-
     # -- accounts -----------------------------------------------------------------------
+
+    def find_account(self, name: str) -> Account | None:
+        """The account called ``name`` (in any case) now, or None. For a server that
+        shares the store with others and has not heard of an account yet."""
 
     def create_account(
         self, name: str, password: str | None, *, rooms: Sequence[str] = ()
@@ -214,9 +251,20 @@ class Store(Protocol):
 
     # -- messages ----------------------------------------------------------------------
 
-    def insert_messages(self, rows: Sequence[NewMessage], *, reserve_id: int | None) -> None:
-        """Store ``rows`` in one transaction (and move the id reservation, if given);
-        nothing is written if it fails."""
+    def last_id(self) -> int:
+        """The highest message id handed out so far."""
+
+    def commit_messages(self, drafts: Sequence[Draft]) -> list[Committed]:
+        """Number ``drafts`` and store the kept ones, all in one transaction; what each
+        got, in order. Nothing is written (and StoreError raised) if it fails.
+
+        Every draft gets an id, unique and increasing in commit order across every
+        server sharing the store; a kept draft gets the next sequence number of its
+        conversation, allocated in the same transaction, so numbers follow commit
+        order and have no holes. A kept draft whose ``(sender, key)`` was stored
+        within ``KEY_TTL`` seconds is not stored again: it gets the original's id,
+        time and number, with ``duplicate`` set.
+        """
 
     # -- maintenance, in slices the writer interleaves with messages ------------------------
 

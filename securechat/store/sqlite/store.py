@@ -30,6 +30,7 @@ ever interpolated into SQL.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sqlite3
 import threading
@@ -39,9 +40,21 @@ from typing import Any
 
 from ...errors import ConfigError
 from ...wire.names import fold
-from ..base import Account, Membership, NewMessage, RoomRecord, SentKey, pair_key
+from ..base import (
+    KEY_TTL,
+    Account,
+    Committed,
+    Draft,
+    Membership,
+    NewMessage,
+    RoomRecord,
+    SentKey,
+    pair_key,
+    utc_timestamp,
+)
 from .files import create_private, make_private, refuse_foreign_file
 from .maintenance import SQLiteMaintenance
+from .numbering import Numbering
 from .reads import SQLiteReads, store_errors
 from .schema import FTS_SETUP, FTS_UNTRIGGER, MIGRATIONS, SCHEMA_VERSION
 
@@ -76,6 +89,10 @@ class SQLiteStore(SQLiteMaintenance, SQLiteReads):
             self._db.execute("PRAGMA secure_delete=ON")
             self._migrate(version)
             self.has_fts = self._ensure_fts()
+            since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=KEY_TTL)
+            self._numbering = Numbering(
+                self.reserved_id(), self.load_last_seqs(), self.load_sent_keys(utc_timestamp(since))
+            )
         except BaseException as exc:
             if hasattr(self, "_db"):
                 self._db.close()
@@ -195,6 +212,15 @@ class SQLiteStore(SQLiteMaintenance, SQLiteReads):
         return {r[0]: int(r[1]) for r in rows}
 
     # -- accounts ---------------------------------------------------------------------------
+
+    def find_account(self, name: str) -> Account | None:
+        """The account called ``name`` (in any case), or None."""
+        with self._lock, store_errors("read accounts"):
+            row = self._db.execute(
+                "SELECT id, name, password, keep_history FROM accounts WHERE name_fold = ?",
+                (fold(name),),
+            ).fetchone()
+        return None if row is None else Account(row[0], row[1], row[2], bool(row[3]))
 
     def create_account(
         self, name: str, password: str | None, *, rooms: Sequence[str] = ()
@@ -326,6 +352,19 @@ class SQLiteStore(SQLiteMaintenance, SQLiteReads):
 
     # -- writing messages (the writer thread) --------------------------------------------------
 
+    def last_id(self) -> int:
+        """The highest message id handed out so far."""
+        return self._numbering.last_id
+
+    def commit_messages(self, drafts: Sequence[Draft]) -> list[Committed]:
+        """Number ``drafts`` (see :mod:`.numbering`) and store the kept ones in one
+        transaction; what each got. Raises StoreError with nothing written or used up."""
+        plan = self._numbering.plan(drafts, utc_timestamp())
+        if plan.rows or plan.reserve_id is not None:
+            self._insert(plan.rows, plan.reserve_id)
+        self._numbering.confirm(plan)
+        return plan.committed
+
     def reserved_id(self) -> int:
         """The highest message id that may already have been handed out."""
         with self._lock, store_errors("read message ids"):
@@ -336,10 +375,14 @@ class SQLiteStore(SQLiteMaintenance, SQLiteReads):
         return max(int(top), int(reserved))
 
     def insert_messages(self, rows: Sequence[NewMessage], *, reserve_id: int | None) -> None:
-        """Store ``rows`` in one transaction (and move the id reservation, if given).
-
-        Raises StoreError (disk full, read-only, ...) with nothing written.
+        """Store ``rows``, numbered by the caller (an import, a test's seed), in one
+        transaction and move the id reservation, if given; later messages are numbered
+        above them. Raises StoreError (disk full, read-only, ...) with nothing written.
         """
+        self._insert(rows, reserve_id)
+        self._numbering.seen(rows, reserve_id)
+
+    def _insert(self, rows: Sequence[NewMessage], reserve_id: int | None) -> None:
         with self._lock, store_errors("store messages"):
             try:
                 self._db.execute("BEGIN IMMEDIATE")
