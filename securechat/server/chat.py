@@ -133,6 +133,8 @@ def part(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     sessions = hub.sessions.of(session.account_id)
     hub.rooms.part(room, session.account_id, sessions)
     hub.persist(hub.store.remove_member, room.key, session.account_id)
+    if hub.cluster is not None:
+        hub.cluster.publish("member", room=room.key, account=session.account_id, joined=False)
     room.announce(presence("part", room, session.name))
     for other in sessions:
         other.send(encode("parted", rid=rid if other is session else None, room=room.name))
@@ -141,7 +143,7 @@ def part(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
 def list_rooms(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     """Every stored room, with how many members are here and its topic."""
     rooms = [
-        {"name": r.name, "users": len(r.present), "members": len(r.members), "topic": r.topic}
+        {"name": r.name, "users": hub.present_count(r), "members": len(r.members), "topic": r.topic}
         for r in hub.rooms.all()
     ]
     send_list(session, "rooms", "rooms", rooms, rid=rid)
@@ -150,7 +152,7 @@ def list_rooms(hub: Hub, session: Session, frame: Frame, rid: int | None) -> Non
 def who(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     """The members of a room who are here now."""
     room = existing_room(hub, frame.str_field("room"))
-    names = room.user_names()
+    names = hub.present_names(room)
     send_list(session, "users", "users", names, rid=rid, room=room.name)
 
 
@@ -164,7 +166,7 @@ def topic(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     if text:
         check_text(text, limit=MAX_TOPIC_CHARS, what="topic")
     room.topic = text
-    hub.save_room(room)
+    hub.save_room(room, by=session.name)
     fields: dict[str, Any] = {"room": room.name, "topic": text, "by": session.name}
     room.broadcast(encode("topic", **fields), skip=session)
     session.send(encode("topic", rid=rid, **fields))
@@ -215,12 +217,10 @@ def _rename(hub: Hub, session: Session, identity: Identity, new: str, rid: int |
             return
         old = identity.name
         hub.accounts.rename(identity, new)
-        notice = encode("nick", old=old, new=new, text=f"{old} is now known as {new}")
-        own = hub.sessions.of(identity.id)
-        peers = {s for room in hub.rooms.of(identity.id) for s in room.live}
-        for peer in peers - set(own):
-            peer.send(notice)
-        for mine in own:
+        hub.tell_rename(identity, old, new)
+        if hub.cluster is not None:
+            hub.cluster.publish("rename", account=identity.id, new=new)
+        for mine in hub.sessions.of(identity.id):
             text = f"you are now {new}"
             mine.send(
                 encode("nick", rid=rid if mine is session else None, old=old, new=new, text=text)

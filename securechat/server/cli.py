@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", type=Path, default=Path("securechat.db"), help="SQLite file (default securechat.db)"
     )
     p.add_argument(
+        "--bus",
+        metavar="URL",
+        help="cluster mode: a Redis URL (redis://host:port/0) through which the servers "
+        "sharing one --store tell each other what happens; needs a PostgreSQL --store",
+    )
+    p.add_argument(
         "--client-ca",
         type=Path,
         help="require client certificates signed by this CA; their common name is the user",
@@ -186,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         db=args.db,
+        bus=args.bus,
         client_ca=args.client_ca,
         tls_min=args.tls_min,
         io_threads=args.io_threads,

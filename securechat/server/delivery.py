@@ -17,16 +17,19 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
-from ..store.base import Store, StoredMessage
+from ..store.base import Store, StoredMessage, pair_key
 from ..wire.protocol import encode
 from .accounts import Identity
 from .rooms import Room, RoomDirectory
 from .sessions import Session, SessionTable
 from .streamer import MAX_HISTORY, Streamer
 from .writer import Outgoing
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["PRIVATE", "Delivery"]
 
@@ -54,6 +57,9 @@ class Delivery:
         self._store = store
         self._history_on_join = history_on_join
         self._batch: dict[Session, list[bytes]] | None = None
+        self.cluster: Cluster | None = None
+        """In cluster mode: where committed messages are published, and the sequencer
+        that keeps each conversation in order whichever server committed it."""
 
     def replay(
         self, session: Session, room: Room, *, since: int | None, since_seq: int | None = None
@@ -159,24 +165,53 @@ class Delivery:
             fields = _message_fields(
                 message, session.name, room=room.name if room else message.room_name
             )
-            if room is not None and not message.duplicate:
-                data = encode("message", **fields)
-                key, batch = room.key, self._batch
-                # The hot loop of the server (one turn per recipient): kept flat.
-                for member in room.live:
-                    if member is session:
-                        continue
-                    if member.held and key in member.held:
-                        member.deliver(key, message.id, data)
-                    elif batch is not None:
-                        parts = batch.get(member)
-                        if parts is None:
-                            batch[member] = [data]
-                        else:
-                            parts.append(data)
-                    else:
-                        member.send(data)
-            self._deliver(session, None, 0, _ack("message", rid, message, fields))
+            ack = _ack("message", rid, message, fields)
+            if room is None or message.duplicate:
+                self._deliver(session, None, 0, ack)
+                return
+            data = encode("message", **fields)
+
+            def _fan_out() -> None:
+                self._fan_out(room, session, message.id, data)
+                self._deliver(session, None, 0, ack)
+
+            self._release(message, room.key, _fan_out, ack, session)
+            if self.cluster is not None:
+                self.cluster.publish("message", frame="message", fields=fields, room=room.key)
+
+    def _fan_out(self, room: Room, sender: Session | None, message_id: int, data: bytes) -> None:
+        key, batch = room.key, self._batch
+        # The hot loop of the server (one turn per recipient): kept flat.
+        for member in room.live:
+            if member is sender:
+                continue
+            if member.held and key in member.held:
+                member.deliver(key, message_id, data)
+            elif batch is not None:
+                parts = batch.get(member)
+                if parts is None:
+                    batch[member] = [data]
+                else:
+                    parts.append(data)
+            else:
+                member.send(data)
+
+    def _release(
+        self,
+        message: Outgoing,
+        conversation: str,
+        deliver: Callable[[], None],
+        ack: bytes,
+        session: Session,
+    ) -> None:
+        """Deliver now, or (cluster mode) once every earlier message of the conversation
+        is out; a message already shown from the store only acknowledges."""
+        if self.cluster is None or message.seq is None:
+            deliver()
+            return
+        self.cluster.sequencer.release(
+            conversation, message.seq, deliver, lambda: self._deliver(session, None, 0, ack)
+        )
 
     def private(
         self,
@@ -192,16 +227,49 @@ class Delivery:
                 self._deliver(session, None, 0, _not_stored(rid, error))
                 return
             fields = _message_fields(message, session.name, to=target.name)
-            if not message.duplicate:
-                data = encode("private", **fields)
-                for other in self._sessions.of(target.id):
-                    if other is not session:
-                        self._deliver(other, PRIVATE, message.id, data)
-                if target.id != session.account_id:
-                    for other in self._sessions.of(session.account_id):
-                        if other is not session:
-                            self._deliver(other, None, message.id, data)
-            self._deliver(session, None, 0, _ack("private", rid, message, fields))
+            ack = _ack("private", rid, message, fields)
+            if message.duplicate:
+                self._deliver(session, None, 0, ack)
+                return
+            data = encode("private", **fields)
+            sender = session.account_id
+
+            def _deliver_all() -> None:
+                self._private_copies(sender, target.id, message.id, data, skip=session)
+                self._deliver(session, None, 0, ack)
+
+            conversation = pair_key(sender, target.id)
+            self._release(message, conversation, _deliver_all, ack, session)
+            if self.cluster is not None:
+                self.cluster.publish(
+                    "message",
+                    frame="private",
+                    fields=fields,
+                    sender=sender,
+                    recipient=target.id,
+                    conversation=conversation,
+                )
+
+    def _private_copies(
+        self, sender: int, recipient: int, message_id: int, data: bytes, *, skip: Session | None
+    ) -> None:
+        for other in self._sessions.of(recipient):
+            if other is not skip:
+                self._deliver(other, PRIVATE, message_id, data)
+        if recipient != sender:
+            for other in self._sessions.of(sender):
+                if other is not skip:
+                    self._deliver(other, None, message_id, data)
+
+    # -- messages committed by other servers (cluster mode, under the lock) ------------------
+
+    def remote_room(self, room: Room, message_id: int, data: bytes) -> None:
+        """A message another server committed to ``room``: to every session here in it."""
+        self._fan_out(room, None, message_id, data)
+
+    def remote_private(self, sender: int, recipient: int, message_id: int, data: bytes) -> None:
+        """A private message another server committed: to the two accounts' sessions here."""
+        self._private_copies(sender, recipient, message_id, data, skip=None)
 
 
 def _bind(

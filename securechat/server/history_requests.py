@@ -110,6 +110,8 @@ def history_mode(hub: Hub, session: Session, frame: Frame, rid: int | None) -> N
         raise ProtocolError("'history_mode' needs a boolean 'keep'")
     identity.keep_history = keep
     hub.persist(hub.store.set_keep_history, identity.id, keep)
+    if hub.cluster is not None:
+        hub.cluster.publish("keep", account=identity.id, keep=keep)
     history_status(hub, session, frame, rid)
 
 

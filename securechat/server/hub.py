@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatError, ProtocolError, StoreError
 from ..store.base import Store, UnreadCount
@@ -51,6 +51,9 @@ from .rooms import Room, RoomDirectory
 from .sessions import Peer, Session, SessionTable, State
 from .streamer import Streamer
 from .writer import MessageWriter
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = [
     "DEFAULT_MAX_SESSIONS",
@@ -157,6 +160,8 @@ class Hub:
             history_on_join=history_on_join,
         )
         self.handlers: dict[str, Handler] = {}
+        self.cluster: Cluster | None = None
+        """The other servers of the chat, in cluster mode (set by the server)."""
         self._connections: set[Session] = set()
         self._closed = False
         writer.delivery_context = self.delivery.batch
@@ -200,6 +205,9 @@ class Hub:
                 return
             last = self.sessions.remove(session)
             self.relay.drop(session)
+            if self.cluster is not None:
+                self._publish_presence(session.account_id, reason)
+                last = last and not self.cluster.remote_sessions(session.account_id)
             for room in self.rooms.leave(session):
                 if last:
                     room.announce(presence("quit", room, session.name, reason))
@@ -284,6 +292,9 @@ class Hub:
             general = self.rooms.get(DEFAULT_ROOM) or self.rooms.create(DEFAULT_ROOM)
             self.rooms.join(general, identity.id, [])  # present once it arrives, below
         first = self.sessions.count(identity.id) == 1
+        if self.cluster is not None:
+            self._publish_presence(identity.id, "")
+            first = first and not self.cluster.remote_sessions(identity.id)
         rooms = self.rooms.arrive(session)
         unread_by_room = {fold(u.conversation): u.unread for u in unread if u.is_room}
         session.send(
@@ -325,6 +336,8 @@ class Hub:
         others = self.sessions.of(account_id)
         self.rooms.join(room, account_id, others)
         self.persist(self.store.add_member, room.key, account_id)
+        if self.cluster is not None:
+            self.cluster.publish("member", room=room.key, account=account_id, joined=True)
         room.announce(presence("join", room, session.name), skip=session)
         for other in others:
             if other is not session:
@@ -332,10 +345,10 @@ class Hub:
 
     def send_joined(self, session: Session, room: Room, rid: int | None) -> None:
         """Tell a session it is in ``room``, with the topic and (for small rooms) who is here."""
-        count = len(room.present)
+        count = self.present_count(room)
         # The list rides along while it surely fits one frame; /who pages longer ones
         # (and a big room is not sorted on every arrival).
-        users = room.user_names() if count <= _JOINED_USERS_MAX else None
+        users = self.present_names(room) if count <= _JOINED_USERS_MAX else None
         session.send(
             encode(
                 "joined",
@@ -347,6 +360,42 @@ class Hub:
                 users=users,
             )
         )
+
+    # -- presence across servers -------------------------------------------------------
+
+    def present_count(self, room: Room) -> int:
+        """How many of the room's members are here now, on any server."""
+        count = len(room.present)
+        if self.cluster is not None:
+            count += len((self.cluster.remote_accounts() & room.members) - room.present.keys())
+        return count
+
+    def present_names(self, room: Room) -> list[str]:
+        """The names of the room's members here now, on any server, sorted."""
+        names = room.user_names()
+        if self.cluster is None:
+            return names
+        elsewhere = (self.cluster.remote_accounts() & room.members) - room.present.keys()
+        for account in elsewhere:
+            identity = self.accounts.get(account)
+            if identity is not None:
+                names.append(identity.name)
+        return sorted(names, key=fold)
+
+    def _publish_presence(self, account_id: int, reason: str) -> None:
+        assert self.cluster is not None
+        count = self.sessions.count(account_id)
+        self.cluster.online(account_id, count)
+        self.cluster.publish("presence", account=account_id, sessions=count, reason=reason)
+
+    def tell_rename(self, identity: Identity, old: str, new: str) -> None:
+        """Tell the sessions that share a room with a renamed account, but not its own
+        (under the lock)."""
+        notice = encode("nick", old=old, new=new, text=f"{old} is now known as {new}")
+        own = set(self.sessions.of(identity.id))
+        peers = {s for room in self.rooms.of(identity.id) for s in room.live}
+        for peer in peers - own:
+            peer.send(notice)
 
     # -- shared helpers ----------------------------------------------------------------
 
@@ -375,7 +424,10 @@ class Hub:
         if bucket is None:
             burst, rate = self._message_budget
             bucket = self._budgets[session.account_id] = TokenBucket(burst=burst, rate=rate)
-        wait = bucket.take(time.monotonic())
+        # An account on several servers has a bucket on each: each charges as many
+        # tokens as there are servers, so together they allow the budget once.
+        cost = 1 + (self.cluster.servers_of(session.account_id) if self.cluster else 0)
+        wait = bucket.take(time.monotonic(), cost)
         if wait:
             raise ChatError(
                 "rate_limited",
@@ -398,9 +450,11 @@ class Hub:
         )
         return f"history: {kept}; {mine}"
 
-    def save_room(self, room: Room) -> None:
-        """Persist a room's name and topic."""
+    def save_room(self, room: Room, *, by: str = "") -> None:
+        """Persist a room's name and topic (``by``: who set the topic)."""
         self.persist(self.store.save_room, room.record())
+        if self.cluster is not None:
+            self.cluster.publish("room", name=room.name, topic=room.topic, by=by)
 
 
 def presence(event: str, room: Room, name: str, reason: str = "") -> bytes:

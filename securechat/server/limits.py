@@ -154,8 +154,8 @@ class TokenBucket:
         self._stamp: float | None = None
         self._lock = threading.Lock()
 
-    def take(self, now: float) -> float:
-        """Spend one token: 0.0 if allowed, else seconds until one is available.
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """Spend ``cost`` tokens: 0.0 if allowed, else seconds until they are available.
 
         A refused attempt spends nothing, so a client that waits ``retry_after``
         gets through.
@@ -167,10 +167,10 @@ class TokenBucket:
             self._stamp = now
             # The tolerance: a client that waited exactly retry_after must get through,
             # whatever rounding the refill picked up on the way.
-            if self._tokens >= 1.0 - _FLOAT_TOLERANCE:
-                self._tokens = max(0.0, self._tokens - 1.0)
+            if self._tokens >= cost - _FLOAT_TOLERANCE:
+                self._tokens = max(0.0, self._tokens - cost)
                 return 0.0
-            return (1.0 - self._tokens) / self._rate
+            return (cost - self._tokens) / self._rate
 
 
 @dataclass(slots=True)

@@ -47,6 +47,8 @@ from ..store.sqlite import SQLiteStore
 from ..tls import peer_common_name, server_context
 from ..wire.protocol import DEFAULT_PORT, Frame
 from . import chat, history_requests
+from .bus import RedisBus
+from .cluster import Cluster, new_server_id
 from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE, Hub
 from .limits import (
     DEFAULT_CONNECTIONS_PER_SOURCE,
@@ -81,6 +83,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     db: Path = Path("securechat.db")
+    bus: str | None = None
+    """Cluster mode: the Redis URL of the bus shared with the other servers."""
     client_ca: Path | None = None
     tls_min: str = "1.2"
     io_threads: int = 2
@@ -167,6 +171,11 @@ class Server:
             cert=config.cert, key=config.key, client_ca=config.client_ca, tls_min=config.tls_min
         )
         self._store = SQLiteStore(config.db, durability=config.durability)
+        self._bus: RedisBus | None = None
+        if config.bus is not None:
+            self._bus = RedisBus(config.bus, server_id=new_server_id())
+            # Before the hub loads the state the stream then keeps current.
+            self._bus.position()
         self._writer = MessageWriter(self._store, retention_days=config.retention_days)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="login")
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="history")
@@ -183,6 +192,9 @@ class Server:
             message_burst=config.message_burst,
             message_rate=config.message_rate,
         )
+        if self._bus is not None:
+            cluster = Cluster(self.hub, self._bus, self._store.load_last_seqs())
+            self.hub.cluster = self.hub.delivery.cluster = cluster
         self.hub.handlers.update(chat.HANDLERS)
         self.hub.handlers.update(history_requests.HANDLERS)
         logins = Logins(self.hub, self._pool, registrations_per_source=config.registrations_per_ip)
@@ -236,6 +248,8 @@ class Server:
             ) from exc
         self._listener = listener
         self._writer.start()
+        if self.hub.cluster is not None:
+            self.hub.cluster.start()
         for loop in self._loops:
             loop.start()
         self._accept_thread.start()
@@ -266,6 +280,8 @@ class Server:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._readers.shutdown(wait=True, cancel_futures=True)
         self._writer.stop(max(0.1, deadline - time.monotonic()))
+        if self.hub.cluster is not None:
+            self.hub.cluster.stop()
         self._store.close()
         os.close(self._stop_r)
         os.close(self._stop_w)

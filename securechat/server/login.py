@@ -151,6 +151,11 @@ class Logins:
         """The account, checked (and registered if the name is new); True if new."""
         accounts = self._hub.accounts
         identity = accounts.find(name)
+        if identity is None and self._hub.cluster is not None:
+            # Another server may have registered it a moment ago.
+            known = self._hub.store.find_account(name)
+            if known is not None:
+                identity = accounts.add(known)
         if identity is None:
             if accounts.reserved_for(name) is not None:
                 raise _reserved(name)
@@ -169,6 +174,9 @@ class Logins:
             )
             if account is None:
                 raise ChatError("name_in_use", f"{name} was registered just now; try again")
+            if self._hub.cluster is not None:
+                with self._hub.lock:
+                    self._hub.cluster.publish("account", name=account.name)
             return accounts.add(account), True
         if password is None:
             return identity, False  # the certificate is the proof

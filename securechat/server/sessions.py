@@ -130,6 +130,10 @@ class SessionTable:
         """The account's sessions, oldest first (a copy)."""
         return list(self._by_account.get(account_id, ()))
 
+    def all(self) -> list[Session]:
+        """Every logged-in session."""
+        return [session for sessions in self._by_account.values() for session in sessions]
+
     def count(self, account_id: int) -> int:
         """How many sessions the account has."""
         return len(self._by_account.get(account_id, ()))

@@ -215,6 +215,9 @@ class Store(Protocol):
     def load_memberships(self) -> list[Membership]:
         """Every membership."""
 
+    def load_last_seqs(self) -> dict[str, int]:
+        """The highest sequence number of every conversation (room fold or pair key)."""
+
     # -- accounts -----------------------------------------------------------------------
 
     def find_account(self, name: str) -> Account | None:

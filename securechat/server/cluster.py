@@ -1,0 +1,366 @@
+"""Cluster mode: this server's share of a chat served by several.
+
+Every server holds the same in-memory picture the single server has (accounts,
+rooms, memberships, topics: see :mod:`securechat.server.hub`), loaded from the
+shared store at start and kept current by *events*: whatever changes that
+picture on one server is applied there under the hub's lock as usual and also
+published on the bus (:mod:`securechat.server.bus`); the others apply it under
+their own lock and tell their own sessions. The store stays the truth: events
+are sent only after the change is committed (messages) or queued to be
+(everything else), and a server that misses one catches up from the store.
+
+Messages
+--------
+A committed message is delivered to this server's sessions at once and
+published with everything a receiver needs to show it. Receivers deliver it
+to their own sessions of the room (or of the two accounts). Every stored
+message passes a :class:`~securechat.server.sequencer.Sequencer`, so each
+conversation's messages reach sessions in number order without holes or
+repeats, whichever server committed them and whichever notice came first;
+holes left by lost notices are filled from the store. Messages that are not
+stored (history off, ``/nolog``) have no number: they are delivered as they
+come, and one lost with a Redis outage is lost.
+
+Presence
+--------
+Each server publishes its accounts' arrivals and departures and keeps its
+online table in Redis; ``present()`` counts an account's sessions on every
+server. Arrival and quit notices follow the account's presence in the whole
+cluster (the first session anywhere arrives, the last one anywhere quits). A
+server whose liveness key lapses is taken to be dead: its users leave.
+
+Threads
+-------
+Events arrive on the bus's reader thread. Anything that needs the store (an
+account registered elsewhere, a hole to fill) is read there, never under the
+hub's lock; then the lock is taken to apply the event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StoreError
+from ..store.base import StoredMessage
+from ..wire.protocol import encode
+from .bus import ALIVE_TTL, HEARTBEAT, Event, RedisBus
+from .hub import presence
+from .sequencer import Gap, Sequencer
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = ["Cluster", "new_server_id"]
+
+log = logging.getLogger(__name__)
+
+_DEAD_AFTER = ALIVE_TTL + 2 * HEARTBEAT  # a server's key missing this long: it died
+_CHECK_EVERY = HEARTBEAT  # seconds between liveness checks
+
+
+def new_server_id() -> str:
+    """A name for this server process, unique in the cluster."""
+    return uuid.uuid4().hex[:12]
+
+
+class Cluster:
+    """Applies other servers' events to the hub and publishes its own (see module notes)."""
+
+    def __init__(self, hub: Hub, bus: RedisBus, last_seqs: dict[str, int]) -> None:
+        self._hub = hub
+        self.bus = bus
+        self.sequencer = Sequencer(last_seqs)
+        self._remote: dict[str, dict[int, int]] = {}  # server -> account -> sessions
+        self._missing: dict[str, float] = {}  # server -> since when its key is missing
+        self._next_check = 0.0
+        self._healthy = True
+        bus.on_events = self._on_events
+        bus.on_tick = self._on_tick
+        bus.on_health = self._on_health
+
+    def start(self) -> None:
+        """Learn who is online elsewhere, then start the bus."""
+        self._hub_lock_apply(lambda: self._learn_servers(self.bus.servers()))
+        self.bus.start()
+
+    def stop(self) -> None:
+        """Leave the cluster: the others take this server's users offline at once."""
+        self.publish("gone")
+        self.bus.stop()
+
+    # -- presence ------------------------------------------------------------------------------
+
+    def remote_sessions(self, account_id: int) -> int:
+        """Sessions of ``account_id`` on other servers."""
+        return sum(online.get(account_id, 0) for online in self._remote.values())
+
+    def servers_of(self, account_id: int) -> int:
+        """How many other servers ``account_id`` has a session on."""
+        return sum(1 for online in self._remote.values() if online.get(account_id))
+
+    def remote_accounts(self) -> set[int]:
+        """Every account online on another server."""
+        return {account for online in self._remote.values() for account in online}
+
+    # -- publishing (under the hub's lock; never waits) -----------------------------------------
+
+    def publish(self, kind: str, **fields: Any) -> None:
+        """Tell the other servers about a change made here."""
+        self.bus.publish({"t": kind, **fields})
+
+    def online(self, account_id: int, sessions: int) -> None:
+        """The account now has ``sessions`` sessions on this server."""
+        self.bus.set_online(account_id, sessions)
+
+    # -- receiving (the bus's reader thread) -----------------------------------------------------
+
+    def _hub_lock_apply(self, fn: Callable[[], None]) -> None:
+        with self._hub.lock:
+            fn()
+
+    def _on_events(self, events: list[Event]) -> None:
+        # What needs the store is read first, outside the lock.
+        accounts = {}
+        for event in events:
+            if event.get("t") == "account":
+                try:
+                    account = self._hub.store.find_account(str(event["name"]))
+                except StoreError as exc:
+                    log.error("cannot read account %s registered elsewhere: %s", event, exc)
+                    continue
+                if account is not None:
+                    accounts[account.id] = account
+        with self._hub.lock:
+            for account in accounts.values():
+                self._hub.accounts.add(account)
+            for event in events:
+                handler = _HANDLERS.get(str(event.get("t")))
+                if handler is None:
+                    log.warning("cluster: unknown event %r", event.get("t"))
+                    continue
+                try:
+                    handler(self, event)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.error("cluster: bad event %r: %s", event, exc)
+
+    def _on_tick(self) -> None:
+        now = time.monotonic()
+        with self._hub.lock:
+            gaps = self.sequencer.overdue(now)
+        for gap in gaps:
+            self._fill(gap)
+        if now >= self._next_check:
+            self._next_check = now + _CHECK_EVERY
+            try:
+                servers = self.bus.servers()
+            except Exception as exc:  # Redis down: the reader reports it
+                log.debug("cluster: cannot list servers: %s", exc)
+                return
+            with self._hub.lock:
+                self._check_servers(servers, now)
+
+    def _on_health(self, healthy: bool) -> None:
+        text = (
+            "this server is in touch with the rest of the cluster again"
+            if healthy
+            else "this server lost touch with the rest of the cluster: people on other "
+            "servers may not see your messages, nor you theirs, until it is back "
+            "(reconnecting to another server may help)"
+        )
+        data = encode("system", event="cluster", healthy=healthy, text=text)
+        with self._hub.lock:
+            self._healthy = healthy
+            for session in self._hub.sessions.all():
+                session.send(data)
+
+    # -- servers coming and going ------------------------------------------------------------------
+
+    def _learn_servers(self, servers: dict[str, dict[int, int]]) -> None:
+        for server, online in servers.items():
+            for account, count in online.items():
+                self._set_remote(server, account, count)
+
+    def _check_servers(self, servers: dict[str, dict[int, int]], now: float) -> None:
+        for server in list(self._remote):
+            if server in servers:
+                self._missing.pop(server, None)
+                continue
+            since = self._missing.setdefault(server, now)
+            if now - since >= _DEAD_AFTER:
+                log.warning("cluster: server %s is gone; its users leave", server)
+                self._drop_server(server, "server lost")
+        for server, online in servers.items():
+            if server not in self._remote:
+                for account, count in online.items():
+                    self._set_remote(server, account, count)
+
+    def _drop_server(self, server: str, reason: str) -> None:
+        self._missing.pop(server, None)
+        for account in list(self._remote.get(server, {})):
+            self._set_remote(server, account, 0, reason=reason)
+        self._remote.pop(server, None)
+
+    def _set_remote(self, server: str, account: int, count: int, *, reason: str = "") -> None:
+        """Record ``account``'s sessions on ``server``, announcing an arrival in (or
+        departure from) the whole cluster."""
+        hub = self._hub
+        before = hub.sessions.count(account) + self.remote_sessions(account)
+        online = self._remote.setdefault(server, {})
+        if count > 0:
+            online[account] = count
+        else:
+            online.pop(account, None)
+        after = hub.sessions.count(account) + self.remote_sessions(account)
+        identity = hub.accounts.get(account)
+        if identity is None or (before > 0) == (after > 0):
+            return
+        for room in hub.rooms.of(account):
+            if after:
+                room.announce(presence("join", room, identity.name))
+            else:
+                room.announce(presence("quit", room, identity.name, reason or "quit"))
+
+    # -- filling holes ----------------------------------------------------------------------
+
+    def _fill(self, gap: Gap) -> None:
+        store = self._hub.store
+        try:
+            if gap.conversation.startswith("#"):
+                rows = store.room_history(
+                    gap.conversation, after_seq=gap.first - 1, limit=gap.upto - gap.first
+                )
+            else:
+                a, b = (int(part) for part in gap.conversation.split(":"))
+                rows = store.private_history(
+                    a, b, after_seq=gap.first - 1, limit=gap.upto - gap.first
+                )
+        except StoreError as exc:
+            log.error("cluster: cannot fill a hole in %s: %s", gap.conversation, exc)
+            return
+        with self._hub.lock:
+            found = {
+                row.seq: self._stored_release(gap.conversation, row)
+                for row in rows
+                if row.seq is not None and row.seq < gap.upto
+            }
+            self.sequencer.fill(gap, found)
+
+    def _stored_release(self, conversation: str, row: StoredMessage) -> Callable[[], None]:
+        data = encode(row.frame_type, **row.wire_fields(), stored=True)
+        delivery = self._hub.delivery
+        if row.room is not None:
+            room = self._hub.rooms.get(conversation)
+            return lambda: delivery.remote_room(room, row.id, data) if room else None
+        a, b = (int(part) for part in conversation.split(":"))
+        sender = self._hub.accounts.find(row.sender)
+        recipient = b if sender is not None and sender.id == a else a
+        sender_id = a if recipient == b else b
+        return lambda: delivery.remote_private(sender_id, recipient, row.id, data)
+
+    # -- event handlers (under the hub's lock) -----------------------------------------------
+
+    def _message(self, event: Event) -> None:
+        hub = self._hub
+        fields = event["fields"]
+        seq = fields.get("seq")
+        data = encode(event["frame"], **fields)
+        room_key = event.get("room")
+        if room_key is not None:
+            room = hub.rooms.get(room_key)
+
+            def deliver() -> None:
+                if room is not None:
+                    hub.delivery.remote_room(room, int(fields["id"]), data)
+
+            interested = room is not None and bool(room.live)
+            conversation = str(room_key)
+        else:
+            sender, recipient = int(event["sender"]), int(event["recipient"])
+
+            def deliver() -> None:
+                hub.delivery.remote_private(sender, recipient, int(fields["id"]), data)
+
+            interested = bool(hub.sessions.count(sender) or hub.sessions.count(recipient))
+            conversation = str(event["conversation"])
+        if seq is None:
+            deliver()
+        elif interested:
+            self.sequencer.release(conversation, int(seq), deliver)
+        else:
+            self.sequencer.skip(conversation, int(seq))
+
+    def _presence(self, event: Event) -> None:
+        self._set_remote(
+            str(event["o"]), int(event["account"]), int(event["sessions"]), reason=event["reason"]
+        )
+
+    def _room(self, event: Event) -> None:
+        hub = self._hub
+        room = hub.rooms.get(str(event["name"]))
+        if room is None:
+            room = hub.rooms.create(str(event["name"]))
+        room.name = str(event["name"])
+        changed = room.topic != event["topic"]
+        room.topic = str(event["topic"])
+        if changed and event.get("by"):
+            room.broadcast(
+                encode("topic", room=room.name, topic=room.topic, by=str(event["by"]))
+            )
+
+    def _member(self, event: Event) -> None:
+        hub = self._hub
+        room = hub.rooms.get(str(event["room"]))
+        identity = hub.accounts.get(int(event["account"]))
+        if room is None or identity is None:
+            return
+        mine = hub.sessions.of(identity.id)
+        if event["joined"]:
+            if identity.id in room.members:
+                return
+                hub.rooms.join(room, identity.id, mine)
+            room.announce(presence("join", room, identity.name), skip=None)
+            for session in mine:
+                hub.send_joined(session, room, None)
+        else:
+            if identity.id not in room.members:
+                return
+                hub.rooms.part(room, identity.id, mine)
+            room.announce(presence("part", room, identity.name))
+            for session in mine:
+                session.send(encode("parted", room=room.name))
+
+    def _rename(self, event: Event) -> None:
+        hub = self._hub
+        identity = hub.accounts.get(int(event["account"]))
+        if identity is None:
+            return
+        old, new = identity.name, str(event["new"])
+        hub.accounts.rename(identity, new)
+        hub.tell_rename(identity, old, new)
+
+    def _keep(self, event: Event) -> None:
+        identity = self._hub.accounts.get(int(event["account"]))
+        if identity is not None:
+            identity.keep_history = bool(event["keep"])
+
+    def _gone(self, event: Event) -> None:
+        self._drop_server(str(event["o"]), "server shut down")
+
+    def _account(self, event: Event) -> None:
+        """Registered elsewhere: already added from the store in ``_on_events``."""
+
+
+_HANDLERS: dict[str, Callable[[Cluster, Event], None]] = {
+    "message": Cluster._message,
+    "presence": Cluster._presence,
+    "room": Cluster._room,
+    "member": Cluster._member,
+    "rename": Cluster._rename,
+    "keep": Cluster._keep,
+    "account": Cluster._account,
+    "gone": Cluster._gone,
+}
