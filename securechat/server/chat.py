@@ -298,6 +298,8 @@ def read(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
         # Once stored, so that an `unread` asked after this answer counts it.
         for mine in hub.sessions.of(account_id):
             mine.send(encode("read", rid=rid if mine is session else None, id=message_id, **fields))
+        if hub.cluster is not None:
+            hub.cluster.publish("read", account=account_id, id=message_id, fields=fields)
 
     hub.persist(hub.store.mark_read, account_id, conversation, message_id, then=_tell_every_session)
 

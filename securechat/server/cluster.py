@@ -347,6 +347,12 @@ class Cluster:
         if identity is not None:
             identity.keep_history = bool(event["keep"])
 
+    def _read(self, event: Event) -> None:
+        """The account's read marker moved (and is stored): its sessions here hear it."""
+        data = encode("read", id=int(event["id"]), **event["fields"])
+        for session in self._hub.sessions.of(int(event["account"])):
+            session.send(data)
+
     def _gone(self, event: Event) -> None:
         self._drop_server(str(event["o"]), "server shut down")
 
@@ -363,4 +369,5 @@ _HANDLERS: dict[str, Callable[[Cluster, Event], None]] = {
     "keep": Cluster._keep,
     "account": Cluster._account,
     "gone": Cluster._gone,
+    "read": Cluster._read,
 }

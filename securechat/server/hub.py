@@ -278,7 +278,10 @@ class Hub:
         new_account: bool,
     ) -> None:
         """Log a session in (under the lock): welcome, its rooms, what it missed."""
-        if self.sessions.count(identity.id) >= self.max_sessions:
+        sessions = self.sessions.count(identity.id)
+        if self.cluster is not None:
+            sessions += self.cluster.remote_sessions(identity.id)
+        if sessions >= self.max_sessions:
             raise ChatError(
                 "too_many_sessions",
                 f"{identity.name} already has {self.max_sessions} sessions: "
