@@ -1,0 +1,171 @@
+"""Chat behaviour in both modes: one server on SQLite, and a cluster of two servers on
+PostgreSQL and Redis with the clients spread over them, so the two cannot drift apart.
+
+Every test takes ``chat``: a list of ports, one per server, and ``chat.at(i)``
+picks the server of the i-th client (in single mode, always the one server).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from securechat.server.listener import Server
+from securechat.wire.protocol import Frame
+from tests.conftest import RawClient, history_page
+
+Factory = Callable[..., RawClient]
+
+
+class Chat:
+    """The servers of one chat; clients are spread over them round robin."""
+
+    def __init__(self, mode: str, ports: list[int]) -> None:
+        self.mode = mode
+        self.ports = ports
+
+    def at(self, index: int) -> int:
+        """The port for the ``index``-th client."""
+        return self.ports[index % len(self.ports)]
+
+
+@pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.cluster)])
+def chat(request: pytest.FixtureRequest, make_server: Callable[..., Server]) -> Chat:
+    if request.param == "single":
+        return Chat("single", [make_server().address[1]])
+    store = request.getfixturevalue("postgres_url")
+    bus = request.getfixturevalue("redis_url")
+    servers = [make_server(store=store, bus=bus) for _ in range(2)]
+    return Chat("cluster", [s.address[1] for s in servers])
+
+
+def _login(raw_client: Factory, chat: Chat, index: int, name: str) -> RawClient:
+    client = raw_client(chat.at(index))
+    client.login(name)
+    return client
+
+
+def _say(client: RawClient, room: str, text: str, **extra: Any) -> Frame:
+    rid = client.send("say", room=room, text=text, **extra)
+    return client.expect("message", rid=rid)
+
+
+def _who(client: RawClient, room: str) -> list[str]:
+    rid = client.send("who", room=room)
+    return list(client.expect("users", rid=rid).get("users"))
+
+
+def test_room_messages_cross_servers_in_one_order(chat: Chat, raw_client: Factory) -> None:
+    alice = _login(raw_client, chat, 0, "alice")
+    bob = _login(raw_client, chat, 1, "bob")
+    carol = _login(raw_client, chat, 2, "carol")
+    for n in range(5):
+        _say(alice, "#general", f"a{n}")
+        _say(bob, "#general", f"b{n}")
+    for reader in (alice, bob, carol):
+        seen = [
+            (f.get("seq"), f.get("text"))
+            for f in reader.frames
+            if f.type == "message" and f.get("room") == "#general"
+        ]
+        while len(seen) < 10:
+            frame = reader.expect("message", room="#general")
+            seen.append((frame.get("seq"), frame.get("text")))
+        seqs = [s for s, _ in seen]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 10, seen
+        assert [t for _, t in seen] == [x for n in range(5) for x in (f"a{n}", f"b{n}")]
+
+
+def test_private_messages_reach_every_session_online_or_not(
+    chat: Chat, raw_client: Factory
+) -> None:
+    alice = _login(raw_client, chat, 0, "alice")
+    bob = _login(raw_client, chat, 1, "bob")
+    bob_too = _login(raw_client, chat, 0, "bob")  # a second session, on the other server
+    rid = alice.send("msg", to="bob", text="psst")
+    ack = alice.expect("private", rid=rid)
+    for session in (bob, bob_too):
+        got = session.expect("private", text="psst")
+        assert (got.get("from"), got.get("id"), got.get("seq")) == ("alice", ack.get("id"), 1)
+    bob.send("quit")
+    bob_too.send("quit")
+    bob.wait_closed()
+    bob_too.wait_closed()
+    alice.send("msg", to="bob", text="while you were away")
+    alice.expect("private", text="while you were away")
+    back = raw_client(chat.at(1))
+    back.send("login", user="bob", password="pw")
+    assert back.expect("private", text="while you were away").get("from") == "alice"
+
+
+def test_who_rooms_joins_parts_and_topics_are_the_same_everywhere(
+    chat: Chat, raw_client: Factory
+) -> None:
+    alice = _login(raw_client, chat, 0, "alice")
+    bob = _login(raw_client, chat, 1, "bob")
+    alice.expect("system", event="join", user="bob")
+    assert _who(alice, "#general") == _who(bob, "#general") == ["alice", "bob"]
+    bob.send("join", room="#Dev")
+    bob.expect("joined", room="#Dev")
+    alice.send("join", room="#dev")
+    alice.expect("joined", room="#Dev")
+    bob.expect("system", event="join", room="#Dev", user="alice")
+    bob.send("topic", room="#dev", text="release friday")
+    assert alice.expect("topic", room="#Dev").get("topic") == "release friday"
+    rid = alice.send("rooms")
+    rooms = {r["name"]: r for r in alice.expect("rooms", rid=rid).get("rooms")}
+    assert rooms["#Dev"]["users"] == 2 and rooms["#Dev"]["topic"] == "release friday"
+    alice.send("part", room="#dev")
+    alice.expect("parted", room="#Dev")
+    bob.expect("system", event="part", room="#Dev", user="alice")
+    assert _who(bob, "#dev") == ["bob"]
+    alice.send("quit")
+    alice.wait_closed()
+    bob.expect("system", event="quit", room="#general", user="alice")
+    assert _who(bob, "#general") == ["bob"]
+
+
+def test_renames_and_history_settings_apply_everywhere(chat: Chat, raw_client: Factory) -> None:
+    alice = _login(raw_client, chat, 0, "alice")
+    bob = _login(raw_client, chat, 1, "bob")
+    alice.send("nick", name="alicia")
+    alice.expect("nick", new="alicia")
+    assert bob.expect("nick", old="alice").get("new") == "alicia"
+    rid = bob.send("msg", to="alicia", text="hi alicia")
+    bob.expect("private", rid=rid)
+    assert alice.expect("private", text="hi alicia").get("from") == "bob"
+    rid = bob.send("msg", to="alice", text="old name")
+    assert bob.expect("error", rid=rid).get("code") == "no_such_user"
+    rid = alice.send("history_mode", keep=False)
+    alice.expect("history_status", rid=rid)
+    said = _say(alice, "#general", "not kept")
+    assert said.get("stored") is False
+    assert bob.expect("message", text="not kept").get("stored") is False
+
+
+def test_history_and_search_see_messages_committed_by_every_server(
+    chat: Chat, raw_client: Factory
+) -> None:
+    alice = _login(raw_client, chat, 0, "alice")
+    bob = _login(raw_client, chat, 1, "bob")
+    for n in range(3):
+        _say(alice, "#general", f"alpha {n}")
+        _say(bob, "#general", f"beta {n}")
+    rows, _ = history_page(bob, room="#general", limit=10)
+    assert [r.get("seq") for r in rows] == [1, 2, 3, 4, 5, 6]
+    found, _ = history_page(alice, type_="search", text="beta", limit=10)
+    assert sorted(r.get("text") for r in found) == ["beta 0", "beta 1", "beta 2"]
+
+
+def test_read_markers_are_shared_by_sessions_on_every_server(
+    chat: Chat, raw_client: Factory
+) -> None:
+    alice = _login(raw_client, chat, 0, "alice")
+    bob = _login(raw_client, chat, 1, "bob")
+    bob_too = _login(raw_client, chat, 2, "bob")
+    said = _say(alice, "#general", "read me")
+    rid = bob.send("read", room="#general", id=said.get("id"))
+    bob.expect("read", rid=rid)
+    assert bob_too.expect("read", room="#general").get("id") == said.get("id")
