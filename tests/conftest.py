@@ -1,8 +1,9 @@
 """Shared fixtures: a trustme CA, real servers on 127.0.0.1, raw and process clients.
 
-Nothing here mocks the network, ssl or SQLite: servers listen on real TLS
-sockets, clients are real sockets or real ``securechat-client`` processes, and
-every database is a real file in a temporary directory.
+Nothing here mocks the network, ssl or a database: servers listen on real TLS
+sockets, clients are real sockets or real ``securechat-client`` processes, every
+SQLite database is a real file in a temporary directory, and PostgreSQL and Redis
+are real servers (tests/services.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ import trustme
 
 from securechat.server.listener import Server, ServerConfig
 from securechat.wire.protocol import Decoder, Frame, encode
+from tests.services import (  # noqa: F401  (fixtures, found by pytest here)
+    free_port,
+    postgres_server,
+    postgres_url,
+    redis_server,
+    redis_url,
+)
 
 TLS_VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
 EVENT_TIMEOUT = 10.0
@@ -73,14 +81,6 @@ while testing something else (the budget has tests of its own)."""
 
 UNMETERED_ARGS = ("--message-burst=1000000", "--message-rate=1000000")
 """The same for a ``securechat-server`` process."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def server_argv(pki: Pki, db: Path, port: int, *extra: str) -> list[str]:
