@@ -119,6 +119,13 @@ class PostgresStore(PostgresMaintenance, PostgresReads):
         rows = self._rows("read memberships", "SELECT room, account FROM memberships", ())
         return [Membership(r[0], int(r[1])) for r in rows]
 
+    def load_last_seqs(self) -> dict[str, int]:
+        """The highest sequence number of every conversation (room fold or pair key)."""
+        rows = self._rows(
+            "read sequence numbers", "SELECT key, last_seq FROM conversations", ()
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
     # -- accounts (login and account threads, through the pool) -------------------------
 
     def find_account(self, name: str) -> Account | None:
