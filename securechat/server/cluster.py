@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StoreError
 from ..store.base import StoredMessage
 from ..wire.protocol import encode
-from .bus import ALIVE_TTL, HEARTBEAT, Event, RedisBus
+from .bus import HEARTBEAT, Event, RedisBus
 from .hub import presence
 from .sequencer import Gap, Sequencer
 
@@ -59,7 +59,10 @@ __all__ = ["Cluster", "new_server_id"]
 
 log = logging.getLogger(__name__)
 
-_DEAD_AFTER = ALIVE_TTL + 2 * HEARTBEAT  # a server's key missing this long: it died
+# A server's key missing this long means it died. Not at once: after a Redis restart
+# every key is gone until each server's next heartbeat puts its own back. With the
+# key's own lifetime, a dead server's users leave within about 12 s (30 s promised).
+_DEAD_AFTER = 2 * HEARTBEAT + 1.0
 _CHECK_EVERY = HEARTBEAT  # seconds between liveness checks
 
 
@@ -265,7 +268,7 @@ class Cluster:
         delivery = self._hub.delivery
         if row.room is not None:
             room = self._hub.rooms.get(conversation)
-            return lambda: delivery.remote_room(room, row.id, data) if room else None
+            return lambda: delivery.remote_room(room, row.id, row.seq, data) if room else None
         a, b = (int(part) for part in conversation.split(":"))
         sender = self._hub.accounts.find(row.sender)
         recipient = b if sender is not None and sender.id == a else a
@@ -285,7 +288,7 @@ class Cluster:
 
             def deliver() -> None:
                 if room is not None:
-                    hub.delivery.remote_room(room, int(fields["id"]), data)
+                    hub.delivery.remote_room(room, int(fields["id"]), seq, data)
 
             interested = room is not None and bool(room.live)
             conversation = str(room_key)
