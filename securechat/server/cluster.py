@@ -42,6 +42,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
@@ -54,8 +55,10 @@ from .sequencer import Gap, Sequencer
 if TYPE_CHECKING:
     from .accounts import Identity
     from .hub import Hub
+    from .limits import ConnectionCaps
+    from .login import Logins
 
-__all__ = ["Cluster", "new_server_id"]
+__all__ = ["Cluster", "ClusterLimits", "new_server_id"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,15 @@ log = logging.getLogger(__name__)
 # key's own lifetime, a dead server's users leave within about 12 s (30 s promised).
 _DEAD_AFTER = 2 * HEARTBEAT + 1.0
 _CHECK_EVERY = HEARTBEAT  # seconds between liveness checks
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLimits:
+    """The budgets that would multiply by the number of servers if each kept its own:
+    failed logins and registrations (per address and name), connections per address."""
+
+    logins: Logins
+    connections: ConnectionCaps
 
 
 def new_server_id() -> str:
@@ -82,6 +94,8 @@ class Cluster:
         self._missing: dict[str, float] = {}  # server -> since when its key is missing
         self._next_check = 0.0
         self._healthy = True
+        self.limits: ClusterLimits | None = None
+        """Where budgets shared by every server hear of what happened elsewhere."""
         bus.on_events = self._on_events
         bus.on_tick = self._on_tick
         bus.on_health = self._on_health
@@ -214,6 +228,8 @@ class Cluster:
 
     def _drop_server(self, server: str, reason: str) -> None:
         self._missing.pop(server, None)
+        if self.limits is not None:
+            self.limits.connections.drop_remote(server)
         for account in list(self._remote.get(server, {})):
             self._set_remote(server, account, 0, reason=reason)
         self._remote.pop(server, None)
@@ -372,7 +388,20 @@ class Cluster:
         self._drop_server(str(event["o"]), "server shut down")
 
     def _account(self, event: Event) -> None:
-        """Registered elsewhere: already added from the store in ``_on_events``."""
+        """Registered elsewhere (added from the store in ``_on_events``): the address
+        that registered it has one registration less here too."""
+        if self.limits is not None and event.get("source"):
+            self.limits.logins.registered(str(event["source"]))
+
+    def _login_failed(self, event: Event) -> None:
+        if self.limits is not None:
+            self.limits.logins.failed(str(event["source"]), str(event["name"]))
+
+    def _connections(self, event: Event) -> None:
+        if self.limits is not None:
+            self.limits.connections.set_remote(
+                str(event["o"]), str(event["source"]), int(event["count"])
+            )
 
 
 _HANDLERS: dict[str, Callable[[Cluster, Event], None]] = {
@@ -385,4 +414,6 @@ _HANDLERS: dict[str, Callable[[Cluster, Event], None]] = {
     "account": Cluster._account,
     "gone": Cluster._gone,
     "read": Cluster._read,
+    "login_failed": Cluster._login_failed,
+    "connections": Cluster._connections,
 }
