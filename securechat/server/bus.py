@@ -48,6 +48,7 @@ __all__ = [
     "ALIVE_TTL",
     "HEARTBEAT",
     "MAX_PENDING_EVENTS",
+    "STREAM_AGE",
     "STREAM_LENGTH",
     "UNHEALTHY_AFTER",
     "Event",
@@ -59,8 +60,13 @@ log = logging.getLogger(__name__)
 Event = dict[str, Any]
 
 STREAM_LENGTH = 100_000
-"""Events kept in the stream (approximately): minutes of traffic, for readers that
-lost Redis for a moment. Older ones are trimmed; the store fills what is missed."""
+"""Events kept in the stream at most (approximately), for readers that lost Redis for a
+moment. Older ones are trimmed; the store fills what is missed."""
+
+STREAM_AGE = 600.0
+"""Seconds an event stays in the stream at most (trimmed with every heartbeat): message
+notifications carry their text, and a message erased with ``/history forget`` must
+not linger in Redis's memory longer than this."""
 
 HEARTBEAT = 1.5
 """Seconds between refreshes of a server's liveness key."""
@@ -184,6 +190,8 @@ class RedisBus:
     # -- threads -------------------------------------------------------------------------
 
     def _beat(self) -> None:
+        oldest = int((time.time() - STREAM_AGE) * 1000)
+        self._redis.xtrim(self._stream, minid=f"{oldest}-0", approximate=False)
         was = self._redis.set(self._alive + self.server_id, "1", px=int(ALIVE_TTL * 1000), get=True)
         if was is None and self._online_table:
             # Our key was gone: Redis restarted empty (or we stalled past the TTL). The
