@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", type=Path, default=Path("securechat.db"), help="SQLite file (default securechat.db)"
     )
     p.add_argument(
+        "--store",
+        metavar="URL",
+        help="keep everything in PostgreSQL, shared with other servers: "
+        "postgresql://user@host:5432/dbname (password best in ~/.pgpass or $PGPASSWORD); "
+        "default: the SQLite file of --db",
+    )
+    p.add_argument(
         "--client-ca",
         type=Path,
         help="require client certificates signed by this CA; their common name is the user",
@@ -63,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("normal", "full"),
         default="normal",
         help="normal: committed messages survive a crash of the server; full: also a power "
-        "loss (an fsync per group commit)",
+        "loss (an fsync per group commit). SQLite only: with --store, PostgreSQL's "
+        "synchronous_commit decides",
     )
     p.add_argument(
         "--retention-days",
@@ -186,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         db=args.db,
+        store=args.store,
         client_ca=args.client_ca,
         tls_min=args.tls_min,
         io_threads=args.io_threads,

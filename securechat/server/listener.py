@@ -43,7 +43,7 @@ from ..channel import CLOSE_TIMEOUT, FRAME_TIMEOUT, PROTOCOL_ERROR, Channel
 from ..errors import ConfigError
 from ..ioloop import IOLoop
 from ..outbox import OUTBOX_LIMIT
-from ..store.sqlite import SQLiteStore
+from ..store.open import open_store
 from ..tls import peer_common_name, server_context
 from ..wire.protocol import DEFAULT_PORT, Frame
 from . import chat, history_requests
@@ -81,6 +81,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     db: Path = Path("securechat.db")
+    store: str | None = None
+    """A store shared with other servers (``postgresql://...``); None: SQLite at ``db``."""
     client_ca: Path | None = None
     tls_min: str = "1.2"
     io_threads: int = 2
@@ -166,7 +168,7 @@ class Server:
         self._context = server_context(
             cert=config.cert, key=config.key, client_ca=config.client_ca, tls_min=config.tls_min
         )
-        self._store = SQLiteStore(config.db, durability=config.durability)
+        self._store = open_store(config.store, db=config.db, durability=config.durability)
         self._writer = MessageWriter(self._store, retention_days=config.retention_days)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="login")
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="history")
