@@ -71,11 +71,11 @@ def commit_drafts(conn: psycopg.Connection[Any], drafts: Sequence[Draft]) -> lis
         if draft.key is not None:
             key = (draft.sender, draft.key)
             original = known.get(key)
-            if original is None and key in first_with:
-                continue  # filled in below, from the first draft with this key
             if original is not None:
                 results[i] = original
                 continue
+            if key in first_with:
+                continue  # filled in below, from the first draft with this key
             first_with[key] = i
         fresh.append(i)
     if fresh:
