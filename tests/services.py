@@ -164,6 +164,11 @@ class PostgresServer:
         """Stop the server at once, closing every connection (fast shutdown)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
+    def restart(self) -> None:
+        """Stop and start again on the same port, with the same data."""
+        self.stop()
+        self.start()
+
     def ensure_running(self) -> None:
         """Start the server again if a test left it stopped."""
         if not self.running:

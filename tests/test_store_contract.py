@@ -106,6 +106,22 @@ def test_commits_number_messages_and_recognise_repeated_keys(store: Store) -> No
     assert [r.seq for r in store.room_history("#dev", limit=10)] == [4, 5]
 
 
+def test_a_key_repeated_within_one_group_is_stored_once(store: Store) -> None:
+    alice = store.create_account("alice", None)
+    assert alice is not None
+    store.save_room(RoomRecord("#Dev"))
+    first, again, other = store.commit_messages(
+        [
+            _to_dev(alice.id, "once", key="k1"),
+            _to_dev(alice.id, "once", key="k1"),
+            _to_dev(alice.id, "twice", key="k2"),
+        ]
+    )
+    assert again == Committed(first.id, first.ts, first.seq, duplicate=True)
+    assert (first.seq, other.seq) == (1, 2) and not other.duplicate
+    assert [m.text for m in store.room_history("#dev", limit=10)] == ["once", "twice"]
+
+
 def test_accounts_are_found_by_name_in_any_case_with_their_settings(store: Store) -> None:
     alice = store.create_account("Alice", "hash")
     assert alice is not None

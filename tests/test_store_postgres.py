@@ -250,8 +250,7 @@ def test_a_restart_between_two_commits_goes_unnoticed_by_the_writer(
     store = open_store()
     (alice,) = _accounts(store, "alice")
     store.commit_messages([Draft(alice.id, "one", room="#general")])
-    postgres_server.stop()
-    postgres_server.start()
+    postgres_server.restart()
     # Nothing of a transaction that finds its connection dead was committed: it is
     # run again on a new connection rather than failing the group.
     (two,) = store.commit_messages([Draft(alice.id, "two", room="#general")])

@@ -33,7 +33,9 @@ Erasure, by forget or by retention, ends only when the words are gone from the
 files: the rows are deleted (``secure_delete`` overwrites them), the search
 index is merged until no segment holds the deleted words (FTS5 keeps them
 until then), and the write-ahead log is copied back and truncated. Only then
-does a forget answer its requester.
+does a forget answer its requester. That is SQLite's erasure; PostgreSQL's
+stops short of the files (it deletes the rows for every reader and asks for a
+VACUUM: :mod:`securechat.store.postgres.maintenance` says what stays).
 
 Search indexing is off the acknowledgement path: stored rows are indexed a
 slice at a time when the queue is idle (or, under steady load, between groups

@@ -1,7 +1,9 @@
 """The store interface: everything the server keeps, whatever engine keeps it.
 
-The server talks to storage only through :class:`Store`; an engine (today
-:class:`~securechat.store.sqlite.SQLiteStore`) implements it. Nothing outside
+The server talks to storage only through :class:`Store`; an engine
+(:class:`~securechat.store.sqlite.SQLiteStore`, one server's file, or
+:class:`~securechat.store.postgres.PostgresStore`, shared by several servers)
+implements it, and :func:`~securechat.store.open.open_store` picks one. Nothing outside
 ``securechat.store`` imports a database driver.
 
 Who calls what, and from which thread

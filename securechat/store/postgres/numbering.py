@@ -6,15 +6,17 @@ everything a group gets is decided by the transaction that stores it.
 1. **Repeated keys.** Drafts sent with an idempotency key are looked up by
    ``(sender, key)``. A message stored under it within ``KEY_TTL`` seconds makes
    the draft a duplicate, answered with the original's id, time and number and
-   not stored again; an older one gives its key up (``client_key`` set to NULL),
-   so the key is new again, as it is for the SQLite engine once ``KEY_TTL`` has
-   passed. A key repeated within the group refers to its first draft. Keys of
-   drafts that are not stored leave no trace, so only the group itself can
-   recognise their repeats.
+   not stored again; an older one gives its key up (``client_key`` set to NULL,
+   in step 2), so the key is new again, as it is for the SQLite engine once
+   ``KEY_TTL`` has passed. A key repeated within the group refers to its first
+   draft. Keys of drafts that are not stored leave no trace, so only the group
+   itself can recognise their repeats.
 2. **Ids** come from the one ``counters`` row: ``UPDATE ... RETURNING`` takes its
    row lock, held until COMMIT, so every committer in every server waits for the
    one before it and ids rise in commit order. The same statement reads the
-   database server's clock, the group's time stamp.
+   database server's clock, the group's time stamp. Every other row lock of the
+   transaction (keys given up, conversations, the unique index) is taken after
+   this one, so two commits can never each hold a lock the other waits for.
 3. **Sequence numbers**: one upsert on the ``conversations`` rows of the group's
    conversations, in sorted key order (rows locked in one order cannot deadlock).
 4. **Rows**: one ``INSERT ... SELECT FROM unnest(...)`` for the whole group, a
@@ -61,7 +63,7 @@ _INSERT = """INSERT INTO messages
 def commit_drafts(conn: psycopg.Connection[Any], drafts: Sequence[Draft]) -> list[Committed]:
     """Number ``drafts`` and store the kept ones through ``conn``, inside the caller's
     transaction (see the module docstring); what each got, in order."""
-    known = _known_keys(conn, drafts)
+    known, stale = _known_keys(conn, drafts)
     results: list[Committed | None] = [None] * len(drafts)
     fresh: list[int] = []  # the drafts that get ids of their own, by index
     first_with: dict[tuple[int, str], int] = {}
@@ -69,15 +71,15 @@ def commit_drafts(conn: psycopg.Connection[Any], drafts: Sequence[Draft]) -> lis
         if draft.key is not None:
             key = (draft.sender, draft.key)
             original = known.get(key)
-            if original is None and key in first_with:
-                continue  # filled in below, from the first draft with this key
             if original is not None:
                 results[i] = original
                 continue
+            if key in first_with:
+                continue  # filled in below, from the first draft with this key
             first_with[key] = i
         fresh.append(i)
     if fresh:
-        _number_and_insert(conn, drafts, fresh, results)
+        _number_and_insert(conn, drafts, fresh, results, stale)
     committed: list[Committed] = []
     for draft, result in zip(drafts, results, strict=True):
         if result is not None:
@@ -92,12 +94,12 @@ def commit_drafts(conn: psycopg.Connection[Any], drafts: Sequence[Draft]) -> lis
 
 def _known_keys(
     conn: psycopg.Connection[Any], drafts: Sequence[Draft]
-) -> dict[tuple[int, str], Committed]:
-    """What stored messages answer the drafts' keys with; keys older than ``KEY_TTL``
-    are released."""
+) -> tuple[dict[tuple[int, str], Committed], list[int]]:
+    """What stored messages answer the drafts' keys with, and the ids of those whose
+    key is older than ``KEY_TTL`` (to be given up)."""
     keys = sorted({(d.sender, d.key) for d in drafts if d.key is not None})
     if not keys:
-        return {}
+        return {}, []
     rows = conn.execute(
         _FIND_KEYS, (KEY_TTL, [k[0] for k in keys], [k[1] for k in keys])
     ).fetchall()
@@ -108,9 +110,7 @@ def _known_keys(
             known[(sender, key)] = Committed(message_id, utc_timestamp(ts), seq, duplicate=True)
         else:
             stale.append(message_id)
-    if stale:
-        conn.execute(_RELEASE_KEYS, (stale,))
-    return known
+    return known, stale
 
 
 def _number_and_insert(
@@ -118,12 +118,15 @@ def _number_and_insert(
     drafts: Sequence[Draft],
     fresh: list[int],
     results: list[Committed | None],
+    stale: list[int],
 ) -> None:
-    """Give the drafts at ``fresh`` ids (and the kept ones numbers), insert the kept
-    ones, and fill in their ``results``."""
+    """Give the drafts at ``fresh`` ids (and the kept ones numbers), give the keys of
+    the ``stale`` messages up, insert the kept drafts, and fill in their ``results``."""
     row = conn.execute(_TAKE_IDS, (len(fresh),)).fetchone()
     assert row is not None, "the message_id counter row is missing"
     top, stamp = row
+    if stale:
+        conn.execute(_RELEASE_KEYS, (stale,))
     ts = utc_timestamp(stamp)
     counts = Counter(drafts[i].conversation for i in fresh if drafts[i].keep)
     next_seq: dict[str, int] = {}
