@@ -316,6 +316,7 @@ class Cluster:
 
             interested = bool(hub.sessions.count(sender) or hub.sessions.count(recipient))
             conversation = str(event["conversation"])
+        hub.writer.saw_id(int(fields["id"]))
         if seq is None:
             deliver()
         elif interested:
