@@ -36,6 +36,7 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 import securechat.ui
 from securechat.client.commands import COMMANDS, Local, Request
 from securechat.client.core import ChatClient, Event
+from securechat.client.servers import ServerAddress
 from securechat.client.transfers import format_size
 from securechat.errors import ChatError
 from securechat.server.listener import Server
@@ -650,8 +651,7 @@ def run_ui(pki: Pki, tmp_path: Path) -> Iterator[Callable[..., int]]:
         ):
             app = ChatApp()
             client = ChatClient(
-                host="localhost",
-                port=server.address[1],
+                servers=[ServerAddress("localhost", server.address[1])],
                 context=client_context(ca=pki.ca_pem),
                 user=user,
                 password="pw",
@@ -822,8 +822,7 @@ def test_a_real_file_transfer_shows_its_progress_line(
     source = tmp_path / "notes.txt"
     source.write_bytes(b"x" * 200_000)
     bob = ChatClient(
-        host="localhost",
-        port=server.address[1],
+        servers=[ServerAddress("localhost", server.address[1])],
         context=client_context(ca=pki.ca_pem),
         user="bob",
         password="pw",
