@@ -223,6 +223,17 @@ def test_rejoin_after_reconnect_does_not_move_the_user() -> None:
     assert model.current.name == "#dev"
 
 
+def test_reconnecting_to_another_server_says_so_where_the_user_looks() -> None:
+    model = logged_in()
+    model.apply(event("disconnected", reason="peer closed the connection"))
+    model.apply(event("connected", user="alice", server="b.example:7443", tls_version="TLSv1.3"))
+    text = "reconnected to b.example:7443 (192.0.2.2) instead of a.example:7443 (192.0.2.1)"
+    model.apply(event("system", event="server_changed", server="b.example:7443", text=text))
+    assert texts(model, "#general")[-1] == text
+    assert texts(model, "server")[-1] == text
+    assert model.status.server == "b.example:7443"
+
+
 def test_messages_go_to_their_room_and_private_messages_to_the_other_party() -> None:
     model = logged_in("bob")
     model.apply(joined("#dev", "alice", "bob"))
