@@ -116,6 +116,25 @@ def test_first_connection_skips_an_address_nobody_listens_on(
     assert alice.finish()[0] == 0
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+def test_an_ipv6_address_with_its_port_in_brackets_connects_and_verifies(
+    make_server: Callable[..., Server], client_process: Callable[..., ClientProcess]
+) -> None:
+    port = make_server(host="::1").address[1]
+    alice = client_process(7443, "alice", hosts=(f"[::1]:{port}",))
+    connected = alice.wait_for("connected")  # the certificate lists ::1
+    assert (connected["server"], connected["address"]) == (f"[::1]:{port}", f"[::1]:{port}")
+    assert alice.finish()[0] == 0
+
+
 def test_when_no_address_answers_the_error_names_each_and_why(
     client_process: Callable[..., ClientProcess],
 ) -> None:
