@@ -57,6 +57,8 @@ def test_host_entries_take_their_own_port_or_the_default(text: str, host: str, p
         "[chat.example]:7000",
         "[127.0.0.1]:7000",
         "chat.example:70:00",
+        "chat..example",
+        f"{'x' * 64}.example:7000",
     ],
 )
 def test_malformed_host_entries_are_refused_saying_which(text: str) -> None:

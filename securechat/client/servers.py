@@ -81,6 +81,10 @@ def parse_server(text: str, *, default_port: int) -> ServerAddress:
         _check_ipv6(text, text)
     if not host:
         raise ConfigError(f"--host {text!r}: no host name or address")
+    try:
+        host.encode("idna")  # as the resolver will, which would fail on every try
+    except UnicodeError as exc:
+        raise ConfigError(f"--host {text!r}: not a valid host name ({exc})") from exc
     return ServerAddress(host, port)
 
 
