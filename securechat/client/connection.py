@@ -13,8 +13,9 @@ makes the first connection: the endpoints in order until one logs us in.
 at once (the server that dropped us is probably dead: in a cluster the client
 is back as soon as another one logs it in), then rounds of all of them with a
 growing wait between rounds. Only a server that cannot be reached, or
-goes away during the login, is a reason to try the next one: a refused login
-or a certificate that does not verify would be the same on every server.
+goes away during the login, is a reason to try the next one (and, when
+reconnecting, another TLS failure, as those were always retried): a refused
+login or a certificate that does not verify would be the same on every server.
 """
 
 from __future__ import annotations
