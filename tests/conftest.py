@@ -427,7 +427,10 @@ class ClientProcess:
 
 @pytest.fixture
 def client_process(pki: Pki) -> Iterator[Callable[..., ClientProcess]]:
-    """Start ``securechat-client --json`` processes; all are killed after the test."""
+    """Start ``securechat-client --json`` processes; all are killed after the test.
+
+    ``hosts`` are the ``--host`` values; ``port`` is ``--port``, for those without one.
+    """
     procs: list[ClientProcess] = []
 
     def _start(
@@ -438,8 +441,11 @@ def client_process(pki: Pki) -> Iterator[Callable[..., ClientProcess]]:
         ca: Path | None = None,
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        hosts: tuple[str, ...] = ("localhost",),
     ) -> ClientProcess:
-        args = ["--ca", str(ca or pki.ca_pem), "--host", "localhost", "--port", str(port)]
+        args = ["--ca", str(ca or pki.ca_pem), "--port", str(port)]
+        for host in hosts:
+            args += ["--host", host]
         if user is not None:
             args += ["--user", user]
         proc = ClientProcess([*args, "--json", *extra], password=password, env=env or {})

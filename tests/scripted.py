@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from securechat.client.core import ChatClient, Event
+from securechat.client.servers import ServerAddress
 from securechat.tls import client_context
 from securechat.wire.protocol import Decoder, Frame, encode
 from tests.conftest import EVENT_TIMEOUT, Pki
@@ -169,8 +170,7 @@ def start_client(
 ) -> tuple[ChatClient, threading.Thread]:
     """A ChatClient for alice connecting (on a thread, as connect() blocks) to ``port``."""
     client = ChatClient(
-        host="localhost",
-        port=port,
+        servers=[ServerAddress("localhost", port)],
         context=client_context(ca=pki.ca_pem),
         user="alice",
         password="pw",

@@ -36,6 +36,7 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 import securechat.ui
 from securechat.client.commands import COMMANDS, Local, Request
 from securechat.client.core import ChatClient, Event
+from securechat.client.servers import ServerAddress
 from securechat.client.transfers import format_size
 from securechat.errors import ChatError
 from securechat.server.listener import Server
@@ -220,6 +221,17 @@ def test_rejoin_after_reconnect_does_not_move_the_user() -> None:
     assert Request("who", {"room": "#dev"}) in outcome.requests  # who left while we were away
     model.apply(joined("#general", "alice"))  # the server's automatic join
     assert model.current.name == "#dev"
+
+
+def test_reconnecting_to_another_server_says_so_where_the_user_looks() -> None:
+    model = logged_in()
+    model.apply(event("disconnected", reason="peer closed the connection"))
+    model.apply(event("connected", user="alice", server="b.example:7443", tls_version="TLSv1.3"))
+    text = "reconnected to b.example:7443 (192.0.2.2) instead of a.example:7443 (192.0.2.1)"
+    model.apply(event("system", event="server_changed", server="b.example:7443", text=text))
+    assert texts(model, "#general")[-1] == text
+    assert texts(model, "server")[-1] == text
+    assert model.status.server == "b.example:7443"
 
 
 def test_messages_go_to_their_room_and_private_messages_to_the_other_party() -> None:
@@ -650,8 +662,7 @@ def run_ui(pki: Pki, tmp_path: Path) -> Iterator[Callable[..., int]]:
         ):
             app = ChatApp()
             client = ChatClient(
-                host="localhost",
-                port=server.address[1],
+                servers=[ServerAddress("localhost", server.address[1])],
                 context=client_context(ca=pki.ca_pem),
                 user=user,
                 password="pw",
@@ -822,8 +833,7 @@ def test_a_real_file_transfer_shows_its_progress_line(
     source = tmp_path / "notes.txt"
     source.write_bytes(b"x" * 200_000)
     bob = ChatClient(
-        host="localhost",
-        port=server.address[1],
+        servers=[ServerAddress("localhost", server.address[1])],
         context=client_context(ca=pki.ca_pem),
         user="bob",
         password="pw",

@@ -1,5 +1,9 @@
 """``securechat-client``: connect, verify the server, log in, chat.
 
+``--host`` may be given several times (the servers of a cluster), each as
+``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT``; the client uses one at a time and
+moves to the next when it cannot connect or loses its connection.
+
 On a terminal (standard input and output both) the full-screen interface of
 :mod:`securechat.ui` opens; otherwise, or with ``--json``, line mode.
 
@@ -22,6 +26,7 @@ from ..tls import client_context
 from ..ui.linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
 from ..wire.protocol import DEFAULT_PORT
 from .core import ChatClient, Event
+from .servers import ServerAddress, parse_server
 
 __all__ = ["EXIT_CONNECT", "EXIT_LOGIN", "EXIT_TLS", "build_parser", "main"]
 
@@ -40,8 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ca", type=Path, help="CA certificate that signed the server's (default: system store)"
     )
-    p.add_argument("--host", default="localhost", help="server name or address (default localhost)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--host",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="server name or address, with a port or not ([IPv6]:PORT); repeat it for "
+        "the servers of a cluster, tried in turn (default localhost)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port of the --host entries without one (default {DEFAULT_PORT})",
+    )
     p.add_argument("--user", help="your user name; the first login with a new name registers it")
     p.add_argument("--cert", type=Path, help="client certificate, for servers run with --client-ca")
     p.add_argument("--key", type=Path, help="the client certificate's private key")
@@ -86,6 +102,12 @@ def read_password(args: argparse.Namespace) -> str | None:
     )
 
 
+def server_addresses(args: argparse.Namespace) -> list[ServerAddress]:
+    """The ``--host`` entries in the order given (``localhost`` without any);
+    ConfigError for one that is not ``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT``."""
+    return [parse_server(text, default_port=args.port) for text in args.host or ["localhost"]]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the client; see the module docstring for exit statuses."""
     args = build_parser().parse_args(argv)
@@ -93,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print("securechat-client: --user NAME is required", file=sys.stderr)
         return 2
     try:
+        servers = server_addresses(args)
         context = client_context(ca=args.ca, cert=args.cert, key=args.key)
         password = read_password(args)
     except ConfigError as exc:
@@ -111,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
         ui = ChatApp()
     client = ChatClient(
-        host=args.host,
-        port=args.port,
+        servers=servers,
         context=context,
         user=args.user or "",
         password=password,

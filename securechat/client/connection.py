@@ -1,12 +1,21 @@
 """One connection attempt of the client: TCP, TLS, and what its failures mean.
 
-:func:`dial` opens the TCP connection and wraps it for TLS (the handshake then
-runs on the attempt's own I/O loop thread, the only thread that touches the
-socket). :class:`Attempt` is the channel handler of one attempt and remembers
-how far it got; callbacks from an attempt the client has moved on from are
-ignored by the client. :func:`login_failure` explains a connection that closed
-before the login completed, and :func:`reconnect_with_backoff` is the policy
-for coming back after a drop: which failures to retry, and how long to wait.
+:func:`dial` opens the TCP connection to one endpoint and wraps it for TLS (the
+handshake then runs on the attempt's own I/O loop thread, the only thread that
+touches the socket). :class:`Attempt` is the channel handler of one attempt and
+remembers how far it got; callbacks from an attempt the client has moved on from
+are ignored by the client. :func:`login_failure` explains a connection that
+closed before the login completed.
+
+Which endpoint to try, and when, is decided here too. :func:`connect_in_turn`
+makes the first connection: the endpoints in order until one logs us in.
+:func:`reconnect_with_backoff` comes back after a drop: every other endpoint
+at once (the server that dropped us is probably dead: in a cluster the client
+is back as soon as another one logs it in), then rounds of all of them with a
+growing wait between rounds. Only a server that cannot be reached, or
+goes away during the login, is a reason to try the next one (and, when
+reconnecting, another TLS failure, as those were always retried): a refused
+login or a certificate that does not verify would be the same on every server.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from ..errors import CertificateVerifyError, ChatError, ConnectionLost, SecureCh
 from ..ioloop import IOLoop
 from ..tls import describe_tls_error
 from ..wire.protocol import Frame
+from .servers import Endpoint, ServerList
 
 __all__ = [
     "MAX_BACKOFF",
@@ -30,6 +40,7 @@ __all__ = [
     "Attempt",
     "AttemptOwner",
     "GiveUp",
+    "connect_in_turn",
     "dial",
     "login_failure",
     "reconnect_with_backoff",
@@ -37,6 +48,8 @@ __all__ = [
 
 MAX_BACKOFF = 30.0
 """Longest wait between reconnection attempts, in seconds."""
+
+_UNREACHABLE_HINT = "is the server running, and are --host and --port right?"
 
 RETRYABLE = frozenset(
     # login_throttled: someone else's guesses at this name can throttle it for a while;
@@ -60,8 +73,9 @@ class AttemptOwner(Protocol):
 class Attempt:
     """One connection: its I/O loop, channel and login progress."""
 
-    def __init__(self, owner: AttemptOwner, *, replay: bool) -> None:
+    def __init__(self, owner: AttemptOwner, endpoint: Endpoint, *, replay: bool) -> None:
         self.owner = owner
+        self.endpoint = endpoint
         self.replay = replay
         self.loop = IOLoop("client-io")
         self.channel: Channel | None = None
@@ -92,18 +106,20 @@ class Attempt:
         self.owner._on_close(self, channel, reason)
 
 
-def dial(host: str, port: int, context: ssl.SSLContext, *, timeout: float) -> ssl.SSLSocket:
-    """A non-blocking TLS socket to ``host:port``, handshake not yet done.
+def dial(endpoint: Endpoint, context: ssl.SSLContext, *, timeout: float) -> ssl.SSLSocket:
+    """A non-blocking TLS socket to ``endpoint``, handshake not yet done.
 
+    The TLS server name is the entry's name, whichever of its addresses this is.
     ConnectionLost if the server cannot be reached, a TLSError if TLS cannot start.
     """
+    raw = socket.socket(endpoint.family, socket.SOCK_STREAM)
     try:
-        raw = socket.create_connection((host, port), timeout=timeout)
+        raw.settimeout(timeout)
+        raw.connect(endpoint.sockaddr)
     except OSError as exc:
-        raise ConnectionLost(
-            f"cannot connect to {host}:{port}: {exc.strerror or exc}; "
-            "is the server running, and are --host and --port right?"
-        ) from exc
+        raw.close()
+        raise ConnectionLost(exc.strerror or str(exc)) from exc
+    host = endpoint.server.host
     try:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.setblocking(False)
@@ -113,8 +129,9 @@ def dial(host: str, port: int, context: ssl.SSLContext, *, timeout: float) -> ss
         raise describe_tls_error(exc, host=host) from exc
 
 
-def login_failure(attempt: Attempt, channel: Channel, reason: str, host: str) -> SecureChatError:
+def login_failure(attempt: Attempt, channel: Channel, reason: str) -> SecureChatError:
     """Why a connection that closed before its login completed failed."""
+    host = attempt.endpoint.server.host
     if isinstance(channel.error, ssl.SSLError) and not isinstance(channel.error, ssl.SSLEOFError):
         # Under TLS 1.3 a refused client certificate arrives after the
         # handshake, as an alert on the first read: still a TLS failure.
@@ -127,7 +144,28 @@ def login_failure(attempt: Attempt, channel: Channel, reason: str, host: str) ->
             f"({reason}); if it requires client certificates, pass --cert and "
             "--key (securechat-certs --client NAME makes them)"
         )
-    return ConnectionLost(f"connection closed during login: {reason}")
+    return ConnectionLost(f"connection closed during login: {attempt.bye_reason or reason}")
+
+
+def _unreachable(failures: list[str]) -> str:
+    """One line naming every endpoint tried (``"LABEL: why"`` each) and a hint."""
+    return f"cannot connect to {'; '.join(failures)}; {_UNREACHABLE_HINT}"
+
+
+def connect_in_turn(connect: Callable[[Endpoint], Attempt], servers: ServerList) -> Attempt:
+    """The first connection: ``connect`` each endpoint in order until one logs us in.
+
+    Raises ConnectionLost naming every endpoint and why it failed when none can
+    be reached; a TLSError or a refused login (ChatError) at once, as it is.
+    """
+    endpoints, unresolved = servers.round()
+    failures = []
+    for endpoint in endpoints:
+        try:
+            return connect(endpoint)
+        except ConnectionLost as exc:
+            failures.append(f"{endpoint.label}: {exc}")
+    raise ConnectionLost(_unreachable(failures + unresolved))
 
 
 class GiveUp(SecureChatError):
@@ -136,35 +174,64 @@ class GiveUp(SecureChatError):
 
 
 def reconnect_with_backoff(
-    connect: Callable[[], Attempt],
+    connect: Callable[[Endpoint], Attempt],
+    servers: ServerList,
     *,
     reason: str,
     first_delay: float,
     stop: threading.Event,
     announce: Callable[[float, str], None],
 ) -> Attempt | None:
-    """Call ``connect`` until it succeeds; the attempt, or None once ``stop`` is set.
+    """``connect`` to the endpoints in turn until one logs us in; the attempt, or
+    None once ``stop`` is set.
 
-    Before each try ``announce(delay, reason)`` says how long we wait and why the
-    last try failed. The delay doubles from ``first_delay`` up to MAX_BACKOFF,
+    The endpoints other than ``servers.current`` (the one that dropped us) are
+    tried at once, after ``announce(0.0, reason)``. Then, in rounds of every
+    endpoint starting after that one, each round after ``announce(delay, why)``
+    and a wait of ``delay``: it doubles from ``first_delay`` up to MAX_BACKOFF,
     with ±20 % jitter so that clients dropped together do not return together.
-    Raises GiveUp when retrying cannot help.
+    A login refused for a while (RETRYABLE) ends a round: another server would
+    refuse it too. Raises GiveUp when retrying cannot help.
     """
+    endpoints, unresolved = servers.round()
+    others = [endpoint for endpoint in endpoints if endpoint != servers.current]
+    if others:
+        announce(0.0, reason)
+    attempt, reason = _connect_round(connect, others, unresolved, stop, reason)
     delay = first_delay
-    while not stop.is_set():
+    while attempt is None and not stop.is_set():
         wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
         announce(wait, reason)
         if stop.wait(wait):
             return None
+        endpoints, unresolved = servers.round()
+        attempt, reason = _connect_round(connect, endpoints, unresolved, stop, reason)
+        delay = min(delay * 2, MAX_BACKOFF)
+    return attempt
+
+
+def _connect_round(
+    connect: Callable[[Endpoint], Attempt],
+    endpoints: list[Endpoint],
+    unresolved: list[str],
+    stop: threading.Event,
+    reason: str,
+) -> tuple[Attempt | None, str]:
+    """One round of tries: the attempt that logged in, or None and why the round failed
+    (``reason`` if it tried nothing and nothing failed to resolve)."""
+    failures = []
+    for endpoint in endpoints:
+        if stop.is_set():
+            break
         try:
-            return connect()
+            return connect(endpoint), reason
         except CertificateVerifyError as exc:
             raise GiveUp(str(exc)) from exc
         except ChatError as exc:
             if exc.code not in RETRYABLE:
                 raise GiveUp(exc.text) from exc
-            reason = exc.text
+            return None, exc.text
         except (ConnectionLost, TLSError) as exc:
-            reason = str(exc)
-        delay = min(delay * 2, MAX_BACKOFF)
-    return None
+            failures.append(f"{endpoint.label}: {exc}")
+    failures += unresolved
+    return None, _unreachable(failures) if failures else reason

@@ -1,4 +1,4 @@
-"""The client core: a connection to one server, its state, and events for a front end.
+"""The client core: a connection to one of the servers, its state, and events for a front end.
 
 Front ends (line mode, the full-screen UI) see :class:`Event` objects shaped
 like the ``--json`` contract in docs/client.md, and call :meth:`ChatClient.request`
@@ -17,21 +17,23 @@ Reconnecting without gaps
 -------------------------
 The client remembers the newest message id it has shown for every room and
 private conversation. When an established connection drops (anything but
-``/quit``), it reconnects with exponential backoff, logs in without the
-automatic replay, rejoins its rooms asking for everything ``since`` those ids,
-and fetches each private conversation ``after`` its id. Replayed messages it has
-already shown are dropped, so each message is shown once. Requests made while
+``/quit``), it reconnects (to the other servers of a cluster at once, then to
+all of them with exponential backoff), logs in without the automatic replay,
+rejoins its rooms asking for everything ``since`` those ids, and fetches each
+private conversation ``after`` its id. Replayed messages it has already shown
+are dropped, so each message is shown once. Requests made while
 it is reconnecting wait in a :class:`~securechat.client.sending.SendQueue` and
 go out, in order, after that rejoin; unacknowledged messages go again with
 their idempotency keys (to servers that remember keys).
 
 Where the parts live
 --------------------
-This class ties together: ``connection.py`` (one attempt: TCP, TLS, why it
-failed; the reconnect policy), ``requests.py`` and ``sending.py`` (what is in
-flight and what waits), ``resync.py`` (what was shown, for the gap fill),
-``state.py`` and ``inbound.py`` (rooms and name; frames to events),
-``reads.py`` (read markers), ``export.py``, ``transfers.py`` and ``worker.py``.
+This class ties together: ``servers.py`` (the addresses to try, in order),
+``connection.py`` (one attempt: TCP, TLS, why it failed; the reconnect policy),
+``requests.py`` and ``sending.py`` (what is in flight and what waits),
+``resync.py`` (what was shown, for the gap fill), ``state.py`` and
+``inbound.py`` (rooms and name; frames to events), ``reads.py`` (read markers),
+``export.py``, ``transfers.py`` and ``worker.py``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ from .connection import (
     MAX_BACKOFF,
     Attempt,
     GiveUp,
+    connect_in_turn,
     dial,
     login_failure,
     reconnect_with_backoff,
@@ -66,6 +69,7 @@ from .inbound import Inbound
 from .reads import ReadMarkers
 from .requests import Requests
 from .resync import Resync
+from .servers import Endpoint, ServerAddress, ServerList
 from .state import ChatState
 from .transfers import Transfers
 from .worker import SerialWorker
@@ -94,20 +98,19 @@ _FLUSH_TIMEOUT = 5.0
 
 
 class ChatClient:
-    """A logged-in connection to one server that comes back by itself when dropped.
+    """A logged-in connection to one of ``servers`` that comes back by itself when dropped.
 
     ``connect()`` blocks until the client is logged in and in its first room,
     or raises: CertificateVerifyError or TLSError for TLS failures, ChatError
-    when the server refuses the login, ConnectionLost when it cannot be reached.
-    ``reconnect_delay`` is the first wait before reconnecting (it doubles up to
-    :data:`MAX_BACKOFF`).
+    when the server refuses the login, ConnectionLost when no server can be
+    reached. ``reconnect_delay`` is the first wait before reconnecting to a
+    server already tried (it doubles up to :data:`MAX_BACKOFF`).
     """
 
     def __init__(
         self,
         *,
-        host: str,
-        port: int,
+        servers: Sequence[ServerAddress],
         context: ssl.SSLContext,
         user: str,
         password: str | None,
@@ -117,8 +120,9 @@ class ChatClient:
         reconnect_delay: float = 1.0,
         download_dir: Path = Path("downloads"),
     ) -> None:
-        self.host = host
-        self.port = port
+        self._servers = ServerList(servers)
+        self._endpoint: Endpoint | None = None
+        """Where the newest attempt connected (for its ``connected`` event)."""
         self._context = context
         self._password = password
         self._on_event = on_event
@@ -151,7 +155,8 @@ class ChatClient:
             resync=self._resync,
             deliver=self._deliver,
             connection=lambda: {
-                "server": f"{self.host}:{self.port}",
+                "server": str(self._endpoint.server) if self._endpoint else None,
+                "address": self._endpoint.address if self._endpoint else None,
                 "tls_version": self.tls_version,
                 **self._certificate,
             },
@@ -197,7 +202,9 @@ class ChatClient:
     def connect(self, timeout: float = _CONNECT_TIMEOUT) -> None:
         """Connect, verify the server, log in and wait for the first room."""
         try:
-            attempt = self._connect_once(replay=True, timeout=timeout)
+            attempt = connect_in_turn(
+                partial(self._connect_once, replay=True, timeout=timeout), self._servers
+            )
         except SecureChatError:
             self._finish()
             raise
@@ -327,14 +334,14 @@ class ChatClient:
 
     # -- connecting ------------------------------------------------------------------------
 
-    def _connect_once(self, *, replay: bool, timeout: float) -> Attempt:
-        """One attempt to connect and log in; the attempt once it is ready."""
-        tls = dial(self.host, self.port, self._context, timeout=timeout)
-        attempt = Attempt(self, replay=replay)
+    def _connect_once(self, endpoint: Endpoint, *, replay: bool, timeout: float) -> Attempt:
+        """One attempt to connect to ``endpoint`` and log in; the attempt once it is ready."""
+        tls = dial(endpoint, self._context, timeout=timeout)
+        attempt = Attempt(self, endpoint, replay=replay)
         attempt.channel = Channel(
             tls,
             attempt,
-            peer=f"{self.host}:{self.port}",
+            peer=endpoint.label,
             handshake_timeout=timeout,
             ping_interval=self._ping_interval,
             ping_timeout=self._ping_interval,
@@ -351,9 +358,7 @@ class ChatClient:
             failure, ready = attempt.failure, attempt.ready
         if failure is not None or not ready:
             attempt.loop.stop()
-            raise failure or ConnectionLost(
-                f"{self.host}:{self.port} did not log us in; try again later"
-            )
+            raise failure or ConnectionLost(f"no login within {timeout + 5.0:.0f} s")
         return attempt
 
     def _go_live(self, attempt: Attempt) -> None:
@@ -389,12 +394,14 @@ class ChatClient:
         """Runs on its own thread after a drop: back off, reconnect, fill the gap."""
 
         def announce(wait: float, why: str) -> None:
-            text = f"connection lost ({why}); reconnecting in {wait:.0f} s"
+            when = f"reconnecting in {wait:.0f} s" if wait else "trying the next server now"
+            text = f"connection lost ({why}); {when}"
             self._emit("system", event="reconnecting", delay=round(wait, 1), text=text)
 
         try:
             attempt = reconnect_with_backoff(
-                lambda: self._connect_once(replay=False, timeout=_CONNECT_TIMEOUT),
+                partial(self._connect_once, replay=False, timeout=_CONNECT_TIMEOUT),
+                self._servers,
                 reason=reason,
                 first_delay=self._first_delay,
                 stop=self._stop,
@@ -441,6 +448,7 @@ class ChatClient:
     def _on_open(self, attempt: Attempt, channel: Channel) -> None:
         if not self._current(attempt):
             return
+        self._endpoint = attempt.endpoint
         self.tls_version = channel.tls_version
         self._certificate = certificate_summary(channel.sock)
         fields: dict[str, Any] = {"user": self._state.user}
@@ -479,12 +487,27 @@ class ChatClient:
         elif self._inbound.handle(frame) and not attempt.ready:
             # Ready once we know our rooms, so the first typed line has a room to
             # go to: from the welcome (v2), or the server's join of #general (v1).
-            with self._lock:
-                attempt.ready = True
-                self._lock.notify_all()
+            self._logged_in(attempt)
         if rid is not None and frame.get("more") is not True:
             self._requests.answered(rid, frame.type)
             self._resync.answered(rid)
+
+    def _logged_in(self, attempt: Attempt) -> None:
+        endpoint = attempt.endpoint
+        with self._lock:
+            attempt.ready = True
+            # Set before any close of this attempt can start a reconnect, which
+            # begins with the endpoints after this one.
+            previous, self._servers.current = self._servers.current, endpoint
+            self._lock.notify_all()
+        if previous is not None and previous != endpoint:
+            self._emit(
+                "system",
+                event="server_changed",
+                server=str(endpoint.server),
+                address=endpoint.address,
+                text=f"reconnected to {endpoint.label} instead of {previous.label}",
+            )
 
     def _on_close(self, attempt: Attempt, channel: Channel, reason: str) -> None:
         with self._lock:
@@ -493,7 +516,7 @@ class ChatClient:
             was_ready = attempt.ready
             attempt.closed = True
             if not was_ready and attempt.failure is None:
-                attempt.failure = login_failure(attempt, channel, reason, self.host)
+                attempt.failure = login_failure(attempt, channel, reason)
             # Messages go again with their keys, but only to a server that
             # remembers keys (feature "resume"): an older one would store them twice.
             lost = self._requests.connection_lost(resend="resume" in attempt.features)

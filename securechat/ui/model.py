@@ -454,6 +454,11 @@ class ChatModel:
         for buffer in dict.fromkeys([self.server, self.current]):
             self._notice(buffer, f"disconnected: {self.status.reason}")
 
+    def _server_changed(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+        # Like a disconnect, shown where the user is looking too, not only in the server buffer.
+        for buffer in dict.fromkeys([self.server, self.current]):
+            self._notice(buffer, str(d.get("text", "")))
+
     def _quiet_request(self, type_: str, fields: dict[str, Any]) -> Request:
         self._quiet[_answer_key(type_, fields.get("room"))] += 1
         return Request(type_, fields)
@@ -758,6 +763,7 @@ _SYSTEM_HANDLERS: dict[str, _Handler] = {
     "topic": ChatModel._topic,
     "nick": ChatModel._nick,
     "reconnecting": ChatModel._reconnecting,
+    "server_changed": ChatModel._server_changed,
     "file_offered": ChatModel._file_offered,
     "file_accepted": ChatModel._file_accepted,
     "file_accepting": ChatModel._file_accepted,
