@@ -81,6 +81,10 @@ _FROM_RECIPIENT = frozenset(
 )
 
 
+# What the relay (and the hub, answering) may say to a recipient: nothing else reaches
+# a session through a link, whatever the other server sends.
+_TO_RECIPIENT = frozenset({"file_offer", "file_chunk", "file_done", "file_failed", "ok", "error"})
+
 _ROUTING = ("via", "bulk")  # fields the link adds; a client's own are dropped
 
 
@@ -235,6 +239,8 @@ class RemoteFiles:
             session.send(encode("error", code="bad_frame", text=text))
             session.link.close(text)
             return
+        if frame.type not in _TO_RECIPIENT:
+            raise ProtocolError(f"{frame.type!r} has no business on a peer link")
         fields = _untagged(frame)
         tid = fields.get("id")
         if isinstance(tid, int):
