@@ -7,6 +7,7 @@ picks the server of the i-th client (in single mode, always the one server).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from securechat.server.listener import Server
 from securechat.wire.protocol import Frame
-from tests.conftest import RawClient, history_page
+from tests.conftest import EVENT_TIMEOUT, RawClient, history_page
 
 Factory = Callable[..., RawClient]
 
@@ -50,6 +51,16 @@ def _login(raw_client: Factory, chat: Chat, index: int, name: str) -> RawClient:
 def _say(client: RawClient, room: str, text: str, **extra: Any) -> Frame:
     rid = client.send("say", room=room, text=text, **extra)
     return client.expect("message", rid=rid)
+
+
+def _wait_for_room(client: RawClient, name: str) -> None:
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    while True:
+        rid = client.send("rooms")
+        if name in [r["name"] for r in client.expect("rooms", rid=rid).get("rooms")]:
+            return
+        assert time.monotonic() < deadline, f"{name} never appeared"
+        time.sleep(0.02)
 
 
 def _who(client: RawClient, room: str) -> list[str]:
@@ -109,6 +120,7 @@ def test_who_rooms_joins_parts_and_topics_are_the_same_everywhere(
     assert _who(alice, "#general") == _who(bob, "#general") == ["alice", "bob"]
     bob.send("join", room="#Dev")
     bob.expect("joined", room="#Dev")
+    _wait_for_room(alice, "#Dev")  # in a cluster, news of it takes a moment
     alice.send("join", room="#dev")
     alice.expect("joined", room="#Dev")
     bob.expect("system", event="join", room="#Dev", user="alice")

@@ -1,26 +1,37 @@
 """The Store contract: what every engine must do, whatever database is behind it.
 
-Each test takes the ``store`` fixture, parametrised over the engines (SQLite today;
-the cluster engine of issue 10 joins the list and must pass the same tests). Tests speak only
-the interface of securechat.store.base, never an engine's tables.
+Each test takes the ``store`` fixture, parametrised over the engines: SQLite, and
+PostgreSQL (the cluster engine of issue 10, on a real server: marker ``cluster``). Tests
+speak only the interface of securechat.store.base, never an engine's tables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from securechat.store.base import Committed, Draft, RoomRecord, Store, pair_key
+from securechat.store.postgres import PostgresStore
 from securechat.store.sqlite import SQLiteStore
 
-ENGINES: dict[str, Callable[[Path], Store]] = {"sqlite": lambda tmp: SQLiteStore(tmp / "c.db")}
+ENGINES: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
+    "sqlite": lambda request: SQLiteStore(request.getfixturevalue("tmp_path") / "c.db"),
+    "postgres": lambda request: PostgresStore(request.getfixturevalue("postgres_url")),
+}
+"""Each engine, made for one test from the fixtures it needs."""
+
+_NEEDS_SERVICES = {"postgres"}  # engines that run only where the cluster services do
 
 
-@pytest.fixture(params=sorted(ENGINES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    engine = ENGINES[request.param](tmp_path)
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.cluster] if name in _NEEDS_SERVICES else [])
+        for name in sorted(ENGINES)
+    ]
+)
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    engine = ENGINES[request.param](request)
     yield engine
     engine.close()
 

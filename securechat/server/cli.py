@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", type=Path, default=Path("securechat.db"), help="SQLite file (default securechat.db)"
     )
     p.add_argument(
+        "--store",
+        metavar="URL",
+        help="keep everything in PostgreSQL, shared with other servers: "
+        "postgresql://user@host:5432/dbname (password best in ~/.pgpass or $PGPASSWORD); "
+        "default: the SQLite file of --db",
+    )
+    p.add_argument(
         "--bus",
         metavar="URL",
         help="cluster mode: a Redis URL (redis://host:port/0) through which the servers "
@@ -89,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("normal", "full"),
         default="normal",
         help="normal: committed messages survive a crash of the server; full: also a power "
-        "loss (an fsync per group commit)",
+        "loss (an fsync per group commit). SQLite only: with --store, PostgreSQL's "
+        "synchronous_commit decides",
     )
     p.add_argument(
         "--retention-days",
@@ -217,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         db=args.db,
+        store=args.store,
         bus=args.bus,
         peer_port=args.peer_port,
         peer_host=args.peer_host,

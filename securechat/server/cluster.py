@@ -52,6 +52,7 @@ from .hub import presence
 from .sequencer import Gap, Sequencer
 
 if TYPE_CHECKING:
+    from .accounts import Identity
     from .hub import Hub
 
 __all__ = ["Cluster", "new_server_id"]
@@ -128,21 +129,31 @@ class Cluster:
         with self._hub.lock:
             fn()
 
+    def learn_account(self, name: str) -> Identity | None:
+        """An account another server registered (or renamed) that this one has not heard
+        of: read it and its rooms from the store, then add it (not under the hub's lock:
+        this reads the store)."""
+        account = self._hub.store.find_account(name)
+        if account is None:
+            return None
+        rooms = [m.room for m in self._hub.store.load_memberships() if m.account == account.id]
+        with self._hub.lock:
+            identity = self._hub.accounts.add(account)
+            for key in rooms:
+                room = self._hub.rooms.get(key)
+                if room is not None and identity.id not in room.members:
+                    self._hub.rooms.join(room, identity.id, self._hub.sessions.of(identity.id))
+        return identity
+
     def _on_events(self, events: list[Event]) -> None:
         # What needs the store is read first, outside the lock.
-        accounts = {}
         for event in events:
             if event.get("t") == "account":
                 try:
-                    account = self._hub.store.find_account(str(event["name"]))
+                    self.learn_account(str(event["name"]))
                 except StoreError as exc:
                     log.error("cannot read account %s registered elsewhere: %s", event, exc)
-                    continue
-                if account is not None:
-                    accounts[account.id] = account
         with self._hub.lock:
-            for account in accounts.values():
-                self._hub.accounts.add(account)
             for event in events:
                 handler = _HANDLERS.get(str(event.get("t")))
                 if handler is None:
@@ -306,17 +317,18 @@ class Cluster:
         )
 
     def _room(self, event: Event) -> None:
+        """A room created elsewhere, or a topic set there (``by`` says who).
+
+        A creation never renames a room this server already has: two people creating
+        ``#Dev`` and ``#dev`` at once on two servers each keep the spelling they saw."""
         hub = self._hub
         room = hub.rooms.get(str(event["name"]))
         if room is None:
             room = hub.rooms.create(str(event["name"]))
-        room.name = str(event["name"])
-        changed = room.topic != event["topic"]
-        room.topic = str(event["topic"])
-        if changed and event.get("by"):
-            room.broadcast(
-                encode("topic", room=room.name, topic=room.topic, by=str(event["by"]))
-            )
+            room.topic = str(event["topic"])
+        elif event.get("by") and room.topic != event["topic"]:
+            room.topic = str(event["topic"])
+            room.broadcast(encode("topic", room=room.name, topic=room.topic, by=str(event["by"])))
 
     def _member(self, event: Event) -> None:
         hub = self._hub
@@ -328,14 +340,14 @@ class Cluster:
         if event["joined"]:
             if identity.id in room.members:
                 return
-                hub.rooms.join(room, identity.id, mine)
+            hub.rooms.join(room, identity.id, mine)
             room.announce(presence("join", room, identity.name), skip=None)
             for session in mine:
                 hub.send_joined(session, room, None)
         else:
             if identity.id not in room.members:
                 return
-                hub.rooms.part(room, identity.id, mine)
+            hub.rooms.part(room, identity.id, mine)
             room.announce(presence("part", room, identity.name))
             for session in mine:
                 session.send(encode("parted", room=room.name))

@@ -44,7 +44,7 @@ from ..channel import CLOSE_TIMEOUT, FRAME_TIMEOUT, PROTOCOL_ERROR, Channel
 from ..errors import ConfigError
 from ..ioloop import IOLoop
 from ..outbox import OUTBOX_LIMIT
-from ..store.sqlite import SQLiteStore
+from ..store.open import open_store
 from ..tls import peer_common_name, server_context
 from ..wire.protocol import DEFAULT_PORT, Frame
 from . import chat, history_requests
@@ -86,6 +86,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     db: Path = Path("securechat.db")
+    store: str | None = None
+    """A store shared with other servers (``postgresql://...``); None: SQLite at ``db``."""
     bus: str | None = None
     """Cluster mode: the Redis URL of the bus shared with the other servers."""
     client_ca: Path | None = None
@@ -180,7 +182,12 @@ class Server:
         self._context = server_context(
             cert=config.cert, key=config.key, client_ca=config.client_ca, tls_min=config.tls_min
         )
-        self._store = SQLiteStore(config.db, durability=config.durability)
+        if config.bus is not None and config.store is None:
+            raise ConfigError(
+                "--bus needs --store postgresql://...: several servers cannot share one "
+                "SQLite file; leave --bus out to run a single server"
+            )
+        self._store = open_store(config.store, db=config.db, durability=config.durability)
         self._bus: RedisBus | None = None
         if config.bus is not None:
             self._bus = RedisBus(config.bus, server_id=new_server_id())

@@ -153,9 +153,7 @@ class Logins:
         identity = accounts.find(name)
         if identity is None and self._hub.cluster is not None:
             # Another server may have registered it a moment ago.
-            known = self._hub.store.find_account(name)
-            if known is not None:
-                identity = accounts.add(known)
+            identity = self._hub.cluster.learn_account(name)
         if identity is None:
             if accounts.reserved_for(name) is not None:
                 raise _reserved(name)
