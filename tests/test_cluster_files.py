@@ -1,7 +1,7 @@
 """File transfer between users on different servers of a cluster: the bytes cross over
 a mutually authenticated TLS link between the servers, flow-controlled end to end.
 
-Two servers share one chat store and a real Redis; each has a peer port. Real TLS
+Two servers share a real PostgreSQL and a real Redis; each has a peer port. Real TLS
 everywhere: raw protocol clients, reference client processes, server processes
 killed with -9.
 """
@@ -43,9 +43,9 @@ def _sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def pair(make_server: Callable[..., Server], pki: Pki, redis_url: str) -> Pair:
-    """Two servers of one chat, each with a peer port (the same store file, one Redis)."""
-    options = {"bus": redis_url, "peer_port": 0, "peer_ca": pki.ca_pem}
+def pair(make_server: Callable[..., Server], pki: Pki, postgres_url: str, redis_url: str) -> Pair:
+    """Two servers of one chat, each with a peer port."""
+    options = {"store": postgres_url, "bus": redis_url, "peer_port": 0, "peer_ca": pki.ca_pem}
     return make_server(**options), make_server(**options)
 
 
@@ -241,10 +241,14 @@ def test_recipient_leaving_its_server_fails_the_transfer_for_the_sender(
 
 
 def test_offer_to_someone_on_a_server_without_a_peer_port_is_refused_clearly(
-    make_server: Callable[..., Server], raw_client: Factory, pki: Pki, redis_url: str
+    make_server: Callable[..., Server],
+    raw_client: Factory,
+    pki: Pki,
+    postgres_url: str,
+    redis_url: str,
 ) -> None:
-    with_peers = make_server(bus=redis_url, peer_port=0, peer_ca=pki.ca_pem)
-    without = make_server(bus=redis_url)
+    with_peers = make_server(store=postgres_url, bus=redis_url, peer_port=0, peer_ca=pki.ca_pem)
+    without = make_server(store=postgres_url, bus=redis_url)
     bob = raw_client(with_peers.address[1])
     bob.login("bob")
     alice = raw_client(without.address[1])
@@ -268,11 +272,12 @@ def dev_pki(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_only_cluster_servers_get_through_the_peer_port(
-    make_server: Callable[..., Server], redis_url: str, dev_pki: Path
+    make_server: Callable[..., Server], postgres_url: str, redis_url: str, dev_pki: Path
 ) -> None:
     server = make_server(
         cert=dev_pki / "server.pem",
         key=dev_pki / "server.key",
+        store=postgres_url,
         bus=redis_url,
         peer_port=0,
         peer_ca=dev_pki / "ca.pem",
@@ -311,14 +316,18 @@ def test_only_cluster_servers_get_through_the_peer_port(
 
 
 @pytest.fixture
-def processes(pki: Pki, tmp_path: Path, redis_url: str) -> Iterator[list[ServerProcess]]:
+def processes(
+    pki: Pki, tmp_path: Path, postgres_url: str, redis_url: str
+) -> Iterator[list[ServerProcess]]:
     """Two server processes of one chat, each with a peer port."""
     started = [
         ServerProcess(
             pki,
-            tmp_path / "chat.db",
+            tmp_path / "unused.db",
             port=free_port(),
             extra=(
+                "--store",
+                postgres_url,
                 "--bus",
                 redis_url,
                 "--peer-port",
