@@ -62,11 +62,12 @@ STREAM_LENGTH = 100_000
 """Events kept in the stream (approximately): minutes of traffic, for readers that
 lost Redis for a moment. Older ones are trimmed; the store fills what is missed."""
 
-HEARTBEAT = 2.0
+HEARTBEAT = 1.5
 """Seconds between refreshes of a server's liveness key."""
 
-ALIVE_TTL = 10.0
-"""Seconds a server counts as alive after its last heartbeat."""
+ALIVE_TTL = 6.0
+"""Seconds a server counts as alive after its last heartbeat: a few heartbeats, so one
+slow Redis round trip does not take a server's users offline."""
 
 UNHEALTHY_AFTER = 3.0
 """Seconds without Redis before a server tells its clients it is cut off."""
@@ -214,6 +215,7 @@ class RedisBus:
         next_beat = time.monotonic() + HEARTBEAT
         batch: list[tuple[str, Any]] = []
         stopping = False
+        failing = False  # logged once per outage, not every retry
         while not (stopping and not batch):
             if not batch:
                 try:
@@ -237,11 +239,16 @@ class RedisBus:
                 if time.monotonic() >= next_beat:
                     self._beat()
                     next_beat = time.monotonic() + HEARTBEAT
+                if failing:
+                    failing = False
+                    log.info("cluster bus: publishing again")
             except redis.RedisError as exc:
                 if stopping:
                     log.warning("cluster bus: %d events not sent at shutdown: %s", len(batch), exc)
                     return
-                log.warning("cluster bus: cannot publish (will retry): %s", exc)
+                if not failing:
+                    failing = True
+                    log.warning("cluster bus: cannot publish (will retry): %s", exc)
                 time.sleep(_RETRY)
 
     def _send(self, batch: list[tuple[str, Any]]) -> None:

@@ -42,25 +42,40 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
 from ..store.base import StoredMessage
 from ..wire.protocol import encode
-from .bus import ALIVE_TTL, HEARTBEAT, Event, RedisBus
+from .bus import HEARTBEAT, Event, RedisBus
 from .hub import presence
 from .sequencer import Gap, Sequencer
 
 if TYPE_CHECKING:
     from .accounts import Identity
     from .hub import Hub
+    from .limits import ConnectionCaps
+    from .login import Logins
 
-__all__ = ["Cluster", "new_server_id"]
+__all__ = ["Cluster", "ClusterLimits", "new_server_id"]
 
 log = logging.getLogger(__name__)
 
-_DEAD_AFTER = ALIVE_TTL + 2 * HEARTBEAT  # a server's key missing this long: it died
+# A server's key missing this long means it died. Not at once: after a Redis restart
+# every key is gone until each server's next heartbeat puts its own back. With the
+# key's own lifetime, a dead server's users leave within about 12 s (30 s promised).
+_DEAD_AFTER = 2 * HEARTBEAT + 1.0
 _CHECK_EVERY = HEARTBEAT  # seconds between liveness checks
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLimits:
+    """The budgets that would multiply by the number of servers if each kept its own:
+    failed logins and registrations (per address and name), connections per address."""
+
+    logins: Logins
+    connections: ConnectionCaps
 
 
 def new_server_id() -> str:
@@ -81,6 +96,8 @@ class Cluster:
         self._healthy = True
         self.on_server_gone: Callable[[str], None] = lambda server: None
         """Called (under the hub's lock) when another server leaves or is found dead."""
+        self.limits: ClusterLimits | None = None
+        """Where budgets shared by every server hear of what happened elsewhere."""
         bus.on_events = self._on_events
         bus.on_tick = self._on_tick
         bus.on_health = self._on_health
@@ -217,6 +234,8 @@ class Cluster:
 
     def _drop_server(self, server: str, reason: str) -> None:
         self._missing.pop(server, None)
+        if self.limits is not None:
+            self.limits.connections.drop_remote(server)
         for account in list(self._remote.get(server, {})):
             self._set_remote(server, account, 0, reason=reason)
         self._remote.pop(server, None)
@@ -272,7 +291,7 @@ class Cluster:
         delivery = self._hub.delivery
         if row.room is not None:
             room = self._hub.rooms.get(conversation)
-            return lambda: delivery.remote_room(room, row.id, data) if room else None
+            return lambda: delivery.remote_room(room, row.id, row.seq, data) if room else None
         a, b = (int(part) for part in conversation.split(":"))
         sender = self._hub.accounts.find(row.sender)
         recipient = b if sender is not None and sender.id == a else a
@@ -292,7 +311,7 @@ class Cluster:
 
             def deliver() -> None:
                 if room is not None:
-                    hub.delivery.remote_room(room, int(fields["id"]), data)
+                    hub.delivery.remote_room(room, int(fields["id"]), seq, data)
 
             interested = room is not None and bool(room.live)
             conversation = str(room_key)
@@ -376,7 +395,20 @@ class Cluster:
         self._drop_server(str(event["o"]), "server shut down")
 
     def _account(self, event: Event) -> None:
-        """Registered elsewhere: already added from the store in ``_on_events``."""
+        """Registered elsewhere (added from the store in ``_on_events``): the address
+        that registered it has one registration less here too."""
+        if self.limits is not None and event.get("source"):
+            self.limits.logins.registered(str(event["source"]))
+
+    def _login_failed(self, event: Event) -> None:
+        if self.limits is not None:
+            self.limits.logins.failed(str(event["source"]), str(event["name"]))
+
+    def _connections(self, event: Event) -> None:
+        if self.limits is not None:
+            self.limits.connections.set_remote(
+                str(event["o"]), str(event["source"]), int(event["count"])
+            )
 
 
 _HANDLERS: dict[str, Callable[[Cluster, Event], None]] = {
@@ -389,4 +421,6 @@ _HANDLERS: dict[str, Callable[[Cluster, Event], None]] = {
     "account": Cluster._account,
     "gone": Cluster._gone,
     "read": Cluster._read,
+    "login_failed": Cluster._login_failed,
+    "connections": Cluster._connections,
 }

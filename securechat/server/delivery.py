@@ -110,6 +110,11 @@ class Delivery:
             if rows is None:
                 return
             shown = {row.id for row in rows}
+            if room is not None and rows and rows[-1].seq is not None:
+                # Messages released later in cluster mode may already be in the replay.
+                if session.shown_seq is None:
+                    session.shown_seq = {}
+                session.shown_seq[key] = max(session.shown_seq.get(key, 0), rows[-1].seq)
             for message_id, data in held:
                 if message_id not in shown:
                     session.send(data)
@@ -172,19 +177,23 @@ class Delivery:
             data = encode("message", **fields)
 
             def _fan_out() -> None:
-                self._fan_out(room, session, message.id, data)
+                self._fan_out(room, session, message.id, data, message.seq)
                 self._deliver(session, None, 0, ack)
 
             self._release(message, room.key, _fan_out, ack, session)
             if self.cluster is not None:
                 self.cluster.publish("message", frame="message", fields=fields, room=room.key)
 
-    def _fan_out(self, room: Room, sender: Session | None, message_id: int, data: bytes) -> None:
+    def _fan_out(
+        self, room: Room, sender: Session | None, message_id: int, data: bytes, seq: int | None
+    ) -> None:
         key, batch = room.key, self._batch
         # The hot loop of the server (one turn per recipient): kept flat.
         for member in room.live:
             if member is sender:
                 continue
+            if member.shown_seq and seq is not None and seq <= member.shown_seq.get(key, 0):
+                continue  # its replay showed it already
             if member.held and key in member.held:
                 member.deliver(key, message_id, data)
             elif batch is not None:
@@ -263,9 +272,9 @@ class Delivery:
 
     # -- messages committed by other servers (cluster mode, under the lock) ------------------
 
-    def remote_room(self, room: Room, message_id: int, data: bytes) -> None:
+    def remote_room(self, room: Room, message_id: int, seq: int | None, data: bytes) -> None:
         """A message another server committed to ``room``: to every session here in it."""
-        self._fan_out(room, None, message_id, data)
+        self._fan_out(room, None, message_id, data, seq)
 
     def remote_private(self, sender: int, recipient: int, message_id: int, data: bytes) -> None:
         """A private message another server committed: to the two accounts' sessions here."""

@@ -41,6 +41,7 @@ from typing import Generic, TypeVar
 __all__ = [
     "DEFAULT_CONNECTIONS_PER_SOURCE",
     "DEFAULT_HANDSHAKES_PER_SOURCE",
+    "SHARE_FROM",
     "ConnectionCaps",
     "ConnectionTicket",
     "FailureThrottle",
@@ -313,6 +314,12 @@ class _SourceCount:
     handshakes: int = 0
 
 
+SHARE_FROM = 4
+"""Cluster mode: a source's connection count is shared with the other servers once it
+reaches this many here. Below it nothing is sent (most people have a connection or
+two); a source can exceed its cap by at most this many per server."""
+
+
 class ConnectionCaps:
     """Open connections and unfinished TLS handshakes, counted per :func:`source_key`.
 
@@ -336,6 +343,33 @@ class ConnectionCaps:
         self._handshakes = handshakes
         self._lock = threading.Lock()
         self._counts: dict[str, _SourceCount] = {}
+        # Cluster mode: other servers' open connections per source, by server.
+        self._remote: dict[str, dict[str, int]] = {}
+        self.on_change: Callable[[str, int], None] | None = None
+        """Cluster mode: told (source, open connections here) when a source that has at
+        least ``SHARE_FROM`` connections (or had) gains or loses one, so the other
+        servers count them too. Called with this object's lock held: must not wait."""
+
+    def set_remote(self, server: str, source: str, connections: int) -> None:
+        """Another server has ``connections`` open from ``source`` (cluster mode)."""
+        with self._lock:
+            counts = self._remote.setdefault(server, {})
+            if connections > 0:
+                counts[source] = connections
+            else:
+                counts.pop(source, None)
+
+    def drop_remote(self, server: str) -> None:
+        """Another server is gone: its connections no longer count."""
+        with self._lock:
+            self._remote.pop(server, None)
+
+    def _elsewhere(self, key: str) -> int:
+        return sum(counts.get(key, 0) for counts in self._remote.values())
+
+    def _changed(self, key: str, before: int, after: int) -> None:
+        if self.on_change is not None and max(before, after) >= SHARE_FROM:
+            self.on_change(key, after)
 
     def admit(self, ip: str) -> ConnectionTicket | str:
         """A ticket for a new connection from ``ip``, or why it is refused."""
@@ -348,13 +382,15 @@ class ConnectionCaps:
         key = _source_of(address)
         with self._lock:
             count = self._counts.setdefault(key, _SourceCount())
-            if count.connections >= connections:
-                refusal = f"{count.connections} connections open (limit {connections})"
+            open_ = count.connections + (self._elsewhere(key) if self._remote else 0)
+            if open_ >= connections:
+                refusal = f"{open_} connections open (limit {connections})"
             elif count.handshakes >= handshakes:
                 refusal = f"{count.handshakes} TLS handshakes under way (limit {handshakes})"
             else:
                 count.connections += 1
                 count.handshakes += 1
+                self._changed(key, count.connections - 1, count.connections)
                 return ConnectionTicket(self, key)
             return refusal  # a refusal implies count.connections > 0: nothing to tidy
 
@@ -374,6 +410,7 @@ class ConnectionCaps:
             if connection:
                 ticket._open = False
                 count.connections -= 1
+                self._changed(ticket.source, count.connections + 1, count.connections)
                 if not count.connections:
                     del self._counts[ticket.source]
 

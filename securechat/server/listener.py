@@ -49,7 +49,7 @@ from ..tls import peer_common_name, server_context
 from ..wire.protocol import DEFAULT_PORT, Frame
 from . import chat, history_requests
 from .bus import RedisBus
-from .cluster import Cluster, new_server_id
+from .cluster import Cluster, ClusterLimits, new_server_id
 from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE, Hub
 from .limits import (
     DEFAULT_CONNECTIONS_PER_SOURCE,
@@ -228,6 +228,14 @@ class Server:
             networks=config.connection_limits,
         )
         """Open connections and handshakes per source address (read-only for callers)."""
+        if self.hub.cluster is not None:
+            cluster = self.hub.cluster
+            cluster.limits = ClusterLimits(logins, self.connection_caps)
+
+            def _share(source: str, count: int) -> None:
+                cluster.publish("connections", source=source, count=count)
+
+            self.connection_caps.on_change = _share
         self._problems = RateLimitedLog(log)
         self._live_loops = list(self._loops)  # those still handed connections (accept thread)
         self._turn = 0

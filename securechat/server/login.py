@@ -127,9 +127,10 @@ class Logins:
         except ChatError as exc:
             error = exc
             if exc.code == "bad_password":
-                now = time.monotonic()
-                self._by_source.failed(session.source, now)
-                self._by_name.failed(fold(name), now)
+                self.failed(session.source, fold(name))
+                if hub.cluster is not None:
+                    with hub.lock:
+                        hub.cluster.publish("login_failed", source=session.source, name=fold(name))
         except StoreError as exc:
             log.error("login of %s failed: %s", name, exc)
             error = ChatError("unavailable", "the server cannot read its accounts; try later")
@@ -146,6 +147,17 @@ class Logins:
             except ChatError as exc:
                 hub.refuse_login(session, exc, rid)
                 log.info("%s: login as %s refused: %s", session.link.peer, name, exc.code)
+
+    def failed(self, source: str, name: str) -> None:
+        """A wrong password from ``source`` for ``name`` (folded), here or, in cluster
+        mode, on another server: both wait longer before their next attempt."""
+        now = time.monotonic()
+        self._by_source.failed(source, now)
+        self._by_name.failed(name, now)
+
+    def registered(self, source: str) -> None:
+        """Another server registered an account for ``source``: it counts here too."""
+        self._registrations.take(source, time.monotonic())
 
     def _identify(self, session: Session, name: str, password: str | None) -> tuple[Identity, bool]:
         """The account, checked (and registered if the name is new); True if new."""
@@ -174,7 +186,9 @@ class Logins:
                 raise ChatError("name_in_use", f"{name} was registered just now; try again")
             if self._hub.cluster is not None:
                 with self._hub.lock:
-                    self._hub.cluster.publish("account", name=account.name)
+                    self._hub.cluster.publish(
+                        "account", name=account.name, source=session.source
+                    )
             return accounts.add(account), True
         if password is None:
             return identity, False  # the certificate is the proof

@@ -67,6 +67,7 @@ class Session:
         "identity",
         "link",
         "number",
+        "shown_seq",
         "since",
         "source",
         "state",
@@ -91,6 +92,9 @@ class Session:
         """Per conversation (room fold, or ``""`` for private messages): live messages
         waiting behind its replay. None when nothing waits, as almost always."""
         self.held_bytes = 0
+        self.shown_seq: dict[str, int] | None = None
+        """Per room: the highest sequence number a replay showed this session. In cluster
+        mode a message may be released here after a replay read it from the store."""
 
     @property
     def name(self) -> str:
