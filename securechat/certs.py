@@ -6,7 +6,9 @@ Strategy
 on one machine or a LAN::
 
     ca.pem / ca.key            self-signed CA, path length 0 (it signs leaves only)
-    server.pem / server.key    serverAuth leaf for localhost, 127.0.0.1, ::1 and --host
+    server.pem / server.key    serverAuth and clientAuth leaf (clientAuth: a cluster
+                               server dials the others with it) for localhost,
+                               127.0.0.1, ::1 and --host
     NAME.pem / NAME.key        clientAuth leaf, common name NAME (``--client NAME``)
 
 Every key is ECDSA P-256 and every signature SHA-256. The extensions are the
@@ -145,7 +147,7 @@ def make_server_cert(
     *,
     hosts: Sequence[str] = DEFAULT_HOSTS,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A serverAuth certificate signed by ``ca_cert``, and its new private key.
+    """A serverAuth (and clientAuth) certificate signed by ``ca_cert``, and its new key.
 
     ``hosts`` are exactly the names the certificate is valid for: each IP
     address string becomes an IP subject alternative name, anything else a DNS
@@ -164,7 +166,9 @@ def make_server_cert(
         ca_key,
         key,
         common_name="securechat development server",
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        # clientAuth too: in a cluster each server presents this certificate when it
+        # dials another (OpenSSL checks a client's certificate for clientAuth).
+        usages=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
     ).add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key
 
@@ -183,7 +187,7 @@ def make_client_cert(
     _check_client_name(name)
     key = ec.generate_private_key(ec.SECP256R1())
     builder = _leaf_builder(
-        ca_cert, ca_key, key, common_name=name, usage=ExtendedKeyUsageOID.CLIENT_AUTH
+        ca_cert, ca_key, key, common_name=name, usages=(ExtendedKeyUsageOID.CLIENT_AUTH,)
     )
     return builder.sign(ca_key, hashes.SHA256()), key
 
@@ -385,7 +389,7 @@ def _leaf_builder(
     key: ec.EllipticCurvePrivateKey,
     *,
     common_name: str,
-    usage: x509.ObjectIdentifier,
+    usages: Sequence[x509.ObjectIdentifier],
 ) -> x509.CertificateBuilder:
     """The parts every leaf shares; the caller adds names and signs."""
     now = _now()
@@ -414,7 +418,7 @@ def _leaf_builder(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(_authority_key_identifier(ca_cert, ca_key), critical=False)
     )

@@ -13,6 +13,9 @@ import hashlib
 import ssl
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
 from .errors import CertificateVerifyError, ConfigError, TLSError
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "client_context",
     "describe_tls_error",
     "peer_common_name",
+    "peer_has_server_usage",
     "server_context",
 ]
 
@@ -114,6 +118,28 @@ def peer_common_name(sock: ssl.SSLSocket) -> str | None:
             if attribute[0] == "commonName":
                 return str(attribute[1])
     return None
+
+
+def peer_has_server_usage(sock: ssl.SSLSocket) -> bool:
+    """True if the peer's verified certificate may identify a TLS server (serverAuth).
+
+    Between the servers of a cluster each end presents its server certificate;
+    OpenSSL checks the dialer's for clientAuth, and this check keeps a user's
+    client certificate from the same CA from passing for a server. A
+    certificate without the extension is good for any purpose, as RFC 5280 says.
+    """
+    der = sock.getpeercert(binary_form=True)
+    if not der:
+        return False
+    try:
+        usage = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+            x509.ExtendedKeyUsage
+        )
+    except x509.ExtensionNotFound:
+        return True
+    except ValueError:
+        return False
+    return ExtendedKeyUsageOID.SERVER_AUTH in usage.value
 
 
 def certificate_summary(sock: ssl.SSLSocket) -> dict[str, str]:

@@ -328,14 +328,15 @@ def test_ca_extensions_are_critical(dev_certs: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "purpose"),
+    ("name", "purposes"),
     [
-        ("server.pem", ExtendedKeyUsageOID.SERVER_AUTH),
-        ("alice.pem", ExtendedKeyUsageOID.CLIENT_AUTH),
+        # clientAuth as well: a cluster server dials the others with its certificate.
+        ("server.pem", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+        ("alice.pem", [ExtendedKeyUsageOID.CLIENT_AUTH]),
     ],
 )
 def test_leaf_extensions_chain_to_the_ca(
-    dev_certs: Path, name: str, purpose: x509.ObjectIdentifier
+    dev_certs: Path, name: str, purposes: list[x509.ObjectIdentifier]
 ) -> None:
     ca = _load(dev_certs / "ca.pem")
     leaf = _load(dev_certs / name)
@@ -347,7 +348,7 @@ def test_leaf_extensions_chain_to_the_ca(
     assert usage.critical
     assert usage.value.digital_signature
     assert not usage.value.key_cert_sign
-    assert list(extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [purpose]
+    assert list(extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == purposes
     extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     aki = extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value

@@ -105,6 +105,8 @@ class RedisBus:
         self._stream = f"{prefix}:events"
         self._alive = f"{prefix}:alive:"
         self._online = f"{prefix}:online:"
+        self._peer = f"{prefix}:peer:"
+        self._peer_address: str | None = None
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -148,7 +150,11 @@ class RedisBus:
         for thread in self._threads[1:]:
             thread.join(max(0.0, deadline - time.monotonic()))
         try:
-            self._redis.delete(self._alive + self.server_id, self._online + self.server_id)
+            self._redis.delete(
+                self._alive + self.server_id,
+                self._online + self.server_id,
+                self._peer + self.server_id,
+            )
         except redis.RedisError as exc:
             log.warning("could not leave the cluster cleanly: %s", exc)
         self._redis.close()
@@ -163,6 +169,16 @@ class RedisBus:
     def set_online(self, account_id: int, sessions: int) -> None:
         """Record how many sessions ``account_id`` has on this server (0: none)."""
         self._put("online", (account_id, sessions))
+
+    def set_peer_address(self, address: str) -> None:
+        """Publish where other servers reach this one's peer port (call before ``start``);
+        the key lapses with the liveness key, so nobody dials a dead server's address."""
+        self._peer_address = address
+
+    def peer_address(self, server: str) -> str | None:
+        """The peer address ``server`` publishes, if any (a Redis call: may wait)."""
+        address = self._redis.get(self._peer + server)
+        return str(address) if address is not None else None
 
     def _put(self, kind: str, item: Any) -> None:
         with self._pending_lock:
@@ -193,6 +209,10 @@ class RedisBus:
         oldest = int((time.time() - STREAM_AGE) * 1000)
         self._redis.xtrim(self._stream, minid=f"{oldest}-0", approximate=False)
         was = self._redis.set(self._alive + self.server_id, "1", px=int(ALIVE_TTL * 1000), get=True)
+        if self._peer_address is not None:
+            self._redis.set(
+                self._peer + self.server_id, self._peer_address, px=int(ALIVE_TTL * 1000)
+            )
         if was is None and self._online_table:
             # Our key was gone: Redis restarted empty (or we stalled past the TTL). The
             # online hash went with it, so tell the others again who is here.

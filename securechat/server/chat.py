@@ -340,12 +340,16 @@ def unread(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
 
 
 def file_offer(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
-    """Offer a file to a user: it goes to their newest session."""
+    """Offer a file to a user: it goes to their newest session on this server, or, if
+    they have none here, to their newest session on another server of the cluster."""
     target = find_user(hub, frame.str_field("to"))
     sessions = hub.sessions.of(target.id)
-    if not sessions:
+    if sessions:
+        hub.relay.offer(session, sessions[-1], frame, rid)
+    elif hub.remote_files is not None and hub.remote_files.is_online_elsewhere(target):
+        hub.relay.offer(session, hub.remote_files.recipient(target), frame, rid)
+    else:
         raise ChatError("not_online", f"{target.name} is not online; try again when they are")
-    hub.relay.offer(session, sessions[-1], frame, rid)
 
 
 def _relay(method: str) -> Any:
@@ -353,6 +357,8 @@ def _relay(method: str) -> Any:
     so a client with several under way learns which one failed without parsing text."""
 
     def handler(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
+        if hub.remote_files is not None and hub.remote_files.forward(session, frame):
+            return  # a transfer from another server: its relay checks and answers
         action = getattr(hub.relay, method)
         try:
             if method in ("accept", "reject", "cancel"):

@@ -49,6 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
         "sharing one --store tell each other what happens; needs a PostgreSQL --store",
     )
     p.add_argument(
+        "--peer-port",
+        type=int,
+        metavar="PORT",
+        help="cluster mode: the port on which the other servers connect to this one to pass "
+        "file data between users on different servers (mutual TLS; needs --peer-ca)",
+    )
+    p.add_argument(
+        "--peer-host",
+        metavar="NAME",
+        help="the name or address the other servers dial for --peer-port; this server's "
+        "certificate must list it (default: --host)",
+    )
+    p.add_argument(
+        "--peer-ca",
+        type=Path,
+        metavar="PEM",
+        help="the CA that signs every cluster server's certificate (and nothing else): "
+        "both ends of a link between servers present and verify one",
+    )
+    p.add_argument(
         "--client-ca",
         type=Path,
         help="require client certificates signed by this CA; their common name is the user",
@@ -176,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     for option in ("retention_days", "history_on_join", "max_file_size"):
         if getattr(args, option) < 0:
             parser.error(f"--{option.replace('_', '-')} must not be negative")
+    if args.peer_port is not None:
+        if args.bus is None or args.peer_ca is None:
+            parser.error("--peer-port needs --bus and --peer-ca")
+        if not 0 <= args.peer_port <= 65535:
+            parser.error("--peer-port must be between 0 and 65535")
     for option in ("frame_timeout", "message_rate"):
         if getattr(args, option) <= 0:
             parser.error(f"--{option.replace('_', '-')} must be positive")
@@ -202,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         db=args.db,
         store=args.store,
         bus=args.bus,
+        peer_port=args.peer_port,
+        peer_host=args.peer_host,
+        peer_ca=args.peer_ca,
         client_ca=args.client_ca,
         tls_min=args.tls_min,
         io_threads=args.io_threads,

@@ -94,6 +94,8 @@ class Cluster:
         self._missing: dict[str, float] = {}  # server -> since when its key is missing
         self._next_check = 0.0
         self._healthy = True
+        self.on_server_gone: Callable[[str], None] = lambda server: None
+        """Called (under the hub's lock) when another server leaves or is found dead."""
         self.limits: ClusterLimits | None = None
         """Where budgets shared by every server hear of what happened elsewhere."""
         bus.on_events = self._on_events
@@ -119,6 +121,10 @@ class Cluster:
     def servers_of(self, account_id: int) -> int:
         """How many other servers ``account_id`` has a session on."""
         return sum(1 for online in self._remote.values() if online.get(account_id))
+
+    def servers_with(self, account_id: int) -> list[str]:
+        """The other servers ``account_id`` has a session on, in a stable order."""
+        return sorted(server for server, online in self._remote.items() if online.get(account_id))
 
     def remote_accounts(self) -> set[int]:
         """Every account online on another server."""
@@ -233,6 +239,7 @@ class Cluster:
         for account in list(self._remote.get(server, {})):
             self._set_remote(server, account, 0, reason=reason)
         self._remote.pop(server, None)
+        self.on_server_gone(server)
 
     def _set_remote(self, server: str, account: int, count: int, *, reason: str = "") -> None:
         """Record ``account``'s sessions on ``server``, announcing an arrival in (or

@@ -54,6 +54,7 @@ from .writer import MessageWriter
 
 if TYPE_CHECKING:
     from .cluster import Cluster
+    from .remote_files import RemoteFiles
 
 __all__ = [
     "DEFAULT_MAX_SESSIONS",
@@ -162,6 +163,8 @@ class Hub:
         self.handlers: dict[str, Handler] = {}
         self.cluster: Cluster | None = None
         """The other servers of the chat, in cluster mode (set by the server)."""
+        self.remote_files: RemoteFiles | None = None
+        """File transfers with users on other servers, in cluster mode (set by the server)."""
         self._connections: set[Session] = set()
         self._closed = False
         writer.delivery_context = self.delivery.batch
@@ -205,6 +208,8 @@ class Hub:
                 return
             last = self.sessions.remove(session)
             self.relay.drop(session)
+            if self.remote_files is not None:
+                self.remote_files.session_closed(session)
             if self.cluster is not None:
                 self._publish_presence(session.account_id, reason)
                 last = last and not self.cluster.remote_sessions(session.account_id)

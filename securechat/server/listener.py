@@ -25,6 +25,7 @@ More than one loop lets TLS work (which releases the GIL) use both cores.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import resource
@@ -59,7 +60,9 @@ from .limits import (
     RateLimitedLog,
 )
 from .login import DEFAULT_REGISTRATIONS, Logins
+from .peers import PeerNetwork
 from .relay import DEFAULT_MAX_FILE_SIZE
+from .remote_files import RemoteFiles
 from .sessions import Session
 from .writer import MessageWriter
 
@@ -108,6 +111,13 @@ class ServerConfig:
     max_handshakes_per_ip: int = DEFAULT_HANDSHAKES_PER_SOURCE
     connection_limits: tuple[tuple[IPNetwork, int], ...] = ()
     """Networks with their own per-address cap (both caps), e.g. an office's NAT range."""
+    peer_port: int | None = None
+    """Cluster mode: the port other servers dial for file data (0: any free port)."""
+    peer_host: str | None = None
+    """The name or address other servers dial and check this server's certificate
+    against (default: ``host``)."""
+    peer_ca: Path | None = None
+    """The CA that signs every cluster server's certificate (required with ``peer_port``)."""
 
 
 class _Connection:
@@ -199,9 +209,15 @@ class Server:
             message_burst=config.message_burst,
             message_rate=config.message_rate,
         )
+        self._loops = tuple(IOLoop(f"io-{i}") for i in range(max(1, config.io_threads)))
+        self._peers: PeerNetwork | None = None
         if self._bus is not None:
             cluster = Cluster(self.hub, self._bus, self._store.load_last_seqs())
             self.hub.cluster = self.hub.delivery.cluster = cluster
+            files = RemoteFiles(self.hub, cluster)
+            self._peers = files.network = self._peer_network(self._bus, files)
+            self.hub.remote_files = files
+            cluster.on_server_gone = files.server_gone
         self.hub.handlers.update(chat.HANDLERS)
         self.hub.handlers.update(history_requests.HANDLERS)
         logins = Logins(self.hub, self._pool, registrations_per_source=config.registrations_per_ip)
@@ -221,13 +237,47 @@ class Server:
 
             self.connection_caps.on_change = _share
         self._problems = RateLimitedLog(log)
-        self._loops = tuple(IOLoop(f"io-{i}") for i in range(max(1, config.io_threads)))
         self._live_loops = list(self._loops)  # those still handed connections (accept thread)
         self._turn = 0
         self._listener: socket.socket | None = None
         self._stop_r, self._stop_w = os.pipe()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._stopped = threading.Event()
+
+    def _peer_network(self, bus: RedisBus, files: RemoteFiles) -> PeerNetwork | None:
+        """The links to the other servers, if this one has a peer port."""
+        cfg = self.config
+        if cfg.peer_port is None:
+            return None
+        if cfg.peer_ca is None:
+            raise ConfigError("--peer-port needs --peer-ca: the CA of every cluster server")
+        host = cfg.peer_host or cfg.host
+        if _is_unspecified(host):
+            raise ConfigError(
+                f"--host {cfg.host} is no address other servers can dial: pass --peer-host "
+                "with a name or address in this server's certificate"
+            )
+        return PeerNetwork(
+            server_id=bus.server_id,
+            host=cfg.host,
+            port=cfg.peer_port,
+            advertise_host=host,
+            cert=cfg.cert,
+            key=cfg.key,
+            ca=cfg.peer_ca,
+            tls_min=cfg.tls_min,
+            loops=self._loops,
+            lookup=bus.peer_address,
+            handler=files,
+            handshake_timeout=cfg.handshake_timeout,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+        )
+
+    @property
+    def peer_address(self) -> str | None:
+        """Where other servers of the cluster dial this one (``host:port``), if anywhere."""
+        return self._peers.address if self._peers is not None else None
 
     @property
     def io_loops(self) -> tuple[IOLoop, ...]:
@@ -262,6 +312,14 @@ class Server:
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}"
             ) from exc
         self._listener = listener
+        if self._peers is not None:
+            try:
+                self._peers.start()
+            except ConfigError:
+                listener.close()
+                raise
+            assert self._bus is not None
+            self._bus.set_peer_address(self._peers.address)
         self._writer.start()
         if self.hub.cluster is not None:
             self.hub.cluster.start()
@@ -285,6 +343,8 @@ class Server:
         self.hub.shutdown(
             reason, drain_timeout=max(0.1, deadline - time.monotonic() - CLOSE_TIMEOUT - 1.0)
         )
+        if self._peers is not None:
+            self._peers.stop()
         # Give clients a moment to receive the goodbye, then close what is left.
         grace = min(CLOSE_TIMEOUT + 0.5, max(0.0, deadline - time.monotonic() - 1.0))
         until = time.monotonic() + grace
@@ -387,6 +447,14 @@ class Server:
         ticket.release()
         tls.close()
         return False
+
+
+def _is_unspecified(host: str) -> bool:
+    """True for an address that means "every interface", which nobody can dial."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return not host  # a name
 
 
 def _raise_fd_limit() -> None:

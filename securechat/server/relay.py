@@ -248,13 +248,15 @@ class FileRelay:
             fields["reason"] = reason or "the recipient could not save the file"
         transfer.sender.send(encode("file_result", **fields))
 
-    def drop(self, party: Session) -> None:
-        """``party`` disconnected: fail its transfers and tell the other sides."""
+    def drop(self, party: Session, reason: str | None = None) -> None:
+        """``party`` disconnected (or became unreachable, for ``reason``): fail its
+        transfers and tell the other sides; the recipient's partial file stays resumable."""
+        why = reason or f"{party.name} disconnected"
         for transfer in list(self._transfers.values()):
             if party is transfer.sender:
-                self._fail(transfer, f"{party.name} disconnected", tell=transfer.recipient)
+                self._fail(transfer, why, tell=transfer.recipient)
             elif party is transfer.recipient:
-                self._fail(transfer, f"{party.name} disconnected", tell=transfer.sender)
+                self._fail(transfer, why, tell=transfer.sender)
 
     def _end(self, transfer: Transfer) -> None:
         self._transfers.pop(transfer.id, None)

@@ -240,8 +240,7 @@ class MessageWriter:
     def saw_id(self, message_id: int) -> None:
         """Another server committed message ``message_id`` (cluster mode): an erasure asked
         for from now on covers it too. Any thread; a lost race only lowers the bound."""
-        if message_id > self._last_id:
-            self._last_id = message_id
+        self._last_id = max(self._last_id, message_id)
 
     def index_now(self) -> None:
         """Index every stored message (writer thread only; search calls it in order)."""
