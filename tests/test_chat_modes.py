@@ -181,3 +181,24 @@ def test_read_markers_are_shared_by_sessions_on_every_server(
     rid = bob.send("read", room="#general", id=said.get("id"))
     bob.expect("read", rid=rid)
     assert bob_too.expect("read", room="#general").get("id") == said.get("id")
+
+
+def test_a_login_with_resume_points_replays_the_gap_before_anything_live(
+    chat: Chat, raw_client: Factory
+) -> None:
+    alice = _login(raw_client, chat, 0, "alice")
+    bob = _login(raw_client, chat, 1, "bob")
+    first = _say(alice, "#general", "seen")
+    for n in range(3):
+        _say(alice, "#general", f"missed {n}")
+    bob.close()
+    back = raw_client(chat.at(1))
+    back.send("login", user="bob", password="pw", replay=False, since={"#General": first.get("id")})
+    _say(alice, "#general", "live")
+    texts = []
+    while len(texts) < 4:
+        texts.append(back.expect("message", room="#general").get("text"))
+    assert texts == ["missed 0", "missed 1", "missed 2", "live"]
+    bad = raw_client(chat.at(0))
+    bad.send("login", user="bob", password="pw", since={"#general": "yesterday"})
+    assert bad.expect("error").get("code") == "bad_frame"

@@ -16,6 +16,7 @@ import pytest
 from securechat.wire.protocol import Frame
 from tests.conftest import (
     UNMETERED_ARGS,
+    ClientProcess,
     Pki,
     RawClient,
     ServerProcess,
@@ -79,6 +80,8 @@ def _room_view(frames: list[Frame]) -> tuple[list[int], set[int]]:
     for f in frames:
         if f.type != "message" or f.get("room") != "#general":
             continue
+        if f.get("duplicate"):
+            continue  # a re-sent message's original: from before this connection
         if f.get("rid") is not None:
             own.add(f.get("seq"))
         else:
@@ -289,3 +292,48 @@ def test_a_server_cut_from_redis_tells_its_clients(
     assert notice.get("healthy") is False and "lost touch" in notice.get("text")
     # The other server sees it gone: its users go offline there.
     alice.expect("system", event="quit", user="bob", timeout=30)
+
+
+def test_reference_clients_of_a_killed_server_carry_on_through_another_and_miss_nothing(
+    pki: Pki, cluster: Cluster, client_process: Callable[..., ClientProcess]
+) -> None:
+    servers = cluster(3)
+    hosts = tuple(f"localhost:{s.port}" for s in servers)
+    # Two people on the server about to die, each given every address, theirs first.
+    watchers = [
+        client_process(servers[2].port, name, hosts=(hosts[2], hosts[0], hosts[1]))
+        for name in ("wendy", "walt")
+    ]
+    for watcher in watchers:
+        watcher.wait_for("connected")
+    senders = [_client(pki, servers[i], f"sender{i}") for i in (0, 1)]
+    total = 60
+
+    def _talk() -> None:
+        for n in range(total):
+            sender = senders[n % 2]
+            rid = sender.send("say", room="#general", text=f"line {n}")
+            sender.expect("message", rid=rid)
+
+    talker = threading.Thread(target=_talk)
+    talker.start()
+    watchers[0].wait_for("message", text="line 10", timeout=20)
+    servers[2].sigkill()
+    watchers[1].type("walt still here")  # typed while his server is gone
+    talker.join(30)
+    for watcher in watchers:
+        watcher.wait_for("system", event="server_changed", timeout=20)
+        watcher.wait_for("message", text=f"line {total - 1}", timeout=20)
+        texts = [
+            e["text"]
+            for e in watcher.drain(1.0)
+            if e["type"] == "message" and e["text"].startswith("line ")
+        ]
+        # Every line once, in order (the ones waited for above were taken out of events).
+        everything = sorted({*texts, "line 10", f"line {total - 1}"}, key=lambda t: int(t[5:]))
+        assert everything == [f"line {n}" for n in range(total)], texts
+        assert len(texts) == len(set(texts)), texts
+    rows, _ = history_page(senders[0], room="#general", limit=100)
+    stored = [r.get("text") for r in rows]
+    assert stored.count("walt still here") == 1
+    assert [r.get("seq") for r in rows] == list(range(1, len(rows) + 1))

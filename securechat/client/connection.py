@@ -84,6 +84,9 @@ class Attempt:
         self.live = False
         """Ready, rejoined, and everything queued meanwhile sent: requests go straight out."""
         self.login_rid: int | None = None
+        self.resumed = False
+        """The login named the rooms' resume points (``since``): the server replays the
+        gaps itself, so the gap fill does not rejoin them."""
         self.features: frozenset[str] = frozenset()
         """The features the server's ``hello`` announced."""
         self.closed = False

@@ -266,7 +266,7 @@ class ChatClient:
             self._requests.sent(rid)
             if resync:
                 # Marked before sending: the answer may arrive before send() returns.
-                self._resync.mark(rid)
+                self._resync.mark(rid, fields.get("user"))
         attempt.channel.send(encode(type_, rid=rid, **fields))
         return rid
 
@@ -411,17 +411,18 @@ class ChatClient:
             self._give_up(str(exc))
             return
         if attempt is not None:
-            self._fill_gap()
+            self._fill_gap(rejoin=not attempt.resumed)
             self._go_live(attempt)
 
     def _give_up(self, reason: str) -> None:
         self._emit("disconnected", reason=f"cannot reconnect: {reason}")
         self._finish()
 
-    def _fill_gap(self) -> None:
-        """Rejoin rooms and fetch what was missed, marking those answers as gap fill."""
+    def _fill_gap(self, *, rejoin: bool) -> None:
+        """Fetch what was missed (rejoining rooms to get theirs unless the login named
+        their resume points), marking those answers as gap fill."""
         try:
-            for type_, fields in self._resync.requests(self._state.rooms):
+            for type_, fields in self._resync.requests(self._state.rooms, rejoin=rejoin):
                 self._send(type_, fields, resync=True)
         except ConnectionLost:
             pass  # dropped again: the next reconnect fills the gap
@@ -456,6 +457,9 @@ class ChatClient:
             fields["password"] = self._password
         if not attempt.replay:
             fields["replay"] = False
+            if "login_since" in self._server_features:  # the last server's: the same chat
+                fields["since"] = self._resync.room_marks(self._state.rooms)
+                attempt.resumed = True
         with self._lock:
             rid = self._requests.new_rid()
             self._requests.sent(rid)

@@ -34,30 +34,52 @@ class Resync:
         self._lock = threading.Lock()
         self._last_seen: dict[str, int] = {}
         self._partners: dict[str, str] = {}
-        self._rids: set[int] = set()
+        self._rids: dict[int, str | None] = {}  # gap-fill requests: rid -> conversation
+        # Private conversations being filled: the mark when the fill was asked for, and
+        # what was shown live since, so a live message that overtakes the fill's answer
+        # does not make the fill's older rows look shown already.
+        self._filling: dict[str, tuple[int, set[int]]] = {}
 
     # -- requests of the gap fill ----------------------------------------------------
 
-    def requests(self, rooms: list[str]) -> list[tuple[str, dict[str, Any]]]:
-        """The frames (type, fields) that rejoin ``rooms`` and fetch what was missed."""
+    def room_marks(self, rooms: list[str]) -> dict[str, int]:
+        """Per room, the id after which the client has not seen its messages (rooms where
+        it has seen nothing yet are left out: the server's join replay covers them)."""
         with self._lock:
-            # Ids are global: anything newer than the newest message we showed
-            # anywhere is news, also in a room where we had not seen a message yet.
-            newest = max(self._last_seen.values(), default=0)
+            return self._room_marks(rooms)
+
+    def _room_marks(self, rooms: list[str]) -> dict[str, int]:
+        # Ids are global: anything newer than the newest message we showed anywhere
+        # is news, also in a room where we had not seen a message yet.
+        newest = max(self._last_seen.values(), default=0)
+        marks = {room: self._last_seen.get(fold(room), newest) for room in rooms}
+        return {room: since for room, since in marks.items() if since}
+
+    def requests(self, rooms: list[str], *, rejoin: bool) -> list[tuple[str, dict[str, Any]]]:
+        """The frames (type, fields) that fetch what was missed: rejoining ``rooms`` (if
+        ``rejoin``) and the history of every private conversation."""
+        with self._lock:
             wanted: list[tuple[str, dict[str, Any]]] = []
-            for room in rooms:
-                since = self._last_seen.get(fold(room), newest)
-                wanted.append(("join", {"room": room, "since": since} if since else {"room": room}))
+            if rejoin:
+                marks = self._room_marks(rooms)
+                for room in rooms:
+                    since = marks.get(room)
+                    fields: dict[str, Any] = {"room": room}
+                    if since:
+                        fields["since"] = since
+                    wanted.append(("join", fields))
             for key, seen in self._last_seen.items():
                 if key.startswith("@") and key[1:] in self._partners:
+                    self._filling[key] = (seen, set())
                     fields = {"user": self._partners[key[1:]], "after": seen}
                     wanted.append(("history", {**fields, "limit": GAP_FILL_LIMIT}))
             return wanted
 
-    def mark(self, rid: int) -> None:
-        """Request ``rid`` is part of the gap fill: its answers are not shown as such."""
+    def mark(self, rid: int, partner: str | None = None) -> None:
+        """Request ``rid`` is part of the gap fill (of the conversation with ``partner``,
+        if given): its answers are not shown as such."""
         with self._lock:
-            self._rids.add(rid)
+            self._rids[rid] = None if partner is None else "@" + fold(partner)
 
     def is_gap_fill(self, rid: int | None) -> bool:
         """True if ``rid`` answers a gap-fill request."""
@@ -67,7 +89,9 @@ class Resync:
     def answered(self, rid: int) -> None:
         """Request ``rid`` is fully answered."""
         with self._lock:
-            self._rids.discard(rid)
+            target = self._rids.pop(rid, None)
+            if target is not None:
+                self._filling.pop(target, None)
 
     # -- what was shown ------------------------------------------------------------------
 
@@ -86,6 +110,16 @@ class Resync:
             if explicit:
                 return True
             seen = self._last_seen.get(target, 0)
+            filling = self._filling.get(target)
+            if filling is not None:
+                since, shown = filling
+                if replayed and rid is not None:  # the fill's answer, maybe overtaken
+                    if mid <= since or mid in shown:
+                        return False
+                    shown.add(mid)
+                    self._last_seen[target] = max(seen, mid)
+                    return True
+                shown.add(mid)
             if mid <= seen:
                 return False  # a replay overlapping live delivery or the gap fill
             self._last_seen[target] = mid

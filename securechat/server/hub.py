@@ -79,6 +79,7 @@ FEATURES: tuple[str, ...] = (
     "offline",
     "read",
     "resume",
+    "login_since",
 )
 """What this server supports, announced in `hello` so clients need not guess."""
 
@@ -281,8 +282,13 @@ class Hub:
         replay: bool,
         unread: list[UnreadCount],
         new_account: bool,
+        since: dict[str, int] | None = None,
     ) -> None:
-        """Log a session in (under the lock): welcome, its rooms, what it missed."""
+        """Log a session in (under the lock): welcome, its rooms, what it missed.
+
+        ``since`` (room fold -> message id) is a reconnecting client's resume point: those
+        rooms replay what came after it, ahead of anything live (a join asked for after
+        the welcome would let live messages overtake the gap)."""
         sessions = self.sessions.count(identity.id)
         if self.cluster is not None:
             sessions += self.cluster.remote_sessions(identity.id)
@@ -333,7 +339,10 @@ class Hub:
             if first:
                 room.announce(presence("join", room, session.name), skip=session)
             self.send_joined(session, room, None)
-            if replay:
+            resume = since.get(room.key) if since else None
+            if resume is not None:
+                self.delivery.replay(session, room, since=resume)
+            elif replay:
                 self.delivery.replay(session, room, since=None)
         if not new_account:  # a new account has no mail yet
             self.delivery.replay_private(session)

@@ -23,7 +23,7 @@ import math
 import time
 from concurrent.futures import Executor
 
-from ..errors import ChatError, StoreError
+from ..errors import ChatError, ProtocolError, StoreError
 from ..store.base import UnreadCount
 from ..wire.names import DEFAULT_ROOM, check_user_name, fold
 from ..wire.protocol import Frame
@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_REGISTRATIONS",
     "MAX_PENDING_CERTIFICATE_LOGINS",
     "MAX_PENDING_LOGINS",
+    "MAX_RESUME_ROOMS",
     "REGISTRATION_WINDOW",
     "Logins",
 ]
@@ -106,10 +107,18 @@ class Logins:
         self._pending[queued] += 1
         session.state = State.AUTHENTICATING
         replay = frame.get("replay") is not False
-        self._pool.submit(self._check, session, name, password, rid, replay)
+        since = _resume_points(frame)
+        self._pool.submit(self._check, session, name, password, rid, replay=replay, since=since)
 
     def _check(
-        self, session: Session, name: str, password: str | None, rid: int | None, replay: bool
+        self,
+        session: Session,
+        name: str,
+        password: str | None,
+        rid: int | None,
+        *,
+        replay: bool,
+        since: dict[str, int],
     ) -> None:
         """On the pool: check, register if new, summarise, then admit under the lock."""
         hub = self._hub
@@ -143,7 +152,15 @@ class Logins:
                     raise error
                 assert identity is not None
                 self._by_name.succeeded(fold(name))
-                hub.admit(session, identity, rid, replay=replay, unread=unread, new_account=new)
+                hub.admit(
+                    session,
+                    identity,
+                    rid,
+                    replay=replay,
+                    since=since,
+                    unread=unread,
+                    new_account=new,
+                )
             except ChatError as exc:
                 hub.refuse_login(session, exc, rid)
                 log.info("%s: login as %s refused: %s", session.link.peer, name, exc.code)
@@ -203,6 +220,28 @@ class Logins:
                 f"wrong password for {identity.name}: a new name registers a new account",
             )
         return identity, False
+
+
+MAX_RESUME_ROOMS = 10_000
+"""Rooms a login may name in ``since`` at most."""
+
+
+def _resume_points(frame: Frame) -> dict[str, int]:
+    """The login's ``since``: per room (folded), the newest message id the client has
+    shown there. A reconnecting client gets what came after, before anything live."""
+    since = frame.get("since")
+    if since is None:
+        return {}
+    if not isinstance(since, dict) or len(since) > MAX_RESUME_ROOMS:
+        raise ProtocolError(
+            f"'since' must be an object of at most {MAX_RESUME_ROOMS} rooms and message ids"
+        )
+    points = {}
+    for room, last in since.items():
+        if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+            raise ProtocolError("'since' gives every room a message id (a whole number >= 0)")
+        points[fold(room)] = last
+    return points
 
 
 def _certificate_name(name: str, asked: str | None) -> str:
