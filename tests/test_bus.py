@@ -59,11 +59,12 @@ def test_online_accounts_and_liveness_are_visible_to_others(
     two, _ = make_bus("two")
     one.start()
     two.start()
-    one.set_online(7, 2)
-    one.set_online(8, 1)
-    one.set_online(8, 0)
+    two_sessions = [{"session": 1, "peer": "a"}, {"session": 2, "peer": "b"}]
+    one.set_online(7, two_sessions)
+    one.set_online(8, [{"session": 3}])
+    one.set_online(8, [])
     deadline = time.monotonic() + 10
-    while two.servers() != {"one": {7: 2}}:
+    while two.servers() != {"one": {7: two_sessions}}:
         assert time.monotonic() < deadline, two.servers()
         time.sleep(0.05)
     one.stop()
@@ -77,7 +78,7 @@ def test_a_redis_restart_loses_no_event_published_after_it_and_restores_liveness
     two, from_two = make_bus("two")
     one.start()
     two.start()
-    one.set_online(7, 1)
+    one.set_online(7, [{"session": 1}])
     one.publish({"t": "message", "n": 0})
     assert _next(from_two)["n"] == 0
     redis_server.stop()
@@ -89,7 +90,8 @@ def test_a_redis_restart_loses_no_event_published_after_it_and_restores_liveness
     assert ("health", True) in got
     assert [e["n"] for e in got if isinstance(e, dict)] == [1, 2, 3, 4, 5]
     deadline = time.monotonic() + 10
-    while two.servers() != {"one": {7: 1}}:  # the heartbeat put the online table back
+    # The heartbeat put the online table back.
+    while two.servers() != {"one": {7: [{"session": 1}]}}:
         assert time.monotonic() < deadline, two.servers()
         time.sleep(0.1)
 

@@ -202,3 +202,28 @@ def test_a_login_with_resume_points_replays_the_gap_before_anything_live(
     bad = raw_client(chat.at(0))
     bad.send("login", user="bob", password="pw", since={"#general": "yesterday"})
     assert bad.expect("error").get("code") == "bad_frame"
+
+
+def test_sessions_on_every_server_are_listed_and_can_be_closed(
+    chat: Chat, raw_client: Factory
+) -> None:
+    first = _login(raw_client, chat, 0, "alice")
+    second = _login(raw_client, chat, 1, "alice")
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    while True:  # in a cluster, news of the other session takes a moment
+        rid = first.send("sessions")
+        listed = first.expect("sessions", rid=rid).get("sessions")
+        if len(listed) == 2:
+            break
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.02)
+    numbers = {s["session"] for s in listed}
+    assert len(numbers) == 2  # unique across servers
+    (mine,) = [s for s in listed if s["current"]]
+    (other,) = [s for s in listed if not s["current"]]
+    assert other["peer"] and other["since"]
+    rid = first.send("session_close", session=other["session"])
+    first.expect("session_closed", rid=rid)
+    closed = second.wait_closed()
+    assert [f.get("code") for f in closed if f.type == "bye"] == ["session_closed"]
+    assert mine["session"] != other["session"]

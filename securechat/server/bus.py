@@ -105,6 +105,7 @@ class RedisBus:
         self._stream = f"{prefix}:events"
         self._alive = f"{prefix}:alive:"
         self._online = f"{prefix}:online:"
+        self._numbers = f"{prefix}:session-numbers"
         self._peer = f"{prefix}:peer:"
         self._peer_address: str | None = None
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -113,7 +114,7 @@ class RedisBus:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_id = "$"
-        self._online_table: dict[int, int] = {}  # the publisher's copy of our online hash
+        self._online_table: dict[int, str] = {}  # the publisher's copy of our online hash
         self.on_events: Callable[[list[Event]], None] = lambda events: None
         """Called on the reader thread with each batch of other servers' events."""
         self.on_tick: Callable[[], None] = lambda: None
@@ -166,9 +167,10 @@ class RedisBus:
         event["o"] = self.server_id
         self._put("event", json.dumps(event, separators=(",", ":")))
 
-    def set_online(self, account_id: int, sessions: int) -> None:
-        """Record how many sessions ``account_id`` has on this server (0: none)."""
-        self._put("online", (account_id, sessions))
+    def set_online(self, account_id: int, sessions: list[dict[str, Any]]) -> None:
+        """Record the sessions ``account_id`` has on this server (none: empty), each
+        described for ``/sessions`` on the other servers."""
+        self._put("online", (account_id, json.dumps(sessions, separators=(",", ":"))))
 
     def set_peer_address(self, address: str) -> None:
         """Publish where other servers reach this one's peer port (call before ``start``);
@@ -188,19 +190,25 @@ class RedisBus:
             self._pending += 1
         self._queue.put((kind, item))
 
-    # -- the reader thread's side (may wait) ----------------------------------------------------
+    # -- what may wait (the reader thread, the login pool) ---------------------------------------
 
-    def servers(self) -> dict[str, dict[int, int]]:
-        """Every other live server and its accounts online (account id -> sessions)."""
+    def next_session_number(self) -> int:
+        """A session number no other server hands out (RedisError if Redis is down)."""
+        return int(self._redis.incr(self._numbers))
+
+    def servers(self) -> dict[str, dict[int, list[dict[str, Any]]]]:
+        """Every other live server and its accounts online (account id -> its sessions
+        there, as given to ``set_online``)."""
         alive = [
             str(key)[len(self._alive) :] for key in self._redis.scan_iter(self._alive + "*")
         ]
-        found: dict[str, dict[int, int]] = {}
+        found: dict[str, dict[int, list[dict[str, Any]]]] = {}
         for server in alive:
             if server == self.server_id:
                 continue
             online = self._redis.hgetall(self._online + server)
-            found[server] = {int(k): int(v) for k, v in online.items() if int(v) > 0}
+            sessions = {int(k): _session_list(v) for k, v in online.items()}
+            found[server] = {account: listed for account, listed in sessions.items() if listed}
         return found
 
     # -- threads -------------------------------------------------------------------------
@@ -261,23 +269,23 @@ class RedisBus:
 
     def _send(self, batch: list[tuple[str, Any]]) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        online: dict[int, int] = {}
+        online: dict[int, str] = {}
         for kind, item in batch:
             if kind == "event":
                 pipe.xadd(self._stream, {"e": item}, maxlen=STREAM_LENGTH, approximate=True)
             elif kind == "online":
                 online[item[0]] = item[1]
         if online:
-            for account, count in online.items():
-                if count > 0:
-                    self._online_table[account] = count
+            for account, listed in online.items():
+                if listed != "[]":
+                    self._online_table[account] = listed
                 else:
                     self._online_table.pop(account, None)
             key = self._online + self.server_id
-            gone = [account for account, count in online.items() if count <= 0]
+            gone = [account for account, listed in online.items() if listed == "[]"]
             if gone:
                 pipe.hdel(key, *gone)
-            here = {account: count for account, count in online.items() if count > 0}
+            here = {account: listed for account, listed in online.items() if listed != "[]"}
             if here:
                 pipe.hset(key, mapping=here)
         pipe.execute()
@@ -328,3 +336,12 @@ class RedisBus:
             fn(*args)
         except Exception:
             log.exception("cluster bus: handling events failed")
+
+
+def _session_list(value: str) -> list[dict[str, Any]]:
+    """An online hash value: a JSON list of session descriptions (anything else: none)."""
+    try:
+        listed = json.loads(value)
+    except ValueError:
+        return []
+    return [item for item in listed if isinstance(item, dict)] if isinstance(listed, list) else []

@@ -8,7 +8,6 @@ to the writer, and hand anything slow to a pool.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import re
@@ -26,7 +25,7 @@ from ..wire.names import (
 )
 from ..wire.protocol import Frame, encode
 from .accounts import Identity
-from .hub import Hub, error_frame, presence
+from .hub import Hub, describe_session, error_frame, presence
 from .rooms import Room
 from .sessions import Session
 from .writer import Outgoing
@@ -228,34 +227,43 @@ def _rename(hub: Hub, session: Session, identity: Identity, new: str, rid: int |
 
 
 def sessions(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
-    """The account's sessions: number, address, since when."""
+    """The account's sessions, on every server: number, address, since when."""
     items = [
-        {
-            "session": s.number,
-            "peer": s.link.peer,
-            "since": utc_timestamp(datetime.datetime.fromtimestamp(s.since, datetime.UTC)),
-            "current": s is session,
-        }
+        {**describe_session(s), "current": s is session}
         for s in hub.sessions.of(session.account_id)
     ]
+    if hub.cluster is not None:
+        items += [
+            {**described, "current": False}
+            for _, described in hub.cluster.sessions_elsewhere(session.account_id)
+        ]
     send_list(session, "sessions", "sessions", items, rid=rid)
 
 
 def session_close(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
-    """End another session of the same account."""
+    """End another session of the same account (on any server)."""
     number = frame.int_field("session")
+    peer = session.link.peer.rsplit(":", 1)[0]
+    reason = f"closed from your session at {peer}"
     for other in hub.sessions.of(session.account_id):
         if other.number == number:
             if other is not session:
-                peer = session.link.peer.rsplit(":", 1)[0]
-                other.send(
-                    encode(
-                        "bye", code="session_closed", reason=f"closed from your session at {peer}"
-                    )
-                )
+                other.send(encode("bye", code="session_closed", reason=reason))
                 other.link.close(f"closed from session {session.number}")
             session.send(encode("session_closed", rid=rid, session=number))
             return
+    if hub.cluster is not None:
+        for server, described in hub.cluster.sessions_elsewhere(session.account_id):
+            if described.get("session") == number:
+                hub.cluster.publish(
+                    "close",
+                    server=server,
+                    account=session.account_id,
+                    session=number,
+                    reason=reason,
+                )
+                session.send(encode("session_closed", rid=rid, session=number))
+                return
     raise ChatError("no_such_session", f"you have no session {number}: /sessions lists them")
 
 

@@ -90,7 +90,8 @@ class Cluster:
         self._hub = hub
         self.bus = bus
         self.sequencer = Sequencer(last_seqs)
-        self._remote: dict[str, dict[int, int]] = {}  # server -> account -> sessions
+        # server -> account -> its sessions there (descriptions for /sessions)
+        self._remote: dict[str, dict[int, list[dict[str, Any]]]] = {}
         self._missing: dict[str, float] = {}  # server -> since when its key is missing
         self._next_check = 0.0
         self._healthy = True
@@ -116,7 +117,7 @@ class Cluster:
 
     def remote_sessions(self, account_id: int) -> int:
         """Sessions of ``account_id`` on other servers."""
-        return sum(online.get(account_id, 0) for online in self._remote.values())
+        return sum(len(online.get(account_id, ())) for online in self._remote.values())
 
     def servers_of(self, account_id: int) -> int:
         """How many other servers ``account_id`` has a session on."""
@@ -126,9 +127,26 @@ class Cluster:
         """The other servers ``account_id`` has a session on, in a stable order."""
         return sorted(server for server, online in self._remote.items() if online.get(account_id))
 
+    def sessions_elsewhere(self, account_id: int) -> list[tuple[str, dict[str, Any]]]:
+        """The account's sessions on other servers: (server, description) pairs."""
+        return [
+            (server, described)
+            for server, online in sorted(self._remote.items())
+            for described in online.get(account_id, ())
+        ]
+
     def remote_accounts(self) -> set[int]:
         """Every account online on another server."""
         return {account for online in self._remote.values() for account in online}
+
+    def session_number(self) -> int | None:
+        """A session number unique in the cluster, or None if Redis cannot give one now
+        (the server then numbers the session itself). Waits for Redis: login pool only."""
+        try:
+            return self.bus.next_session_number()
+        except Exception as exc:  # redis-py's errors are many; any means "not now"
+            log.warning("cluster: no session number from Redis: %s", exc)
+            return None
 
     # -- publishing (under the hub's lock; never waits) -----------------------------------------
 
@@ -136,8 +154,8 @@ class Cluster:
         """Tell the other servers about a change made here."""
         self.bus.publish({"t": kind, **fields})
 
-    def online(self, account_id: int, sessions: int) -> None:
-        """The account now has ``sessions`` sessions on this server."""
+    def online(self, account_id: int, sessions: list[dict[str, Any]]) -> None:
+        """The account now has these ``sessions`` on this server (described)."""
         self.bus.set_online(account_id, sessions)
 
     # -- receiving (the bus's reader thread) -----------------------------------------------------
@@ -213,12 +231,14 @@ class Cluster:
 
     # -- servers coming and going ------------------------------------------------------------------
 
-    def _learn_servers(self, servers: dict[str, dict[int, int]]) -> None:
+    def _learn_servers(self, servers: dict[str, dict[int, list[dict[str, Any]]]]) -> None:
         for server, online in servers.items():
-            for account, count in online.items():
-                self._set_remote(server, account, count)
+            for account, listed in online.items():
+                self._set_remote(server, account, listed)
 
-    def _check_servers(self, servers: dict[str, dict[int, int]], now: float) -> None:
+    def _check_servers(
+        self, servers: dict[str, dict[int, list[dict[str, Any]]]], now: float
+    ) -> None:
         for server in list(self._remote):
             if server in servers:
                 self._missing.pop(server, None)
@@ -229,26 +249,28 @@ class Cluster:
                 self._drop_server(server, "server lost")
         for server, online in servers.items():
             if server not in self._remote:
-                for account, count in online.items():
-                    self._set_remote(server, account, count)
+                for account, listed in online.items():
+                    self._set_remote(server, account, listed)
 
     def _drop_server(self, server: str, reason: str) -> None:
         self._missing.pop(server, None)
         if self.limits is not None:
             self.limits.connections.drop_remote(server)
         for account in list(self._remote.get(server, {})):
-            self._set_remote(server, account, 0, reason=reason)
+            self._set_remote(server, account, [], reason=reason)
         self._remote.pop(server, None)
         self.on_server_gone(server)
 
-    def _set_remote(self, server: str, account: int, count: int, *, reason: str = "") -> None:
+    def _set_remote(
+        self, server: str, account: int, sessions: list[dict[str, Any]], *, reason: str = ""
+    ) -> None:
         """Record ``account``'s sessions on ``server``, announcing an arrival in (or
         departure from) the whole cluster."""
         hub = self._hub
         before = hub.sessions.count(account) + self.remote_sessions(account)
         online = self._remote.setdefault(server, {})
-        if count > 0:
-            online[account] = count
+        if sessions:
+            online[account] = sessions
         else:
             online.pop(account, None)
         after = hub.sessions.count(account) + self.remote_sessions(account)
@@ -332,9 +354,17 @@ class Cluster:
             self.sequencer.skip(conversation, int(seq))
 
     def _presence(self, event: Event) -> None:
-        self._set_remote(
-            str(event["o"]), int(event["account"]), int(event["sessions"]), reason=event["reason"]
-        )
+        sessions = [s for s in event["sessions"] if isinstance(s, dict)]
+        self._set_remote(str(event["o"]), int(event["account"]), sessions, reason=event["reason"])
+
+    def _close(self, event: Event) -> None:
+        """Someone closed one of their sessions that is on this server."""
+        if event["server"] != self.bus.server_id:
+            return
+        for session in self._hub.sessions.of(int(event["account"])):
+            if session.number == event["session"]:
+                session.send(encode("bye", code="session_closed", reason=str(event["reason"])))
+                session.link.close("closed from another session")
 
     def _room(self, event: Event) -> None:
         """A room created elsewhere, or a topic set there (``by`` says who).
@@ -424,4 +454,5 @@ _HANDLERS: dict[str, Callable[[Cluster, Event], None]] = {
     "read": Cluster._read,
     "login_failed": Cluster._login_failed,
     "connections": Cluster._connections,
+    "close": Cluster._close,
 }

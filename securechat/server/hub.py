@@ -31,6 +31,7 @@ life cycle.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import threading
@@ -40,7 +41,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatError, ProtocolError, StoreError
-from ..store.base import Store, UnreadCount
+from ..store.base import Store, UnreadCount, utc_timestamp
 from ..wire.names import DEFAULT_ROOM, fold
 from ..wire.protocol import PROTOCOL_VERSION, Frame, encode
 from .accounts import AccountDirectory, Identity
@@ -63,6 +64,7 @@ __all__ = [
     "FEATURES",
     "SERVER_SOFTWARE",
     "Hub",
+    "describe_session",
     "error_frame",
     "presence",
 ]
@@ -283,12 +285,14 @@ class Hub:
         unread: list[UnreadCount],
         new_account: bool,
         since: dict[str, int] | None = None,
+        number: int | None = None,
     ) -> None:
         """Log a session in (under the lock): welcome, its rooms, what it missed.
 
         ``since`` (room fold -> message id) is a reconnecting client's resume point: those
         rooms replay what came after it, ahead of anything live (a join asked for after
-        the welcome would let live messages overtake the gap)."""
+        the welcome would let live messages overtake the gap). ``number``: the session's
+        number, in cluster mode one the cluster handed out."""
         sessions = self.sessions.count(identity.id)
         if self.cluster is not None:
             sessions += self.cluster.remote_sessions(identity.id)
@@ -300,7 +304,7 @@ class Hub:
             )
         session.identity = identity
         session.state = State.READY
-        self.sessions.add(session)
+        self.sessions.add(session, number)
         session.link.cancel_deadline()
         if new_account:  # the store made it a member of the default room already
             general = self.rooms.get(DEFAULT_ROOM) or self.rooms.create(DEFAULT_ROOM)
@@ -401,9 +405,9 @@ class Hub:
 
     def _publish_presence(self, account_id: int, reason: str) -> None:
         assert self.cluster is not None
-        count = self.sessions.count(account_id)
-        self.cluster.online(account_id, count)
-        self.cluster.publish("presence", account=account_id, sessions=count, reason=reason)
+        sessions = [describe_session(s) for s in self.sessions.of(account_id)]
+        self.cluster.online(account_id, sessions)
+        self.cluster.publish("presence", account=account_id, sessions=sessions, reason=reason)
 
     def tell_rename(self, identity: Identity, old: str, new: str) -> None:
         """Tell the sessions that share a room with a renamed account, but not its own
@@ -472,6 +476,12 @@ class Hub:
         self.persist(self.store.save_room, room.record())
         if self.cluster is not None:
             self.cluster.publish("room", name=room.name, topic=room.topic, by=by)
+
+
+def describe_session(session: Session) -> dict[str, Any]:
+    """A session as ``/sessions`` lists it (without ``current``)."""
+    since = datetime.datetime.fromtimestamp(session.since, datetime.UTC)
+    return {"session": session.number, "peer": session.link.peer, "since": utc_timestamp(since)}
 
 
 def presence(event: str, room: Room, name: str, reason: str = "") -> bytes:

@@ -126,6 +126,7 @@ class Logins:
         identity: Identity | None = None
         new = False
         unread: list[UnreadCount] = []
+        number: int | None = None
         try:
             if session.state is State.AUTHENTICATING:  # else the peer is gone: skip the work
                 identity, new = self._identify(session, name, password)
@@ -133,6 +134,8 @@ class Logins:
                     with hub.lock:
                         rooms = [room.key for room in hub.rooms.of(identity.id)]
                     unread = hub.store.unread(identity.id, rooms)
+                if hub.cluster is not None:
+                    number = hub.cluster.session_number()
         except ChatError as exc:
             error = exc
             if exc.code == "bad_password":
@@ -160,6 +163,7 @@ class Logins:
                     since=since,
                     unread=unread,
                     new_account=new,
+                    number=number,
                 )
             except ChatError as exc:
                 hub.refuse_login(session, exc, rid)

@@ -142,9 +142,10 @@ class SessionTable:
         """How many sessions the account has."""
         return len(self._by_account.get(account_id, ()))
 
-    def add(self, session: Session) -> None:
-        """A session logged in; it gets a number unique on this server."""
-        session.number = next(self._numbers)
+    def add(self, session: Session, number: int | None = None) -> None:
+        """A session logged in; it gets ``number`` (in cluster mode, one unique in the
+        cluster) or a number unique on this server."""
+        session.number = number if number is not None else next(self._numbers)
         self._by_account.setdefault(session.account_id, []).append(session)
 
     def remove(self, session: Session) -> bool:
