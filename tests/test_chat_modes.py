@@ -227,3 +227,33 @@ def test_sessions_on_every_server_are_listed_and_can_be_closed(
     closed = second.wait_closed()
     assert [f.get("code") for f in closed if f.type == "bye"] == ["session_closed"]
     assert mine["session"] != other["session"]
+
+
+def test_forget_nolog_export_and_unread_counts_hold_on_every_server(
+    chat: Chat, raw_client: Factory
+) -> None:
+    alice = _login(raw_client, chat, 0, "alice")
+    alice_too = _login(raw_client, chat, 1, "alice")
+    bob = _login(raw_client, chat, 1, "bob")
+    for n in range(3):
+        _say(alice, "#general", f"regret {n}")
+    _say(bob, "#general", "bob stays")
+    unlogged = _say(alice_too, "#general", "off the record", nolog=True)
+    assert unlogged.get("stored") is False
+    assert bob.expect("message", text="off the record").get("stored") is False
+    exported, _ = history_page(alice_too, type_="export", after=0)
+    assert [r.get("text") for r in exported] == [f"regret {n}" for n in range(3)] + ["bob stays"]
+    rid = alice_too.send("forget")  # asked on the other server than the one that stored them
+    assert alice_too.expect("forgotten", rid=rid).get("count") == 3
+    rows, _ = history_page(bob, room="#general", limit=10)
+    assert [r.get("text") for r in rows] == ["bob stays"]
+    found, _ = history_page(bob, type_="search", text="regret", limit=10)
+    assert found == []
+    bob.send("quit")
+    bob.wait_closed()
+    for n in range(2):
+        _say(alice, "#general", f"while bob is away {n}")
+    back = raw_client(chat.at(0))  # the other server than bob's last
+    back.send("login", user="bob", password="pw")
+    welcome = back.expect("welcome")
+    assert {r["room"]: r["unread"] for r in welcome.get("rooms")} == {"#general": 2}
