@@ -337,3 +337,18 @@ def test_reference_clients_of_a_killed_server_carry_on_through_another_and_miss_
     stored = [r.get("text") for r in rows]
     assert stored.count("walt still here") == 1
     assert [r.get("seq") for r in rows] == list(range(1, len(rows) + 1))
+
+
+def test_sigterm_with_redis_down_still_exits_promptly(
+    pki: Pki, cluster: Cluster, redis_server: RedisServer
+) -> None:
+    (server,) = cluster(1)
+    alice = _client(pki, server, "alice")
+    redis_server.stop()
+    try:
+        said_at = time.monotonic()
+        assert server.terminate(timeout=10) == 0
+        assert time.monotonic() - said_at < 5.0
+        assert any(f.type == "bye" for f in alice.wait_closed())
+    finally:
+        redis_server.start()
