@@ -19,13 +19,12 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from ...wire.names import fold
-from ..base import StoredMessage, UnreadCount, pair_key, utc_timestamp
+from ..base import StoredMessage, UnreadCount, utc_timestamp
+from ..pages import SELECT_MESSAGES, HistoryPages
 from .connections import store_errors
 
 __all__ = ["PostgresReads"]
 
-_SELECT = """SELECT m.id, m.ts, s.name, m.room_name, r.name, m.text, m.seq
-    FROM messages m JOIN accounts s ON s.id = m.sender LEFT JOIN accounts r ON r.id = m.recipient"""
 
 # Unread: others' messages after the account's read marker in each conversation.
 _UNREAD_ROOMS = """SELECT r.name, count(m.id), min(m.id) FROM unnest(%s::text[]) AS j(room)
@@ -48,9 +47,10 @@ _EXPORT_WHERE = (
 _VISIBLE = "(m.room = ANY(%s::text[]) OR (m.room IS NULL AND (m.sender = %s OR m.recipient = %s)))"
 
 
-class PostgresReads:
+class PostgresReads(HistoryPages):
     """The read side of :class:`~securechat.store.postgres.PostgresStore` (a base class)."""
 
+    _MARK = "%s"
     _pool: ConnectionPool
 
     def _rows(self, action: str, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -63,78 +63,6 @@ class PostgresReads:
             for r in self._rows("read history", sql, params)
         ]
 
-    def room_history(
-        self,
-        room: str,
-        *,
-        before: int | None = None,
-        after: int | None = None,
-        after_seq: int | None = None,
-        limit: int,
-    ) -> list[StoredMessage]:
-        """Up to ``limit`` messages of ``room`` (any case), oldest first.
-
-        Without ``before``/``after``/``after_seq``: the latest. With ``after`` (an
-        id) or ``after_seq``: the first ones after it.
-        """
-        return self._page(
-            "m.room = %s", fold(room), before=before, after=after, after_seq=after_seq, limit=limit
-        )
-
-    def private_history(
-        self,
-        a: int,
-        b: int,
-        *,
-        before: int | None = None,
-        after: int | None = None,
-        after_seq: int | None = None,
-        limit: int,
-    ) -> list[StoredMessage]:
-        """Up to ``limit`` messages between accounts ``a`` and ``b``, oldest first."""
-        return self._page(
-            "m.pair = %s",
-            pair_key(a, b),
-            before=before,
-            after=after,
-            after_seq=after_seq,
-            limit=limit,
-        )
-
-    def _page(
-        self,
-        where: str,
-        key: str,
-        *,
-        before: int | None,
-        after: int | None,
-        after_seq: int | None,
-        limit: int,
-    ) -> list[StoredMessage]:
-        params: tuple[Any, ...] = (key,)
-        if after_seq is not None:
-            # Numbers rise with ids within a conversation: find the id of the last
-            # message at or below the number by walking back from the newest, so
-            # the cost is the messages missed, not the whole conversation.
-            inner = where.replace("m.", "m2.")
-            where += (
-                " AND m.id > coalesce((SELECT m2.id FROM messages m2 WHERE "  # noqa: S608
-                + inner
-                + " AND m2.seq <= %s ORDER BY m2.id DESC LIMIT 1), 0)"
-            )
-            params += (key, after_seq)
-        if before is not None:
-            where += " AND m.id < %s"
-            params += (before,)
-        if after is not None:
-            where += " AND m.id > %s"
-            params += (after,)
-        order = "ASC" if after is not None or after_seq is not None else "DESC"
-        rows = self._query(
-            f"{_SELECT} WHERE {where} ORDER BY m.id {order} LIMIT %s", (*params, limit)
-        )
-        return rows if order == "ASC" else rows[::-1]
-
     def search(
         self, account_id: int, rooms: Sequence[str], words: Sequence[str], *, limit: int
     ) -> list[StoredMessage]:
@@ -143,7 +71,7 @@ class PostgresReads:
         # plainto_tsquery joins every word of its text with & (and ignores operators
         # and punctuation), so the words arrive as plain text, never as query syntax.
         sql = (
-            f"{_SELECT} WHERE m.words @@ plainto_tsquery('simple', %s) AND {_VISIBLE} "
+            f"{SELECT_MESSAGES} WHERE m.words @@ plainto_tsquery('simple', %s) AND {_VISIBLE} "
             "ORDER BY m.id DESC LIMIT %s"
         )
         visible = ([fold(r) for r in rooms], account_id, account_id)
@@ -155,7 +83,7 @@ class PostgresReads:
         """The next ``limit`` messages after id ``after`` that ``account_id`` sent or
         received (private messages both ways, and the messages of its rooms)."""
         params = (after, account_id, account_id, [fold(r) for r in rooms], limit)
-        return self._query(_SELECT + _EXPORT_WHERE, params)
+        return self._query(SELECT_MESSAGES + _EXPORT_WHERE, params)
 
     def sent_count(self, account_id: int) -> int:
         """How many stored messages ``account_id`` sent."""
@@ -176,4 +104,4 @@ class PostgresReads:
 
     def unread_private(self, account_id: int, *, limit: int) -> list[StoredMessage]:
         """Private messages to the account after its read markers, oldest first."""
-        return self._query(_SELECT + _UNREAD_PRIVATE_WHERE, (account_id, account_id, limit))
+        return self._query(SELECT_MESSAGES + _UNREAD_PRIVATE_WHERE, (account_id, account_id, limit))

@@ -16,12 +16,11 @@ from typing import Any
 
 from ...errors import StoreError
 from ...wire.names import fold
-from ..base import StoredMessage, UnreadCount, pair_key
+from ..base import StoredMessage, UnreadCount
+from ..pages import SELECT_MESSAGES, HistoryPages
 
 __all__ = ["SQLiteReads", "store_errors"]
 
-_SELECT = """SELECT m.id, m.ts, s.name, m.room_name, r.name, m.text, m.seq
-    FROM messages m JOIN accounts s ON s.id = m.sender LEFT JOIN accounts r ON r.id = m.recipient"""
 
 
 # Unread: others' messages after the account's read marker in each conversation.
@@ -44,7 +43,7 @@ _EXPORT_WHERE = (
 )
 
 
-class SQLiteReads:
+class SQLiteReads(HistoryPages):
     """The read side of :class:`~securechat.store.sqlite.SQLiteStore` (a base class)."""
 
     has_fts: bool
@@ -70,78 +69,6 @@ class SQLiteReads:
             rows = self._reader().execute(sql, params).fetchall()
         return [StoredMessage(*row) for row in rows]
 
-    def room_history(
-        self,
-        room: str,
-        *,
-        before: int | None = None,
-        after: int | None = None,
-        after_seq: int | None = None,
-        limit: int,
-    ) -> list[StoredMessage]:
-        """Up to ``limit`` messages of ``room`` (any case), oldest first.
-
-        Without ``before``/``after``/``after_seq``: the latest. With ``after`` (an
-        id) or ``after_seq``: the first ones after it.
-        """
-        return self._page(
-            "m.room = ?", fold(room), before=before, after=after, after_seq=after_seq, limit=limit
-        )
-
-    def private_history(
-        self,
-        a: int,
-        b: int,
-        *,
-        before: int | None = None,
-        after: int | None = None,
-        after_seq: int | None = None,
-        limit: int,
-    ) -> list[StoredMessage]:
-        """Up to ``limit`` messages between accounts ``a`` and ``b``, oldest first."""
-        return self._page(
-            "m.pair = ?",
-            pair_key(a, b),
-            before=before,
-            after=after,
-            after_seq=after_seq,
-            limit=limit,
-        )
-
-    def _page(
-        self,
-        where: str,
-        key: str,
-        *,
-        before: int | None,
-        after: int | None,
-        after_seq: int | None,
-        limit: int,
-    ) -> list[StoredMessage]:
-        params: tuple[Any, ...] = (key,)
-        if after_seq is not None:
-            # Numbers rise with ids within a conversation: find the id of the last
-            # message at or below the number by walking back from the newest, so
-            # the cost is the messages missed, not the whole conversation.
-            inner = where.replace("m.", "m2.")
-            where += (
-                " AND m.id > coalesce((SELECT m2.id FROM messages m2 WHERE "  # noqa: S608
-                + inner
-                + " AND m2.seq <= ? ORDER BY m2.id DESC LIMIT 1), 0)"
-            )
-            params += (key, after_seq)
-        if before is not None:
-            where += " AND m.id < ?"
-            params += (before,)
-        if after is not None:
-            where += " AND m.id > ?"
-            params += (after,)
-        order = "ASC" if after is not None or after_seq is not None else "DESC"
-        rows = self._query(
-            f"{_SELECT} WHERE {where} ORDER BY m.id {order} LIMIT ?", (*params, limit)
-        )
-        return rows if order == "ASC" else rows[::-1]
-
     def search(
         self, account_id: int, rooms: Sequence[str], words: Sequence[str], *, limit: int
     ) -> list[StoredMessage]:
@@ -155,13 +82,13 @@ class SQLiteReads:
         if self.has_fts:
             match = " ".join('"' + w.replace('"', '""') + '"' for w in words)
             sql = (
-                f"{_SELECT} JOIN messages_fts f ON f.rowid = m.id "
+                f"{SELECT_MESSAGES} JOIN messages_fts f ON f.rowid = m.id "
                 f"WHERE f.messages_fts MATCH ? AND {visible} ORDER BY m.id DESC LIMIT ?"
             )
             return self._query(sql, [match, *params, limit])
         likes = " AND ".join("m.text LIKE ? ESCAPE '\\'" for _ in words)
         patterns = ["%" + _escape_like(w) + "%" for w in words]
-        sql = f"{_SELECT} WHERE {likes} AND {visible} ORDER BY m.id DESC LIMIT ?"
+        sql = f"{SELECT_MESSAGES} WHERE {likes} AND {visible} ORDER BY m.id DESC LIMIT ?"
         return self._query(sql, [*patterns, *params, limit])
 
     def export_page(
@@ -169,7 +96,7 @@ class SQLiteReads:
     ) -> list[StoredMessage]:
         """The next ``limit`` messages after id ``after`` that ``account_id`` sent or
         received (private messages both ways, and the messages of its rooms)."""
-        sql = _SELECT + _EXPORT_WHERE
+        sql = SELECT_MESSAGES + _EXPORT_WHERE
         rooms_json = json.dumps([fold(r) for r in rooms])
         return self._query(sql, [after, account_id, account_id, rooms_json, limit])
 
@@ -197,7 +124,7 @@ class SQLiteReads:
 
     def unread_private(self, account_id: int, *, limit: int) -> list[StoredMessage]:
         """Private messages to the account after its read markers, oldest first."""
-        return self._query(_SELECT + _UNREAD_PRIVATE_WHERE, (account_id, account_id, limit))
+        return self._query(SELECT_MESSAGES + _UNREAD_PRIVATE_WHERE, (account_id, account_id, limit))
 
 
 def _escape_like(word: str) -> str:
