@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from securechat.errors import ConfigError
-from securechat.server.bus import RedisBus
+from securechat.server.cluster.bus import RedisBus
 
 from .services import RedisServer, free_port
 

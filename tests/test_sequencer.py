@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from securechat.server.sequencer import GAP_WAIT, Sequencer
+from securechat.server.cluster.sequencer import GAP_WAIT, Sequencer
 
 
 def _recorder(out: list[str], label: str):  # type: ignore[no-untyped-def]

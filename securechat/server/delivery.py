@@ -29,7 +29,7 @@ from .streamer import MAX_HISTORY, Streamer
 from .writer import Outgoing
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from .cluster.node import Cluster
 
 __all__ = ["PRIVATE", "Delivery"]
 

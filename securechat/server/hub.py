@@ -54,8 +54,8 @@ from .streamer import Streamer
 from .writer import MessageWriter
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
-    from .remote_files import RemoteFiles
+    from .cluster.node import Cluster
+    from .cluster.remote_files import RemoteFiles
 
 __all__ = [
     "DEFAULT_MAX_SESSIONS",

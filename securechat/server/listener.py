@@ -48,8 +48,10 @@ from ..store.open import open_store
 from ..tls import peer_common_name, server_context
 from ..wire.protocol import DEFAULT_PORT, Frame
 from . import chat, history_requests
-from .bus import RedisBus
-from .cluster import Cluster, ClusterLimits, new_server_id
+from .cluster.bus import RedisBus
+from .cluster.node import Cluster, ClusterLimits, new_server_id
+from .cluster.peers import PeerNetwork
+from .cluster.remote_files import RemoteFiles
 from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE, Hub
 from .limits import (
     DEFAULT_CONNECTIONS_PER_SOURCE,
@@ -60,9 +62,7 @@ from .limits import (
     RateLimitedLog,
 )
 from .login import DEFAULT_REGISTRATIONS, Logins
-from .peers import PeerNetwork
 from .relay import DEFAULT_MAX_FILE_SIZE
-from .remote_files import RemoteFiles
 from .sessions import Session
 from .writer import MessageWriter
 

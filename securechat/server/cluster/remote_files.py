@@ -9,7 +9,7 @@ unacknowledged by the recipient, end to end) and every outcome stay there.
 When the recipient has no session on the sender's server but has one on
 another, the relay is handed a *proxy* :class:`Session` instead: a session
 whose ``link`` forwards whatever the relay sends it over a peer link
-(:mod:`securechat.server.peers`) to the recipient's server, which hands it to
+(:mod:`securechat.server.cluster.peers`) to the recipient's server, which hands it to
 the real session. What the real session then says about the transfer
 (``file_accept``, ``file_ack``, ``file_result``...) goes back over the link
 and is fed to the sender's relay as if the proxy had said it. So file bytes
@@ -48,16 +48,16 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ChatError, ProtocolError
-from ..outbox import Stream
-from ..wire.protocol import Decoder, Frame, encode
-from .accounts import Identity
+from ...errors import ChatError, ProtocolError
+from ...outbox import Stream
+from ...wire.protocol import Decoder, Frame, encode
+from ..accounts import Identity
+from ..sessions import Session, State
 from .peers import PeerLink, PeerNetwork
-from .sessions import Session, State
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
-    from .hub import Hub
+    from ..hub import Hub
+    from .node import Cluster
 
 __all__ = ["MAX_ROUTES", "RemoteFiles"]
 

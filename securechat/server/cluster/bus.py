@@ -3,7 +3,7 @@
 Redis carries notifications, never the truth: everything a notification says
 is already committed to the shared store (PostgreSQL) before it is sent, so a
 lost notification costs a delay, never data (the receiving side fills holes
-from the store, see :mod:`securechat.server.cluster`).
+from the store, see :mod:`securechat.server.cluster.node`).
 
 Theory of operation
 -------------------
@@ -42,7 +42,7 @@ from typing import Any
 
 import redis
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = [
     "ALIVE_TTL",

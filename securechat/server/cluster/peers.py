@@ -3,7 +3,7 @@
 What it is for
 --------------
 Some traffic between servers must not go through Redis or PostgreSQL: file
-data above all (see :mod:`securechat.server.remote_files`). For that each
+data above all (see :mod:`securechat.server.cluster.remote_files`). For that each
 cluster server listens on a *peer port* and dials the others on demand. A link
 is one TLS connection on which both ends present a certificate signed by the
 cluster's peer CA (``--peer-ca``) and verify the other's; the dialer also
@@ -47,12 +47,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from ..channel import Channel
-from ..errors import ConfigError, ProtocolError
-from ..ioloop import IOLoop
-from ..outbox import OUTBOX_LIMIT
-from ..tls import client_context, peer_has_server_usage, server_context
-from ..wire.protocol import Frame, encode
+from ...channel import Channel
+from ...errors import ConfigError, ProtocolError
+from ...ioloop import IOLoop
+from ...outbox import OUTBOX_LIMIT
+from ...tls import client_context, peer_has_server_usage, server_context
+from ...wire.protocol import Frame, encode
 
 __all__ = ["DIAL_TIMEOUT", "HELLO_TIMEOUT", "LinkHandler", "PeerLink", "PeerNetwork"]
 

@@ -4,7 +4,7 @@ Every server holds the same in-memory picture the single server has (accounts,
 rooms, memberships, topics: see :mod:`securechat.server.hub`), loaded from the
 shared store at start and kept current by *events*: whatever changes that
 picture on one server is applied there under the hub's lock as usual and also
-published on the bus (:mod:`securechat.server.bus`); the others apply it under
+published on the bus (:mod:`securechat.server.cluster.bus`); the others apply it under
 their own lock and tell their own sessions. The store stays the truth: events
 are sent only after the change is committed (messages) or queued to be
 (everything else), and a server that misses one catches up from the store.
@@ -14,7 +14,7 @@ Messages
 A committed message is delivered to this server's sessions at once and
 published with everything a receiver needs to show it. Receivers deliver it
 to their own sessions of the room (or of the two accounts). Every stored
-message passes a :class:`~securechat.server.sequencer.Sequencer`, so each
+message passes a :class:`~securechat.server.cluster.sequencer.Sequencer`, so each
 conversation's messages reach sessions in number order without holes or
 repeats, whichever server committed them and whichever notice came first;
 holes left by lost notices are filled from the store. Messages that are not
@@ -45,18 +45,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StoreError
-from ..store.base import StoredMessage
-from ..wire.protocol import encode
+from ...errors import StoreError
+from ...store.base import StoredMessage
+from ...wire.protocol import encode
+from ..hub import presence
 from .bus import HEARTBEAT, Event, RedisBus
-from .hub import presence
 from .sequencer import Gap, Sequencer
 
 if TYPE_CHECKING:
-    from .accounts import Identity
-    from .hub import Hub
-    from .limits import ConnectionCaps
-    from .login import Logins
+    from ..accounts import Identity
+    from ..hub import Hub
+    from ..limits import ConnectionCaps
+    from ..login import Logins
 
 __all__ = ["Cluster", "ClusterLimits", "new_server_id"]
 
