@@ -235,8 +235,10 @@ def test_restarted_server_binds_at_once_and_keeps_accounts(
             _wait_listening(proc)
             alice = client_process(port, "alice", "first-password")
             alice.wait_for("connected")
-            alice.type("hello")
-            alice.wait_for("message", text="hello")
+            # A text of this round's own: the last round's line is replayed at login,
+            # and waiting for it would let SIGTERM beat this line to the server.
+            alice.type(f"hello {attempt}")
+            alice.wait_for("message", text=f"hello {attempt}")
             proc.send_signal(signal.SIGTERM)  # with a client still connected: TIME_WAIT
             assert proc.wait(10) == 0, attempt
             # This round's alice is gone before the next server starts: were she to
