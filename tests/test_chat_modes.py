@@ -141,10 +141,12 @@ def test_who_rooms_joins_parts_and_topics_are_the_same_everywhere(
 
 def test_renames_and_history_settings_apply_everywhere(chat: Chat, raw_client: Factory) -> None:
     alice = _login(raw_client, chat, 0, "alice")
+    alice_too = _login(raw_client, chat, 1, "alice")
     bob = _login(raw_client, chat, 1, "bob")
     alice.send("nick", name="alicia")
     alice.expect("nick", new="alicia")
     assert bob.expect("nick", old="alice").get("new") == "alicia"
+    assert alice_too.expect("nick", old="alice").get("text") == "you are now alicia"
     rid = bob.send("msg", to="alicia", text="hi alicia")
     bob.expect("private", rid=rid)
     assert alice.expect("private", text="hi alicia").get("from") == "bob"

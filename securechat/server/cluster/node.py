@@ -410,6 +410,9 @@ class Cluster:
         old, new = identity.name, str(event["new"])
         hub.accounts.rename(identity, new)
         hub.tell_rename(identity, old, new)
+        mine = encode("nick", old=old, new=new, text=f"you are now {new}")
+        for session in hub.sessions.of(identity.id):
+            session.send(mine)
 
     def _keep(self, event: Event) -> None:
         identity = self._hub.accounts.get(int(event["account"]))
