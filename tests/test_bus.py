@@ -78,7 +78,7 @@ def test_a_redis_restart_loses_no_event_published_after_it_and_restores_liveness
     two, from_two = make_bus("two")
     one.start()
     two.start()
-    one.set_online(7, [{"session": 1}])
+    one.set_online(7, [{"session": 41}])
     one.publish({"t": "message", "n": 0})
     assert _next(from_two)["n"] == 0
     redis_server.stop()
@@ -91,9 +91,10 @@ def test_a_redis_restart_loses_no_event_published_after_it_and_restores_liveness
     assert [e["n"] for e in got if isinstance(e, dict)] == [1, 2, 3, 4, 5]
     deadline = time.monotonic() + 10
     # The heartbeat put the online table back.
-    while two.servers() != {"one": {7: [{"session": 1}]}}:
+    while two.servers() != {"one": {7: [{"session": 41}]}}:
         assert time.monotonic() < deadline, two.servers()
         time.sleep(0.1)
+    assert two.next_session_number() > 41  # not a number still in use on "one"
 
 
 def test_an_unreachable_redis_is_a_clear_start_up_error() -> None:

@@ -82,6 +82,10 @@ MAX_PENDING_EVENTS = 100_000
 """Events queued for Redis at most; beyond, new ones are dropped (and logged): the
 store still has every message, and other servers fill the hole from it."""
 
+# Raises a counter to at least ARGV[1] (SET has no "greater than" for strings).
+_RAISE_TO = """if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+    redis.call('SET', KEYS[1], ARGV[1]) end"""
+
 _READ_BLOCK_MS = 250  # an XREAD returns at least this often, to run the periodic checks
 _RETRY = 0.2  # seconds between attempts while Redis is unreachable
 _BATCH = 1000  # events per pipeline, and per XREAD
@@ -226,6 +230,13 @@ class RedisBus:
             # online hash went with it, so tell the others again who is here.
             key = self._online + self.server_id
             self._redis.hset(key, mapping=self._online_table)
+            # The session counter went too: never hand out a number still in use here.
+            used = [
+                int(described.get("session", 0))
+                for listed in self._online_table.values()
+                for described in _session_list(listed)
+            ]
+            self._redis.eval(_RAISE_TO, 1, self._numbers, max(used, default=0))
 
     def _publish_loop(self) -> None:
         next_beat = time.monotonic() + HEARTBEAT
