@@ -160,7 +160,7 @@ def forget(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
                 "forgotten",
                 rid=rid,
                 count=count,
-                text=f"erased {count} messages you sent, and their search index entries",
+                text=f"erased {count} messages you sent, from history and search",
             )
         )
 
