@@ -166,15 +166,21 @@ async def scenario_cluster_latency(bench: Bench) -> Figures:
                 elif frame.type == "error":
                     errors += 1
 
+            acks: list[float] = []
+
             def on_sender_frame(client: Client, frame: Frame, now: float) -> None:
                 nonlocal errors
-                if frame.type == "error":
+                if frame.type == "message" and "rid" in frame.fields:
+                    # The sender's own server: committed in PostgreSQL, then echoed.
+                    acks.append((client.arrived or now) - sent_at(frame.fields["text"]))
+                elif frame.type == "error":
                     errors += 1
 
             for client in recipients:
                 client.stamp_arrivals()
                 client.set_handler(on_frame)
             for client in senders:
+                client.stamp_arrivals()
                 client.set_handler(on_sender_frame)
             with cluster.measuring() as cpu:
                 start = time.perf_counter() + 0.05
@@ -209,6 +215,8 @@ async def scenario_cluster_latency(bench: Bench) -> Figures:
         "first_p50_ms": percentile(first, 50),
         "first_p99_ms": percentile(first, 99),
         "decoded_p99_ms": percentile(decoded, 99),
+        "ack_p50_ms": percentile([a * 1000 for a in acks], 50),
+        "ack_p99_ms": percentile([a * 1000 for a in acks], 99),
         # Every member gets each message: the senders' copies (and echo) count too.
         **cpu_figures(cpu, total * (n_senders + n_recipients), "delivery"),
         "lost": total - len(complete),
