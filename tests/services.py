@@ -9,7 +9,8 @@ PostgreSQL refuses to run as root, and CI runs as root: then ``initdb`` and
 ``pg_ctl`` run as the ``postgres`` OS user (created by Debian's package), in a
 directory that user owns. Redis runs as whoever runs the tests.
 
-Missing binaries skip the tests that need them, unless ``SECURECHAT_CLUSTER_TESTS``
+The benchmarks (benchmarks/bench/engines.py) start their servers with these classes
+too. Missing binaries skip the tests that need them, unless ``SECURECHAT_CLUSTER_TESTS``
 is ``required`` (CI sets it): then they fail, so a broken install cannot pass as
 a green run that tested nothing.
 """
@@ -36,8 +37,10 @@ __all__ = [
     "PostgresServer",
     "RedisServer",
     "free_port",
+    "postgres_bindir",
     "postgres_server",
     "postgres_url",
+    "redis_binary",
     "redis_server",
     "redis_url",
 ]
@@ -66,7 +69,7 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
-def _postgres_bindir() -> Path | None:
+def postgres_bindir() -> Path | None:
     """Where initdb and pg_ctl are: pg_config's answer, else Debian's newest version."""
     candidates: list[Path] = []
     pg_config = shutil.which("pg_config")
@@ -79,6 +82,14 @@ def _postgres_bindir() -> Path | None:
     return next(
         (d for d in candidates if (d / "initdb").exists() and (d / "pg_ctl").exists()), None
     )
+
+
+def redis_binary() -> str | None:
+    """The ``redis-server`` program: on the PATH, else where Debian's package puts it."""
+    found = shutil.which("redis-server")
+    if found is None and Path("/usr/bin/redis-server").exists():
+        found = "/usr/bin/redis-server"
+    return found
 
 
 def _version(name: str) -> tuple[int, ...]:
@@ -205,6 +216,12 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
+    def pid(self) -> int:
+        """The process id of the running server."""
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         """True when the server answers PING."""
         try:
@@ -261,7 +278,7 @@ class RedisServer:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server for the whole session (skipped if PostgreSQL is not installed)."""
-    bindir = _postgres_bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         _missing("PostgreSQL (initdb, pg_ctl): apt-get install postgresql")
     assert bindir is not None
@@ -290,9 +307,7 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A Redis server for the whole session (skipped if redis-server is not installed)."""
-    binary = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-    )
+    binary = redis_binary()
     if binary is None:
         _missing("redis-server: apt-get install redis-server")
     assert binary is not None

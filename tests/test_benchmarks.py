@@ -5,6 +5,10 @@ run, so that the harness cannot silently rot as the server changes: each
 scenario must produce all of its figures, lose no message and leave no server
 behind. The run is a subprocess with its own deadline; its server
 subprocesses die with it (``PR_SET_PDEATHSIG``) if it has to be killed.
+
+The cluster scenarios need PostgreSQL and Redis: without them the smoke run
+leaves them out and their tests skip, unless ``SECURECHAT_CLUSTER_TESTS`` is
+``required`` (CI), as for the cluster tests (tests/services.py).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +28,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = ROOT / "benchmarks" / "run.py"
 SMOKE_DEADLINE = 90.0
-"""Seconds the whole smoke run may take; it normally takes about ten."""
+"""Seconds the whole smoke run may take; it normally takes about 25 (15 without the cluster
+scenarios)."""
 
 pytestmark = pytest.mark.timeout(SMOKE_DEADLINE + 30)
 
@@ -39,12 +45,31 @@ def _load_harness() -> ModuleType:
 
 harness = _load_harness()
 
+from bench.engines import REQUIRED_ENV, missing_engines  # noqa: E402  (path set by run.py)
+
+CLUSTER_MISSING = missing_engines()
+"""Why the cluster scenarios cannot run here (None: they can)."""
+CLUSTER = set(harness.scenario_names(["cluster"]))
+
+
+def _scenario_params() -> list[Any]:
+    """Every scenario as a test parameter, the cluster ones marked ``cluster``."""
+    return [
+        pytest.param(name, marks=pytest.mark.cluster) if name in CLUSTER else name
+        for name in harness.SCENARIOS
+    ]
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The JSON report of ``run.py --scale 0.01 --runs 1`` over every scenario."""
     out = tmp_path_factory.mktemp("bench")
     report = out / "results.json"
+    chosen: list[str] = []
+    if CLUSTER_MISSING is not None:
+        if os.environ.get(REQUIRED_ENV) == "required":
+            pytest.fail(f"the cluster scenarios need {CLUSTER_MISSING} ({REQUIRED_ENV}=required)")
+        chosen = [f"--scenario={name}" for name in harness.SCENARIOS if name not in CLUSTER]
     argv = [
         sys.executable,
         str(RUN_PY),
@@ -60,6 +85,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         str(out / "cache"),
         "--json",
         str(report),
+        *chosen,
     ]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -76,6 +102,8 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _only_run(smoke: dict[str, Any], scenario: str) -> dict[str, Any]:
+    if scenario not in smoke["scenarios"]:
+        pytest.skip(f"the cluster scenarios need {CLUSTER_MISSING}")
     runs = smoke["scenarios"][scenario]["runs"]
     assert len(runs) == 1
     run: dict[str, Any] = runs[0]
@@ -83,7 +111,7 @@ def _only_run(smoke: dict[str, Any], scenario: str) -> dict[str, Any]:
     return run
 
 
-@pytest.mark.parametrize("scenario", list(harness.SCENARIOS))
+@pytest.mark.parametrize("scenario", _scenario_params())
 def test_scenario_reports_every_figure_as_a_finite_number(
     smoke: dict[str, Any], scenario: str
 ) -> None:
@@ -94,12 +122,12 @@ def test_scenario_reports_every_figure_as_a_finite_number(
         assert math.isfinite(value), (figure.key, value)
 
 
-@pytest.mark.parametrize("scenario", list(harness.SCENARIOS))
+@pytest.mark.parametrize("scenario", _scenario_params())
 def test_scenario_loses_no_message(smoke: dict[str, Any], scenario: str) -> None:
     assert _only_run(smoke, scenario)["lost"] == 0
 
 
-@pytest.mark.parametrize("scenario", list(harness.SCENARIOS))
+@pytest.mark.parametrize("scenario", _scenario_params())
 def test_scenario_measures_cpu_of_server_and_generator(
     smoke: dict[str, Any], scenario: str
 ) -> None:
@@ -111,7 +139,7 @@ def test_scenario_measures_cpu_of_server_and_generator(
     assert sum(generator) > 0  # the generator always does some TLS work
 
 
-@pytest.mark.parametrize("scenario", list(harness.SCENARIOS))
+@pytest.mark.parametrize("scenario", _scenario_params())
 def test_scenario_servers_stop_cleanly_and_log_no_errors(
     smoke: dict[str, Any], scenario: str
 ) -> None:
@@ -120,7 +148,12 @@ def test_scenario_servers_stop_cleanly_and_log_no_errors(
 
 def test_table_has_a_verdict_for_every_target(smoke: dict[str, Any]) -> None:
     rows = smoke["table"]
-    expected = [(s, f.key) for s, sc in harness.SCENARIOS.items() for f in sc.figures]
+    expected = [
+        (s, f.key)
+        for s, sc in harness.SCENARIOS.items()
+        if s in smoke["scenarios"]
+        for f in sc.figures
+    ]
     assert [(r["scenario"], r["key"]) for r in rows] == expected
     for row in rows:
         assert row["result"] in (("met", "not met") if row["target"] else ("",)), row
@@ -182,3 +215,49 @@ def test_login_flood_accounts_for_every_attempt(smoke: dict[str, Any]) -> None:
     assert sum(run["outcomes"].values()) == run["attempts"]
     parts = run["bad_password"] + run["refused"] + run["throttled"] + run["timeouts"]
     assert parts == run["attempts"]
+
+
+def test_cluster_names_every_cluster_scenario_once() -> None:
+    assert harness.scenario_names(["cluster"]) == [
+        "cluster-fanout",
+        "cluster-latency",
+        "cluster-durable",
+        "cluster-failover",
+    ]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("scenario", sorted(CLUSTER))
+def test_cluster_scenarios_count_postgres_and_redis_as_server_cpu(
+    smoke: dict[str, Any], scenario: str
+) -> None:
+    run = _only_run(smoke, scenario)
+    parts = run["server_cpu_s"] + run["postgres_cpu_s"] + run["redis_cpu_s"]
+    assert run["cluster_cpu_s"] == pytest.approx(parts)
+    assert run["cluster_cpu_s"] > 0
+    assert run["pg_commits"] > 0  # the database measured is the one the servers used
+
+
+@pytest.mark.cluster
+def test_cluster_scenarios_have_the_issue_targets(smoke: dict[str, Any]) -> None:
+    _only_run(smoke, "cluster-fanout")
+    targets = {name: smoke["scenarios"][name]["targets"] for name in CLUSTER}
+    assert targets["cluster-latency"]["p99_ms"] == "<= 20"
+    assert targets["cluster-durable"]["msgs_per_s"] == ">= 5000"
+    assert targets["cluster-failover"]["p99_s"] == "<= 5"
+
+
+@pytest.mark.cluster
+def test_cluster_fanout_shows_every_copy_in_number_order(smoke: dict[str, Any]) -> None:
+    run = _only_run(smoke, "cluster-fanout")
+    assert run["deliveries"] == run["messages"] * run["clients"]
+    assert run["misordered"] == 0
+
+
+@pytest.mark.cluster
+def test_failover_brings_back_every_client_of_the_killed_server(smoke: dict[str, Any]) -> None:
+    run = _only_run(smoke, "cluster-failover")
+    assert run["failed_over"] > 0 and run["not_back"] == 0
+    assert 0 < run["p50_s"] <= run["p99_s"] <= run["max_s"]
+    assert run["acked_missing"] == run["stored_twice"] == run["views_with_holes"] == 0
+    assert run["misordered"] == 0

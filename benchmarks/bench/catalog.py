@@ -6,7 +6,13 @@ from collections.abc import Awaitable, Callable
 
 from .harness import Bench, Figure, Figures, Scenario
 from .scenarios_chat import scenario_durable, scenario_fanout, scenario_latency
+from .scenarios_cluster import (
+    scenario_cluster_durable,
+    scenario_cluster_fanout,
+    scenario_cluster_latency,
+)
 from .scenarios_connect import scenario_connect
+from .scenarios_failover import scenario_cluster_failover
 from .scenarios_files import scenario_files
 from .scenarios_history import scenario_history
 from .scenarios_stall import (
@@ -22,6 +28,13 @@ STALL_P99_MS = 50.0
 """The most an unrelated user's round trip may take at p99 while someone else loads the server."""
 STALL_MAX_MS = 200.0
 """... and at worst."""
+CLUSTER_LATENCY_P99_MS = 20.0
+"""Issue 10: at 200 msg/s, sender and recipients on different servers, every recipient has
+a message within this long at p99."""
+CLUSTER_DURABLE = 5_000
+"""Issue 10: acknowledged messages/s into PostgreSQL, with group commit."""
+CLUSTER_FAILOVER_P99_S = 5.0
+"""Issue 10: seconds from kill -9 of a server until its clients are on others, gap filled."""
 
 
 def _stall(run: Callable[[Bench], Awaitable[Figures]], *load: Figure) -> Scenario:
@@ -157,9 +170,77 @@ SCENARIOS: dict[str, Scenario] = {
         Figure("throttled", "answered with another error (throttled)"),
         Figure("timeouts", "unanswered within 15 s"),
     ),
+    "cluster-fanout": Scenario(
+        scenario_cluster_fanout,
+        (
+            Figure("server_us_per_delivery", "CPU µs per delivery, 3 servers + PG + Redis"),
+            Figure("nodes_us_per_delivery", "... of which the 3 securechat servers"),
+            Figure("postgres_us_per_delivery", "... of which PostgreSQL"),
+            Figure("redis_us_per_delivery", "... of which Redis"),
+            Figure("deliveries_per_s", "deliveries/s"),
+            Figure("lost", "messages lost", ("==", 0)),
+            Figure("misordered", "copies shown out of number order", ("==", 0)),
+            Figure("gen_us_per_delivery", "generator CPU µs per delivery"),
+            Figure("server_cores", "server side CPU (cores busy)"),
+            Figure("gen_cores", "generator CPU (cores busy)"),
+            Figure("other_cores", "other CPU on the machine (cores)"),
+        ),
+    ),
+    "cluster-latency": Scenario(
+        scenario_cluster_latency,
+        (
+            Figure("p50_ms", "p50 ms until every other-server recipient has it"),
+            Figure(
+                "p99_ms",
+                "p99 ms until every other-server recipient has it",
+                ("<=", CLUSTER_LATENCY_P99_MS),
+            ),
+            Figure("max_ms", "max ms until every other-server recipient has it"),
+            Figure("first_p50_ms", "p50 ms until the first recipient has it"),
+            Figure("first_p99_ms", "p99 ms until the first recipient has it"),
+            Figure("ack_p50_ms", "p50 ms until the sender's echo (committed)"),
+            Figure("ack_p99_ms", "p99 ms until the sender's echo (committed)"),
+            Figure("decoded_p99_ms", "p99 ms until the generator decoded all"),
+            Figure("server_us_per_delivery", "CPU µs per delivery, 3 servers + PG + Redis"),
+            Figure("server_cores", "server side CPU (cores busy)"),
+            Figure("other_cores", "other CPU on the machine (cores)"),
+            Figure("lost", "messages lost", ("==", 0)),
+        ),
+    ),
+    "cluster-durable": Scenario(
+        scenario_cluster_durable,
+        (
+            Figure(
+                "msgs_per_s", "acked msgs/s into PostgreSQL, 3 servers", (">=", CLUSTER_DURABLE)
+            ),
+            Figure("msgs_per_commit", "messages per PostgreSQL commit"),
+            Figure("server_us_per_msg", "CPU µs per message, 3 servers + PG + Redis"),
+            Figure("nodes_us_per_msg", "... of which the 3 securechat servers"),
+            Figure("postgres_us_per_msg", "... of which PostgreSQL"),
+            Figure("redis_us_per_msg", "... of which Redis"),
+            Figure("server_cores", "server side CPU (cores busy)"),
+            Figure("other_cores", "other CPU on the machine (cores)"),
+            Figure("lost", "messages never acknowledged", ("==", 0)),
+        ),
+    ),
+    "cluster-failover": Scenario(
+        scenario_cluster_failover,
+        (
+            Figure("p50_s", "s from kill -9 to reconnected with gap filled, p50"),
+            Figure("p99_s", "... p99", ("<=", CLUSTER_FAILOVER_P99_S)),
+            Figure("max_s", "... max"),
+            Figure("reconnect_p99_s", "... p99 after the client's reconnect wait"),
+            Figure("failed_over", "clients of the killed server"),
+            Figure("resent", "unacknowledged messages re-sent"),
+            Figure("server_cores", "server side CPU (cores busy)"),
+            Figure("other_cores", "other CPU on the machine (cores)"),
+            Figure("lost", "acked lost, stored twice, or views left with a hole", ("==", 0)),
+        ),
+    ),
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "stall": tuple(name for name in SCENARIOS if name.startswith("stall-")),
+    "cluster": tuple(name for name in SCENARIOS if name.startswith("cluster-")),
 }
 """Names on the command line that stand for several scenarios."""

@@ -34,11 +34,13 @@ __all__ = [
     "close_all",
     "login",
     "login_many",
+    "login_placed",
     "move_to_own_rooms",
     "open_client",
     "paced_sender",
     "sent_at",
     "settle_joins",
+    "settle_quietly",
     "stamped_text",
 ]
 
@@ -68,7 +70,8 @@ class Client:
     :meth:`expect` (set-up steps). Pings are answered here. With
     ``count_only`` the client only counts the bytes it reads (idle clients of
     the connect scenario, which must not cost the generator a JSON parse per
-    join notice).
+    join notice). ``on_lost`` is called once when the connection ends, whoever
+    ended it (the failover scenario reconnects from there).
 
     After :meth:`stamp_arrivals`, :attr:`arrived` is the moment the bytes being
     decoded reached this socket, from the kernel's receive timestamp
@@ -96,6 +99,7 @@ class Client:
         self.joined_count = 0
         self.stamping = False
         self.arrived = 0.0
+        self.on_lost: Callable[[Client], None] | None = None
         self._out: deque[bytes] = deque()
         self._reading = False
         self._writing = False
@@ -290,6 +294,8 @@ class Client:
         self._out.clear()
         self.sock.close()
         self._wake()
+        if self.on_lost is not None:
+            self.on_lost(self)
 
     # receiving, for set-up steps
     def set_handler(self, handler: FrameHandler | None) -> None:
@@ -397,20 +403,55 @@ async def login_many(
     bench: Bench, server: ServerProcess, names: Sequence[str], *, in_flight: int = 50
 ) -> list[Client]:
     """Password-log in every name (registering it), at most ``in_flight`` at a time."""
+    return await login_placed(bench, [(name, server.port) for name in names], in_flight=in_flight)
+
+
+async def login_placed(
+    bench: Bench, placed: Sequence[tuple[str, int]], *, in_flight: int = 50
+) -> list[Client]:
+    """Password-log in every name on its port (registering it), at most ``in_flight`` at
+    a time; the clients come back in the order given."""
     sem = asyncio.Semaphore(in_flight)
     ctx = bench.client_context()
 
-    async def one(name: str) -> Client:
+    async def one(name: str, port: int) -> Client:
         async with sem:
-            return await login(server.port, ctx, name, password=password_of(name))
+            return await login(port, ctx, name, password=password_of(name))
 
-    results = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
+    results = await asyncio.gather(*(one(n, p) for n, p in placed), return_exceptions=True)
     clients = [r for r in results if isinstance(r, Client)]
     failures = [r for r in results if not isinstance(r, Client)]
     if failures:
         close_all(clients)
-        raise BenchError(f"{len(failures)} of {len(names)} logins failed: {failures[0]!r}")
+        raise BenchError(f"{len(failures)} of {len(placed)} logins failed: {failures[0]!r}")
     return clients
+
+
+async def settle_quietly(
+    clients: Sequence[Client], *, quiet: float = 0.5, limit: float = 60.0
+) -> None:
+    """Wait until no client has received anything for ``quiet`` s (at most ``limit`` s),
+    dropping what arrives.
+
+    In cluster mode join notices come from several servers at once, so how many
+    each client will see cannot be counted in advance as :func:`settle_joins` does.
+    """
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+
+    def on_frame(client: Client, frame: Frame, now: float) -> None:
+        nonlocal last
+        last = loop.time()
+
+    for client in clients:
+        client.set_handler(on_frame)
+    deadline = loop.time() + limit
+    while loop.time() - last < quiet:
+        if loop.time() > deadline:
+            raise BenchError(f"clients still receiving after {limit} s")
+        await asyncio.sleep(quiet / 5)
+    for client in clients:
+        client.set_handler(None)
 
 
 async def settle_joins(clients: Sequence[Client], *, timeout: float = 60.0) -> None:

@@ -1,4 +1,5 @@
-"""CPU accounting over a measured phase: the server, the generator and the rest of the machine."""
+"""CPU accounting over a measured phase: the servers (and in cluster mode PostgreSQL and
+Redis), the generator and the rest of the machine."""
 
 from __future__ import annotations
 
@@ -11,27 +12,42 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from .common import CLK_TCK
 from .server import ServerProcess
 
-__all__ = ["machine_busy_seconds", "measuring", "wait_for_quiet"]
+__all__ = ["EngineCpu", "machine_busy_seconds", "measuring", "wait_for_quiet"]
+
+
+class EngineCpu(Protocol):
+    """Processes besides the servers whose CPU counts as the server side's (cluster mode)."""
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far, by engine name."""
+        ...
 
 
 @contextmanager
-def measuring(server: ServerProcess) -> Iterator[dict[str, float]]:
-    """CPU of the server and the generator over the block, garbage collector off.
+def measuring(
+    *servers: ServerProcess, engines: EngineCpu | None = None
+) -> Iterator[dict[str, float]]:
+    """CPU of the servers (summed), the engines, and the generator over the block,
+    garbage collector off.
 
-    The generator makes millions of short-lived frames and no cycles; its
-    collector would only add noise to the generator's own CPU time. With
-    ``--py-spy DIR`` the server is sampled by py-spy over the block (which
-    costs it CPU: profile runs are for finding hot spots, not for figures).
+    ``server_cpu_s`` is every server's together; with ``engines`` (PostgreSQL and
+    Redis in cluster mode) each engine's is ``{name}_cpu_s`` and ``cluster_cpu_s``
+    the whole server side. The generator makes millions of short-lived frames
+    and no cycles; its collector would only add noise to the generator's own CPU
+    time. With ``--py-spy DIR`` each server is sampled by py-spy over the block
+    (which costs it CPU: profile runs are for finding hot spots, not for figures).
     """
     out: dict[str, float] = {}
-    spy = _start_py_spy(server) if server.profile is not None else None
+    spies = [_start_py_spy(s) for s in servers if s.profile is not None]
     gc.collect()
     gc.disable()
-    server_cpu = server.cpu_seconds()
+    server_cpu = sum(s.cpu_seconds() for s in servers)
+    engine_cpu = engines.cpu_seconds() if engines is not None else {}
     gen_cpu = time.process_time()
     busy = machine_busy_seconds()
     start = time.perf_counter()
@@ -39,15 +55,21 @@ def measuring(server: ServerProcess) -> Iterator[dict[str, float]]:
         yield out
     finally:
         wall = time.perf_counter() - start
-        out["server_cpu_s"] = server.cpu_seconds() - server_cpu
+        out["server_cpu_s"] = sum(s.cpu_seconds() for s in servers) - server_cpu
         out["gen_cpu_s"] = time.process_time() - gen_cpu
         out["wall_s"] = wall
+        side = out["server_cpu_s"]
+        if engines is not None:
+            for name, seconds in engines.cpu_seconds().items():
+                out[f"{name}_cpu_s"] = seconds - engine_cpu[name]
+                side += out[f"{name}_cpu_s"]
+            out["cluster_cpu_s"] = side
         # Everything else the machine did meanwhile: other processes, and kernel
         # work charged to neither side. Other people's test runs show up here.
-        other = machine_busy_seconds() - busy - out["server_cpu_s"] - out["gen_cpu_s"]
+        other = machine_busy_seconds() - busy - side - out["gen_cpu_s"]
         out["other_cores"] = max(0.0, other) / max(wall, 1e-9)
         gc.enable()
-        if spy is not None:
+        for spy in spies:
             spy.send_signal(signal.SIGINT)
             try:
                 spy.wait(30)

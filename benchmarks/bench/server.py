@@ -54,6 +54,7 @@ class ServerProcess:
         self.port = 0
         self.exit_code: int | None = None
         self.problems: list[str] = []
+        self._final_cpu: float | None = None
 
     @property
     def pid(self) -> int:
@@ -130,13 +131,23 @@ class ServerProcess:
             if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
                 self.problems.append(f"server log: {line[:300]}")
 
+    def kill(self) -> None:
+        """``kill -9``, as a crash would (the failover scenario): its CPU so far is kept
+        for :meth:`cpu_seconds`, and its exit status is no problem."""
+        assert self.proc is not None
+        self._final_cpu = self.cpu_seconds()
+        self.proc.kill()
+        self.exit_code = self.proc.wait()
+
     def check_alive(self) -> None:
         """BenchError if the server has exited."""
         if self.proc is None or self.proc.poll() is not None:
             raise BenchError(f"server died: {self._log_tail()}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of every thread of the server so far."""
+        """User + system CPU time of every thread of the server so far (until killed)."""
+        if self._final_cpu is not None:
+            return self._final_cpu
         try:
             stat = Path(f"/proc/{self.pid}/stat").read_text()
         except OSError as exc:

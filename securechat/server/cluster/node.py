@@ -326,13 +326,15 @@ class Cluster:
         hub = self._hub
         fields = event["fields"]
         seq = fields.get("seq")
-        data = encode(event["frame"], **fields)
         room_key = event.get("room")
+        # Every server reads every event; the frame is encoded only where someone is
+        # to get it (a skipped number costs nothing but the sequencer's step).
         if room_key is not None:
             room = hub.rooms.get(room_key)
 
             def deliver() -> None:
                 if room is not None:
+                    data = encode(event["frame"], **fields)
                     hub.delivery.remote_room(room, int(fields["id"]), seq, data)
 
             interested = room is not None and bool(room.live)
@@ -341,6 +343,7 @@ class Cluster:
             sender, recipient = int(event["sender"]), int(event["recipient"])
 
             def deliver() -> None:
+                data = encode(event["frame"], **fields)
                 hub.delivery.remote_private(sender, recipient, int(fields["id"]), data)
 
             interested = bool(hub.sessions.count(sender) or hub.sessions.count(recipient))
