@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from . import certcheck
 from .errors import ChatError, ConfigError
 from .wire.names import check_user_name
 
@@ -56,6 +57,7 @@ __all__ = [
     "CA_LIFETIME",
     "DEFAULT_HOSTS",
     "LEAF_LIFETIME",
+    "MAX_LEAF_DAYS",
     "load_ca",
     "main",
     "make_ca",
@@ -73,8 +75,12 @@ DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 CA_LIFETIME = datetime.timedelta(days=3650)
 """Long, because replacing the CA invalidates every client certificate it signed."""
 
-LEAF_LIFETIME = datetime.timedelta(days=365)
-"""Short enough for clients that cap leaf lifetimes (Apple platforms refuse > 398 days)."""
+LEAF_LIFETIME = datetime.timedelta(days=90)
+"""The default for server and client certificates (``--days``): Mozilla's "modern"
+TLS profile recommends 90 days, the lifetime of Let's Encrypt's certificates."""
+
+MAX_LEAF_DAYS = 398
+"""Longest ``--days``: Apple platforms refuse server certificates valid for longer."""
 
 _CLOCK_SKEW = datetime.timedelta(minutes=5)
 """Back-dating of not_valid_before, so a peer whose clock is a little behind still accepts."""
@@ -146,8 +152,11 @@ def make_server_cert(
     ca_key: ec.EllipticCurvePrivateKey,
     *,
     hosts: Sequence[str] = DEFAULT_HOSTS,
+    lifetime: datetime.timedelta = LEAF_LIFETIME,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A serverAuth (and clientAuth) certificate signed by ``ca_cert``, and its new key.
+
+    It is valid for ``lifetime`` (never beyond the CA's own end).
 
     ``hosts`` are exactly the names the certificate is valid for: each IP
     address string becomes an IP subject alternative name, anything else a DNS
@@ -166,6 +175,7 @@ def make_server_cert(
         ca_key,
         key,
         common_name="securechat development server",
+        lifetime=lifetime,
         # clientAuth too: in a cluster each server presents this certificate when it
         # dials another (OpenSSL checks a client's certificate for clientAuth).
         usages=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
@@ -178,8 +188,10 @@ def make_client_cert(
     ca_key: ec.EllipticCurvePrivateKey,
     *,
     name: str,
+    lifetime: datetime.timedelta = LEAF_LIFETIME,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A clientAuth certificate for user ``name`` signed by ``ca_cert``, and its new key.
+    """A clientAuth certificate for user ``name`` signed by ``ca_cert``, and its new key,
+    valid for ``lifetime`` (never beyond the CA's own end).
 
     The common name is ``name``, which must follow the chat user-name rule
     (1-32 ASCII letters, digits, ``_`` or ``-``); ConfigError otherwise.
@@ -187,7 +199,12 @@ def make_client_cert(
     _check_client_name(name)
     key = ec.generate_private_key(ec.SECP256R1())
     builder = _leaf_builder(
-        ca_cert, ca_key, key, common_name=name, usages=(ExtendedKeyUsageOID.CLIENT_AUTH,)
+        ca_cert,
+        ca_key,
+        key,
+        common_name=name,
+        usages=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+        lifetime=lifetime,
     )
     return builder.sign(ca_key, hashes.SHA256()), key
 
@@ -255,11 +272,16 @@ def load_ca(directory: StrPath) -> tuple[x509.Certificate, ec.EllipticCurvePriva
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``securechat-certs`` command: write development certificates into --out DIR.
+    """The ``securechat-certs`` command: write development certificates into --out DIR,
+    or, as ``securechat-certs check``, check a server certificate (see
+    :func:`securechat.certcheck.main`).
 
     Returns the exit status: 0 on success, 2 (after one line on stderr) on any
     failure the user can fix.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        return certcheck.main(argv[1:], prog=f"{_PROG} check")
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
@@ -269,13 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    lifetime = datetime.timedelta(days=args.days)
     try:
         if args.client is not None:
             if args.host:
                 raise ConfigError("--host applies to the server certificate, not to --client")
-            _issue_client(out, args.client)
+            _issue_client(out, args.client, lifetime=lifetime)
         else:
-            _issue_server(out, [*DEFAULT_HOSTS, *args.host])
+            _issue_server(out, [*DEFAULT_HOSTS, *args.host], lifetime=lifetime)
     except ConfigError as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -299,7 +322,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Make development TLS certificates for securechat: a private CA and a "
             "server certificate, or (with --client) a client certificate signed by "
-            "the CA already in DIR. Never use them in production."
+            "the CA already in DIR. Never use them in production. "
+            f"`{_PROG} check --help`: check a server certificate and key (any CA's)."
         ),
     )
     parser.add_argument(
@@ -318,10 +342,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="make NAME.pem/NAME.key, a client certificate for user NAME, with the CA in DIR",
     )
+    parser.add_argument(
+        "--days",
+        type=_days,
+        default=LEAF_LIFETIME.days,
+        metavar="N",
+        help=f"validity of the server or client certificate, 1 to {MAX_LEAF_DAYS} "
+        f"(default {LEAF_LIFETIME.days}); the CA's is always {CA_LIFETIME.days}",
+    )
     return parser
 
 
-def _issue_server(out: Path, hosts: Sequence[str]) -> None:
+def _days(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LEAF_DAYS):
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of days from 1 to {MAX_LEAF_DAYS}, not {text!r}"
+        )
+    return int(text)
+
+
+def _issue_server(out: Path, hosts: Sequence[str], *, lifetime: datetime.timedelta) -> None:
     """Write the server certificate, reusing the CA in ``out`` when there is one."""
     # Validate the hosts before touching the disk, so a typo writes nothing.
     _subject_alt_names(hosts)
@@ -337,13 +377,15 @@ def _issue_server(out: Path, hosts: Sequence[str]) -> None:
         write_key(ca_files[1], ca_key)
         write_cert(ca_files[0], ca_cert)
         written += ca_files
-    server_cert, server_key = make_server_cert(ca_cert, ca_key, hosts=hosts)
+    server_cert, server_key = make_server_cert(ca_cert, ca_key, hosts=hosts, lifetime=lifetime)
     cert_path, key_path = out / _SERVER_CERT_FILE, out / _SERVER_KEY_FILE
     write_key(key_path, server_key)
     write_cert(cert_path, server_cert)
     written += [cert_path, key_path]
     _print_written(written)
     print(f"Server certificate names: {', '.join(_unique_hosts(hosts))}")
+    print(f"Valid until {server_cert.not_valid_after_utc:%Y-%m-%d}; SHA-256 fingerprint:")
+    print(f"  {certcheck.fingerprint_of(server_cert)}")
     print("Start the server with:")
     print(f"  securechat-server --cert {_q(cert_path)} --key {_q(key_path)}")
     print("and connect with:")
@@ -351,7 +393,7 @@ def _issue_server(out: Path, hosts: Sequence[str]) -> None:
     print(f"For a client certificate: {_PROG} --out {_q(out)} --client NAME")
 
 
-def _issue_client(out: Path, name: str) -> None:
+def _issue_client(out: Path, name: str, *, lifetime: datetime.timedelta) -> None:
     """Write NAME.pem/NAME.key signed by the CA already in ``out``."""
     _check_client_name(name)
     if name.lower() in _RESERVED_CLIENT_NAMES:
@@ -361,7 +403,7 @@ def _issue_client(out: Path, name: str) -> None:
             f"client name {name!r} is reserved: its files would replace the {owner}'s"
         )
     ca_cert, ca_key = load_ca(out)
-    cert, key = make_client_cert(ca_cert, ca_key, name=name)
+    cert, key = make_client_cert(ca_cert, ca_key, name=name, lifetime=lifetime)
     cert_path, key_path = out / f"{name}.pem", out / f"{name}.key"
     write_key(key_path, key)
     write_cert(cert_path, cert)
@@ -390,11 +432,12 @@ def _leaf_builder(
     *,
     common_name: str,
     usages: Sequence[x509.ObjectIdentifier],
+    lifetime: datetime.timedelta,
 ) -> x509.CertificateBuilder:
     """The parts every leaf shares; the caller adds names and signs."""
     now = _now()
     # A leaf outliving its CA would just fail verification later, with a less clear error.
-    not_after = min(now + LEAF_LIFETIME, ca_cert.not_valid_after_utc)
+    not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))

@@ -53,7 +53,16 @@ class TLSError(SecureChatError):
 
 
 class CertificateVerifyError(TLSError):
-    """The peer's certificate chain or host name did not verify."""
+    """The peer's certificate chain or host name did not verify, or is not the pinned one.
+
+    ``reason`` says which, for advice that fits: ``expired``, ``not_yet_valid``,
+    ``unknown_ca``, ``name_mismatch``, ``changed`` (not the certificate pinned on
+    first use) or ``other``.
+    """
+
+    def __init__(self, message: str, *, reason: str = "other") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ConnectionLost(SecureChatError):

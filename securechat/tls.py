@@ -14,7 +14,7 @@ import ssl
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import CertificateVerifyError, ConfigError, TLSError
 
@@ -26,7 +26,9 @@ __all__ = [
     "describe_tls_error",
     "peer_common_name",
     "peer_has_server_usage",
+    "pinning_context",
     "server_context",
+    "sha256_fingerprint",
 ]
 
 INTERMEDIATE_CIPHERS = ":".join(
@@ -47,6 +49,8 @@ _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 _SSL_CTRL_SET_GROUPS_LIST = 92
 _SSL_CTRL_MODE = 33
 _SSL_MODE_RELEASE_BUFFERS = 0x10
+_SSL_CTRL_SET_SESS_CACHE_MODE = 44
+_SSL_SESS_CACHE_OFF = 0
 
 
 def server_context(
@@ -59,12 +63,15 @@ def server_context(
     ctx.minimum_version = _VERSIONS[tls_min]
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ciphers(INTERMEDIATE_CIPHERS)
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    # Our clients keep one long connection and never resume sessions: the two TLS 1.3
-    # session tickets OpenSSL would send per handshake are wasted work.
+    # No session resumption in either version (docs/server.md, "Certificates"): our
+    # clients keep one long connection, so tickets would be wasted work, and TLS 1.2
+    # tickets would be encrypted with a key OpenSSL never rotates, so one stolen key
+    # would decrypt every recorded session's secrets (no forward secrecy).
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET
     ctx.num_tickets = 0
     _set_groups(ctx, GROUPS)
     _release_idle_buffers(ctx)
+    _disable_session_cache(ctx)
     try:
         ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
     except (OSError, ssl.SSLError) as exc:
@@ -108,6 +115,21 @@ def client_context(
     return ctx
 
 
+def pinning_context(*, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """A client context that checks neither the chain nor the host name: only for a
+    connection whose certificate is compared with a pinned fingerprint before
+    anything is sent on it (trust on first use, securechat/client/trust.py).
+
+    Everything else (versions, client certificate) is as :func:`client_context`.
+    """
+    ctx = client_context(cert=cert, key=key)
+    # A pin names one exact certificate: no chain to build, and the host name is
+    # the one the user confirmed with that pin, so there is nothing else to check.
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def peer_common_name(sock: ssl.SSLSocket) -> str | None:
     """The common name of the peer's verified certificate, if it sent one."""
     cert = sock.getpeercert()
@@ -147,35 +169,84 @@ def certificate_summary(sock: ssl.SSLSocket) -> dict[str, str]:
     der = sock.getpeercert(binary_form=True)
     if not der:
         return {}
-    cert = sock.getpeercert() or {}
+    cert = sock.getpeercert()
+    if not cert:
+        # A pinned connection (verification off) gets no decoded certificate from ssl.
+        parsed = x509.load_der_x509_certificate(der)
+        return {
+            "cert_subject": _x509_name(parsed.subject),
+            "cert_issuer": _x509_name(parsed.issuer),
+            "cert_sha256": sha256_fingerprint(der),
+        }
 
     def _name(field: str) -> str:
         parts = [f"{attr[0]}={attr[1]}" for rdn in cert.get(field, ()) for attr in rdn]
         return ", ".join(parts)
 
-    digest = hashlib.sha256(der).hexdigest().upper()
     return {
         "cert_subject": _name("subject"),
         "cert_issuer": _name("issuer"),
-        "cert_sha256": ":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
+        "cert_sha256": sha256_fingerprint(der),
     }
 
 
+_OPENSSL_NAMES = {
+    NameOID.COMMON_NAME: "commonName",
+    NameOID.ORGANIZATION_NAME: "organizationName",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "organizationalUnitName",
+    NameOID.COUNTRY_NAME: "countryName",
+    NameOID.STATE_OR_PROVINCE_NAME: "stateOrProvinceName",
+    NameOID.LOCALITY_NAME: "localityName",
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.DOMAIN_COMPONENT: "domainComponent",
+}
+"""The attribute names ssl's decoded certificates use, so both paths read alike."""
+
+
+def _x509_name(name: x509.Name) -> str:
+    return ", ".join(
+        f"{_OPENSSL_NAMES.get(attr.oid, attr.oid.dotted_string)}={attr.value!s}" for attr in name
+    )
+
+
+def sha256_fingerprint(der: bytes) -> str:
+    """A DER certificate's SHA-256 fingerprint as clients show and pin it: ``4F:61:…:1E``."""
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+_VERIFY_REASONS = {
+    9: "not_yet_valid",  # X509_V_ERR_CERT_NOT_YET_VALID
+    10: "expired",  # X509_V_ERR_CERT_HAS_EXPIRED
+    2: "unknown_ca",  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+    18: "unknown_ca",  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+    19: "unknown_ca",  # X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+    20: "unknown_ca",  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    21: "unknown_ca",  # X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+    62: "name_mismatch",  # X509_V_ERR_HOSTNAME_MISMATCH
+    64: "name_mismatch",  # X509_V_ERR_IP_ADDRESS_MISMATCH
+}
+"""OpenSSL's verification result codes, grouped by what the user can do about them."""
+
+
 def describe_tls_error(exc: BaseException, *, host: str | None = None) -> TLSError:
-    """Our error for a failed handshake, saying what failed and what to do."""
+    """Our error for a failed handshake, saying what failed and what to do.
+
+    A certificate that does not verify is a CertificateVerifyError whose
+    ``reason`` names the failure; each gets its own advice (an expired
+    certificate is for the server's administrator to renew, not a --ca problem).
+    """
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = exc.verify_message or _reason(exc)
-        if "hostname" in detail.lower() or "ip address mismatch" in detail.lower():
-            hint = (
-                f"the server's certificate is not valid for {host!r}: connect with --host set "
-                "to a name the certificate lists (securechat-certs --host NAME adds one)"
-            )
-        else:
-            hint = (
-                "pass --ca with the CA certificate that signed the server's certificate "
-                "(for dev certificates: --ca certs/ca.pem)"
-            )
-        return CertificateVerifyError(f"certificate verification failed: {detail}; {hint}")
+        reason = _VERIFY_REASONS.get(exc.verify_code, "other")
+        if reason == "other" and (
+            "hostname" in detail.lower() or "ip address mismatch" in detail.lower()
+        ):
+            reason = "name_mismatch"
+        return CertificateVerifyError(
+            f"certificate verification failed: {detail}; {_verify_advice(reason, host)}",
+            reason=reason,
+        )
     if isinstance(exc, ssl.SSLError):
         reason = _reason(exc)
         if "CERTIFICATE_REQUIRED" in reason.upper() or "certificate required" in reason:
@@ -185,6 +256,29 @@ def describe_tls_error(exc: BaseException, *, host: str | None = None) -> TLSErr
             )
         return TLSError(f"TLS handshake failed: {reason}")
     return TLSError(f"TLS handshake failed: {exc}")
+
+
+def _verify_advice(reason: str, host: str | None) -> str:
+    if reason == "expired":
+        return (
+            "the server's certificate has expired (or this computer's clock is wrong): "
+            "the server's administrator must renew it; no client option fixes this"
+        )
+    if reason == "not_yet_valid":
+        return (
+            "the server's certificate is not valid yet: check this computer's clock, "
+            "or tell the server's administrator"
+        )
+    if reason == "name_mismatch":
+        return (
+            f"the server's certificate is not valid for {host!r}: connect with --host set "
+            "to a name the certificate lists (securechat-certs --host NAME adds one)"
+        )
+    return (
+        "pass --ca with the CA certificate that signed the server's certificate "
+        "(for dev certificates: --ca certs/ca.pem), or, without --ca, trust the "
+        "certificate on first use"
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -232,6 +326,21 @@ def _release_idle_buffers(ctx: ssl.SSLContext) -> None:
     except TLSError:
         return
     lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_MODE, _SSL_MODE_RELEASE_BUFFERS, None)
+
+
+def _disable_session_cache(ctx: ssl.SSLContext) -> None:
+    """Turn off TLS 1.2 resumption by session ID too (the server-side cache).
+
+    Without tickets a TLS 1.2 client could still resume from the server's
+    session cache; no resumption at all is simpler to state and to test.
+    Skipped (not fatal) where ctypes cannot reach OpenSSL: then the cache only
+    costs memory.
+    """
+    try:
+        lib, ptr = _ssl_ctx_pointer(ctx)
+    except TLSError:
+        return
+    lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
 
 
 def _set_groups(ctx: ssl.SSLContext, groups: str) -> None:

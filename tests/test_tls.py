@@ -455,3 +455,25 @@ def test_unreadable_client_ca_is_a_config_error_naming_it(pki: Pki, tmp_path: Pa
     missing = tmp_path / "clients-ca.pem"
     with pytest.raises(ConfigError, match=r"clients-ca\.pem"):
         server_context(cert=pki.server_pem, key=pki.server_key, client_ca=missing)
+
+
+# -- resumption -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=VERSION_IDS)
+def test_server_offers_no_session_resumption(
+    server: Server, pki: Pki, version: ssl.TLSVersion
+) -> None:
+    """No tickets in either version (a TLS 1.2 ticket key is never rotated) and no
+    session-ID cache: a second connection offering the first one's session gets a
+    full handshake."""
+    ctx = _client_ctx(pki, version=version)
+    with _connect(server.address[1], ctx) as first:
+        _first_frame(first)  # TLS 1.3 tickets, if any, arrive after the handshake
+        session = first.session
+        assert session is not None
+        assert not session.has_ticket
+    raw = socket.create_connection(("127.0.0.1", server.address[1]), timeout=IO_TIMEOUT)
+    with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as second:
+        _first_frame(second)
+        assert not second.session_reused

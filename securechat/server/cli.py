@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from ..certcheck import check_server_certificate, log_findings
 from ..channel import FRAME_TIMEOUT
 from ..errors import SecureChatError
 from ..wire.protocol import DEFAULT_PORT
@@ -219,6 +220,16 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    # The checks securechat-certs check makes: a certificate clients would refuse
+    # is better refused here, with the fix, than by every client.
+    findings = check_server_certificate(args.cert, args.key)
+    if not log_findings(findings, logging.getLogger("securechat.certificate"), cert=args.cert):
+        print(
+            f"securechat-server: not starting: the certificate has errors (above); "
+            f"securechat-certs check --cert {args.cert} --key {args.key} checks it again",
+            file=sys.stderr,
+        )
+        return 2
     config = ServerConfig(
         cert=args.cert,
         key=args.key,
