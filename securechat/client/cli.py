@@ -7,6 +7,11 @@ moves to the next when it cannot connect or loses its connection.
 On a terminal (standard input and output both) the full-screen interface of
 :mod:`securechat.ui` opens; otherwise, or with ``--json``, line mode.
 
+``securechat-client NAME`` takes its options from profile NAME of the client's
+config file (:mod:`securechat.client.profiles`); options given on the command
+line override it. Without ``--ca``, a server the system trust store does not
+verify can be trusted on first use (:mod:`securechat.client.trust`).
+
 Exit status: 0 after a clean quit or EOF, 1 if the connection was lost,
 2 for a usage or configuration problem, 3 if TLS or certificate verification
 failed, 4 if the server refused the login, 5 if the server could not be reached.
@@ -21,12 +26,24 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import ChatError, ConfigError, ConnectionLost, TLSError
-from ..tls import client_context
+from cryptography import x509
+
+from ..certcheck import certificate_names, names_cover
+from ..errors import CertificateVerifyError, ChatError, ConfigError, ConnectionLost, TLSError
+from ..tls import client_context, pinning_context, sha256_fingerprint
 from ..ui.linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
 from ..wire.protocol import DEFAULT_PORT
 from .core import ChatClient, Event
+from .profiles import default_config_path, load_profile
 from .servers import ServerAddress, parse_server
+from .trust import (
+    KNOWN_SERVERS_FILE,
+    KnownServers,
+    ServerTrust,
+    config_dir,
+    fetch_certificate,
+    pin_on_first_use,
+)
 
 __all__ = ["EXIT_CONNECT", "EXIT_LOGIN", "EXIT_TLS", "build_parser", "main"]
 
@@ -43,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="securechat-client", description="Chat on a securechat server over verified TLS."
     )
     p.add_argument(
+        "profile",
+        nargs="?",
+        help=f"take the options of [profiles.PROFILE] in {default_config_path()} "
+        "(options given here override them)",
+    )
+    p.add_argument(
+        "--trust-on-first-use",
+        action="store_true",
+        default=None,
+        help="without --ca, trust and pin a server certificate no known CA signed, without "
+        "asking (scripts; on a terminal the client asks)",
+    )
+    p.add_argument(
         "--ca", type=Path, help="CA certificate that signed the server's (default: system store)"
     )
     p.add_argument(
@@ -55,7 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--port",
         type=int,
-        default=DEFAULT_PORT,
         help=f"port of the --host entries without one (default {DEFAULT_PORT})",
     )
     p.add_argument("--user", help="your user name; the first login with a new name registers it")
@@ -70,7 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--download-dir",
         type=Path,
-        default=Path("downloads"),
         help="where received files are saved (default ./downloads)",
     )
     return p
@@ -105,18 +133,96 @@ def read_password(args: argparse.Namespace) -> str | None:
 def server_addresses(args: argparse.Namespace) -> list[ServerAddress]:
     """The ``--host`` entries in the order given (``localhost`` without any);
     ConfigError for one that is not ``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT``."""
-    return [parse_server(text, default_port=args.port) for text in args.host or ["localhost"]]
+    port = DEFAULT_PORT if args.port is None else args.port
+    return [parse_server(text, default_port=port) for text in args.host or ["localhost"]]
+
+
+def apply_profile(args: argparse.Namespace) -> None:
+    """Fill the options not given on the command line from ``args.profile`` (if named),
+    then the defaults; ConfigError for a missing or malformed profile."""
+    if args.profile is not None:
+        profile = load_profile(default_config_path(), args.profile)
+        for key, value in profile.options.items():
+            option = "host" if key == "hosts" else key
+            if getattr(args, option) is None:
+                setattr(args, option, value)
+    if args.port is None:
+        args.port = DEFAULT_PORT
+    if args.download_dir is None:
+        args.download_dir = Path("downloads")
+    args.trust_on_first_use = bool(args.trust_on_first_use)
+
+
+def server_trust(args: argparse.Namespace) -> tuple[ServerTrust, KnownServers | None]:
+    """How each server is trusted: ``--ca`` (pins ignored), or the system store and
+    the pins of known_servers; and that file, when trust on first use applies."""
+    context = client_context(ca=args.ca, cert=args.cert, key=args.key)
+    if args.ca is not None:
+        return ServerTrust(context), None
+    known = KnownServers(config_dir() / KNOWN_SERVERS_FILE)
+    pinned = pinning_context(cert=args.cert, key=args.key)
+    trust = ServerTrust(context, pinned=pinned, pins=known.pins, known_file=known.path)
+    return trust, known
+
+
+def _confirm_first_use(args: argparse.Namespace, server: ServerAddress, der: bytes) -> bool:
+    """Show the certificate and ask (or, with --trust-on-first-use, accept) it."""
+    cert = x509.load_der_x509_certificate(der)
+    print(
+        f"The certificate of {server} is not signed by a CA this computer trusts.\n"
+        f"  subject: {cert.subject.rfc4514_string()}\n"
+        f"  issuer:  {cert.issuer.rfc4514_string()}\n"
+        f"  names:   {', '.join(certificate_names(cert)) or '(none)'}\n"
+        f"  SHA-256: {sha256_fingerprint(der)}\n"
+        "Compare this fingerprint with the one the server's administrator gives you "
+        "(securechat-certs check prints it).",
+        file=sys.stderr,
+    )
+    if args.trust_on_first_use:
+        print(f"Trusted on first use (--trust-on-first-use): pinned for {server}.", file=sys.stderr)
+        return True
+    if not sys.stdin.isatty():
+        print(
+            "Not trusted: standard input is not a terminal to ask on; pass "
+            "--trust-on-first-use, or --ca with the CA that signed it.",
+            file=sys.stderr,
+        )
+        return False
+    print(f"Trust it and remember it for {server}? [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in {"y", "yes"}
+
+
+def _name_advice(
+    args: argparse.Namespace, servers: list[ServerAddress], exc: CertificateVerifyError
+) -> CertificateVerifyError:
+    """``exc`` with the names the server's certificate does list, where one can be fetched."""
+    probe = pinning_context(cert=args.cert, key=args.key)
+    for server in servers:
+        try:
+            der = fetch_certificate(server, probe, timeout=5.0)
+        except (ConnectionLost, TLSError):
+            continue
+        names = certificate_names(x509.load_der_x509_certificate(der))
+        if not names_cover(names, server.host):
+            listed = ", ".join(names) or "no names at all"
+            return CertificateVerifyError(f"{exc}; it lists: {listed}", reason=exc.reason)
+    return exc
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the client; see the module docstring for exit statuses."""
     args = build_parser().parse_args(argv)
+    try:
+        apply_profile(args)
+    except ConfigError as exc:
+        print(f"securechat-client: {exc}", file=sys.stderr)
+        return 2
     if not args.user and args.cert is None:
         print("securechat-client: --user NAME is required", file=sys.stderr)
         return 2
     try:
         servers = server_addresses(args)
-        context = client_context(ca=args.ca, cert=args.cert, key=args.key)
+        trust, known = server_trust(args)
         password = read_password(args)
     except ConfigError as exc:
         print(f"securechat-client: {exc}", file=sys.stderr)
@@ -133,20 +239,44 @@ def main(argv: list[str] | None = None) -> int:
         from ..ui import ChatApp  # noqa: PLC0415
 
         ui = ChatApp()
-    client = ChatClient(
-        servers=servers,
-        context=context,
-        user=args.user or "",
-        password=password,
-        on_event=printer.emit if ui is None else ui.post_event,
-        download_dir=args.download_dir,
-    )
-    if isinstance(printer, HumanPrinter):
-        printer.client = client
-    printer.on_broken = client.close
-    printer.on_printed = client.mark_shown
+
+    def make_client(trust: ServerTrust) -> ChatClient:
+        client = ChatClient(
+            servers=servers,
+            context=trust,
+            user=args.user or "",
+            password=password,
+            on_event=printer.emit if ui is None else ui.post_event,
+            download_dir=args.download_dir,
+        )
+        if isinstance(printer, HumanPrinter):
+            printer.client = client
+        printer.on_broken = client.close
+        printer.on_printed = client.mark_shown
+        return client
+
+    client = make_client(trust)
     try:
-        client.connect()
+        try:
+            client.connect()
+        except CertificateVerifyError as exc:
+            if exc.reason == "name_mismatch":
+                raise _name_advice(args, servers, exc) from exc
+            if exc.reason != "unknown_ca" or known is None:
+                raise
+            # Trust on first use: pin what the user confirms, then connect with the pins.
+            skipped = pin_on_first_use(
+                servers,
+                known,
+                pinning_context(cert=args.cert, key=args.key),
+                confirm=lambda server, der: _confirm_first_use(args, server, der),
+                timeout=10.0,
+            )
+            if len(skipped) == len(servers):
+                raise
+            trust, known = server_trust(args)
+            client = make_client(trust)
+            client.connect()
     except (TLSError, ChatError, ConnectionLost) as exc:
         status = (
             EXIT_TLS

@@ -73,8 +73,18 @@ class AttemptOwner(Protocol):
 class Attempt:
     """One connection: its I/O loop, channel and login progress."""
 
-    def __init__(self, owner: AttemptOwner, endpoint: Endpoint, *, replay: bool) -> None:
+    def __init__(
+        self,
+        owner: AttemptOwner,
+        endpoint: Endpoint,
+        *,
+        replay: bool,
+        check_peer: Callable[[bytes | None], None] | None = None,
+    ) -> None:
         self.owner = owner
+        self.check_peer = check_peer
+        """Raises CertificateVerifyError for a certificate (DER) the handshake's own
+        checks cannot refuse: one that is not the pinned one (trust.py)."""
         self.endpoint = endpoint
         self.replay = replay
         self.loop = IOLoop("client-io")
@@ -97,7 +107,16 @@ class Attempt:
         self.greeted = False
 
     def on_open(self, channel: Channel) -> None:
-        """The TLS handshake completed."""
+        """The TLS handshake completed: check the certificate against its pin, if any,
+        before the owner sends anything (the login carries the password)."""
+        if self.check_peer is not None:
+            try:
+                self.check_peer(channel.sock.getpeercert(binary_form=True))
+            except CertificateVerifyError as exc:
+                # Read by the owner once on_close has run, under its lock.
+                self.failure = exc
+                channel.close("certificate is not the pinned one")
+                return
         self.owner._on_open(self, channel)
 
     def on_frame(self, channel: Channel, frame: Frame) -> None:

@@ -72,6 +72,7 @@ from .resync import Resync
 from .servers import Endpoint, ServerAddress, ServerList
 from .state import ChatState
 from .transfers import Transfers
+from .trust import ServerTrust
 from .worker import SerialWorker
 
 __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
@@ -111,7 +112,7 @@ class ChatClient:
         self,
         *,
         servers: Sequence[ServerAddress],
-        context: ssl.SSLContext,
+        context: ssl.SSLContext | ServerTrust,
         user: str,
         password: str | None,
         on_event: Callable[[Event], None],
@@ -123,7 +124,8 @@ class ChatClient:
         self._servers = ServerList(servers)
         self._endpoint: Endpoint | None = None
         """Where the newest attempt connected (for its ``connected`` event)."""
-        self._context = context
+        # One context for every server, or the choice per server (pins: trust.py).
+        self._trust = context if isinstance(context, ServerTrust) else ServerTrust(context)
         self._password = password
         self._on_event = on_event
         self._events = SerialWorker("client-events", limit=_EVENT_BACKLOG)
@@ -336,8 +338,13 @@ class ChatClient:
 
     def _connect_once(self, endpoint: Endpoint, *, replay: bool, timeout: float) -> Attempt:
         """One attempt to connect to ``endpoint`` and log in; the attempt once it is ready."""
-        tls = dial(endpoint, self._context, timeout=timeout)
-        attempt = Attempt(self, endpoint, replay=replay)
+        tls = dial(endpoint, self._trust.context_for(endpoint.server), timeout=timeout)
+        attempt = Attempt(
+            self,
+            endpoint,
+            replay=replay,
+            check_peer=partial(self._trust.check_peer, endpoint.server),
+        )
         attempt.channel = Channel(
             tls,
             attempt,
