@@ -3,7 +3,7 @@
 :func:`check_server_certificate` reads a certificate file and its key and
 returns a :class:`Finding` per problem, each with the fix. ``securechat-certs
 check`` prints them; the server runs the same checks when it starts (errors
-refuse to start, warnings are logged, notes are logged at info level).
+refuse to start, warnings are logged, notes only at debug level).
 
 What is checked, in the order an administrator would fix it:
 
@@ -162,12 +162,13 @@ _LOG_LEVELS = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING}
 
 
 def log_findings(findings: Sequence[Finding], logger: logging.Logger, *, cert: Path) -> bool:
-    """Log each finding (errors and warnings at their level, notes at info); True if
+    """Log each finding (errors and warnings at their level, notes at debug: a private
+    CA's certificate gets one at every start, and it is no news to its owner); True if
     none is an error, i.e. the certificate can be served. For the server, at start
     and on reload."""
     for finding in findings:
         logger.log(
-            _LOG_LEVELS.get(finding.severity, logging.INFO), "certificate %s: %s", cert, finding
+            _LOG_LEVELS.get(finding.severity, logging.DEBUG), "certificate %s: %s", cert, finding
         )
     return not any(f.severity is Severity.ERROR for f in findings)
 
