@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .commandline import add_version
 from .errors import ChatError, ConfigError
 from .wire.names import check_user_name
 
@@ -302,6 +303,7 @@ def _parser() -> argparse.ArgumentParser:
             "the CA already in DIR. Never use them in production."
         ),
     )
+    add_version(parser)
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="directory to write into (created if missing)"
     )

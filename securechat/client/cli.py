@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..commandline import Number, OneLineParser, add_version
 from ..errors import ChatError, ConfigError, ConnectionLost, TLSError
 from ..tls import client_context
 from ..ui.linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
@@ -39,9 +40,10 @@ PASSWORD_ENV = "SECURECHAT_PASSWORD"  # noqa: S105 - a variable name, not a secr
 
 def build_parser() -> argparse.ArgumentParser:
     """The client's command line."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="securechat-client", description="Chat on a securechat server over verified TLS."
     )
+    add_version(p)
     p.add_argument(
         "--ca", type=Path, help="CA certificate that signed the server's (default: system store)"
     )
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--port",
-        type=int,
+        type=Number(low=1, high=65535),
         default=DEFAULT_PORT,
         help=f"port of the --host entries without one (default {DEFAULT_PORT})",
     )

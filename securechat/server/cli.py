@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from ..channel import FRAME_TIMEOUT
+from ..commandline import Number, OneLineParser, add_version
 from ..errors import SecureChatError
 from ..wire.protocol import DEFAULT_PORT
 from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
@@ -22,16 +23,26 @@ from .relay import DEFAULT_MAX_FILE_SIZE
 
 __all__ = ["build_parser", "main"]
 
+_PORT = Number(low=0, high=65535)  # 0: any free port (tests, and --peer-port's default use)
+_AT_LEAST_ONE = Number(low=1)
+_NOT_NEGATIVE = Number(low=0)
+_POSITIVE = Number(whole=False, low=0, above=True)
+_IO_THREADS = Number(low=1, high=64)  # more loops than cores only adds switching
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The server's command line."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="securechat-server", description="Serve securechat over TLS (never plaintext)."
     )
+    add_version(p)
     p.add_argument("--cert", type=Path, required=True, help="server certificate chain (PEM)")
     p.add_argument("--key", type=Path, required=True, help="the certificate's private key (PEM)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--port", type=_PORT, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
     p.add_argument(
         "--db", type=Path, default=Path("securechat.db"), help="SQLite file (default securechat.db)"
     )
@@ -50,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--peer-port",
-        type=int,
+        type=_PORT,
         metavar="PORT",
         help="cluster mode: the port on which the other servers connect to this one to pass "
         "file data between users on different servers (mutual TLS; needs --peer-ca)",
@@ -76,17 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tls-min", choices=("1.2", "1.3"), default="1.2", help="oldest TLS version accepted"
     )
-    p.add_argument("--io-threads", type=int, default=2, help="I/O loop threads (default 2)")
+    p.add_argument("--io-threads", type=_IO_THREADS, default=2, help="I/O loop threads (default 2)")
     p.add_argument(
         "--ping-interval",
-        type=float,
+        type=_POSITIVE,
         default=30.0,
         help="seconds of silence before a client is pinged; as long again without an answer "
         "drops it (default 30)",
     )
     p.add_argument(
         "--frame-timeout",
-        type=float,
+        type=_POSITIVE,
         default=FRAME_TIMEOUT,
         metavar="SECONDS",
         help=f"seconds a client gets to finish a frame it has begun (default {FRAME_TIMEOUT:g})",
@@ -101,25 +112,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--retention-days",
-        type=int,
+        type=_NOT_NEGATIVE,
         default=0,
         help="delete messages older than this many days (0, the default, keeps everything)",
     )
     p.add_argument(
         "--history-on-join",
-        type=int,
+        type=_NOT_NEGATIVE,
         default=20,
         help="messages replayed to a user joining a room (default 20)",
     )
     p.add_argument(
         "--max-file-size",
-        type=int,
+        type=_NOT_NEGATIVE,
         default=DEFAULT_MAX_FILE_SIZE,
         help=f"largest file a user may send, in bytes (default {DEFAULT_MAX_FILE_SIZE}: 1 GiB)",
     )
     p.add_argument(
         "--max-connections-per-ip",
-        type=int,
+        type=_AT_LEAST_ONE,
         default=DEFAULT_CONNECTIONS_PER_SOURCE,
         metavar="N",
         help="open connections one address (an IPv6 /64) may hold "
@@ -127,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-handshakes-per-ip",
-        type=int,
+        type=_AT_LEAST_ONE,
         default=DEFAULT_HANDSHAKES_PER_SOURCE,
         metavar="N",
         help="unfinished TLS handshakes one address may have "
@@ -144,21 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-sessions",
-        type=int,
+        type=_AT_LEAST_ONE,
         default=DEFAULT_MAX_SESSIONS,
         metavar="N",
         help=f"sessions one account may have at once (default {DEFAULT_MAX_SESSIONS})",
     )
     p.add_argument(
         "--message-burst",
-        type=int,
+        type=_AT_LEAST_ONE,
         default=DEFAULT_MESSAGE_BURST,
         metavar="N",
         help=f"messages an account may send at once (default {DEFAULT_MESSAGE_BURST})",
     )
     p.add_argument(
         "--message-rate",
-        type=float,
+        type=_POSITIVE,
         default=DEFAULT_MESSAGE_RATE,
         metavar="PER_S",
         help="messages per second an account may send after its burst "
@@ -166,13 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--registrations-per-ip",
-        type=int,
+        type=_AT_LEAST_ONE,
         default=DEFAULT_REGISTRATIONS,
         metavar="N",
         help="new accounts one address may register per 10 minutes "
         f"(default {DEFAULT_REGISTRATIONS})",
     )
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="the least severe log lines written (default INFO)",
+    )
     return p
 
 
@@ -193,29 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the server; 0 after a clean shutdown, 2 if it cannot start."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for option in ("retention_days", "history_on_join", "max_file_size"):
-        if getattr(args, option) < 0:
-            parser.error(f"--{option.replace('_', '-')} must not be negative")
-    if args.peer_port is not None:
-        if args.bus is None or args.peer_ca is None:
-            parser.error("--peer-port needs --bus and --peer-ca")
-        if not 0 <= args.peer_port <= 65535:
-            parser.error("--peer-port must be between 0 and 65535")
-    for option in ("frame_timeout", "message_rate"):
-        if getattr(args, option) <= 0:
-            parser.error(f"--{option.replace('_', '-')} must be positive")
-    for option in (
-        "io_threads",
-        "max_connections_per_ip",
-        "max_handshakes_per_ip",
-        "max_sessions",
-        "message_burst",
-        "registrations_per_ip",
-    ):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be at least 1")
+    if args.peer_port is not None and (args.bus is None or args.peer_ca is None):
+        parser.error("--peer-port needs --bus and --peer-ca")
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
