@@ -14,7 +14,9 @@ from types import FrameType
 from ..channel import FRAME_TIMEOUT
 from ..commandline import Number, OneLineParser, add_version
 from ..errors import SecureChatError
+from ..tls import server_context
 from ..wire.protocol import DEFAULT_PORT
+from .config import effective_lines, parse_with_config
 from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
 from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURCE, IPNetwork
 from .listener import Server, ServerConfig
@@ -37,6 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="securechat-server", description="Serve securechat over TLS (never plaintext)."
     )
     add_version(p)
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="read options from this TOML file (keys: the long options without their "
+        "dashes, e.g. max-file-size = 1048576); the command line overrides it",
+    )
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the configuration, print it in effect (secrets hidden) and exit",
+    )
     p.add_argument("--cert", type=Path, required=True, help="server certificate chain (PEM)")
     p.add_argument("--key", type=Path, required=True, help="the certificate's private key (PEM)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -206,12 +220,24 @@ def _connection_limit(text: str) -> tuple[IPNetwork, int]:
     return network, limit
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    """``--check-config``: load the certificate and key too, then print what is in effect."""
+    try:
+        server_context(cert=args.cert, key=args.key, client_ca=args.client_ca, tls_min=args.tls_min)
+    except SecureChatError as exc:
+        print(f"securechat-server: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(effective_lines(build_parser(), args)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the server; 0 after a clean shutdown, 2 if it cannot start."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, _ = parse_with_config(build_parser, argv)
     if args.peer_port is not None and (args.bus is None or args.peer_ca is None):
-        parser.error("--peer-port needs --bus and --peer-ca")
+        build_parser().error("--peer-port needs --bus and --peer-ca")
+    if args.check_config:
+        return _check_config(args)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(message)s",
