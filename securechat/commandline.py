@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import NoReturn
 
+from .errors import ConfigError
+
 __all__ = ["Number", "OneLineParser", "add_version", "package_version"]
 
 
@@ -38,11 +40,16 @@ class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line on stderr, then exit status 2.
 
     The full usage of a command with thirty options buries the one line that says
-    what was wrong; ``--help`` is named instead.
+    what was wrong; ``--help`` is named instead. With ``raise_errors`` set, the error
+    is raised as ConfigError instead (a server reloading its configuration must not exit).
     """
+
+    raise_errors = False
 
     def error(self, message: str) -> NoReturn:
         """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit 2."""
+        if self.raise_errors:
+            raise ConfigError(message)
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 

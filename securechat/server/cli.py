@@ -1,13 +1,13 @@
-"""``securechat-server``: run a server until SIGINT or SIGTERM."""
+"""``securechat-server``: serve until SIGINT or SIGTERM; SIGHUP reloads (see reload.py)."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import logging
+import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 
@@ -22,8 +22,9 @@ from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURC
 from .listener import Server, ServerConfig
 from .login import DEFAULT_REGISTRATIONS
 from .relay import DEFAULT_MAX_FILE_SIZE
+from .reload import Reloader
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "server_config"]
 
 _PORT = Number(low=0, high=65535)  # 0: any free port (tests, and --peer-port's default use)
 _AT_LEAST_ONE = Number(low=1)
@@ -33,7 +34,7 @@ _IO_THREADS = Number(low=1, high=64)  # more loops than cores only adds switchin
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     """The server's command line."""
     p = OneLineParser(
         prog="securechat-server", description="Serve securechat over TLS (never plaintext)."
@@ -220,30 +221,9 @@ def _connection_limit(text: str) -> tuple[IPNetwork, int]:
     return network, limit
 
 
-def _check_config(args: argparse.Namespace) -> int:
-    """``--check-config``: load the certificate and key too, then print what is in effect."""
-    try:
-        server_context(cert=args.cert, key=args.key, client_ca=args.client_ca, tls_min=args.tls_min)
-    except SecureChatError as exc:
-        print(f"securechat-server: {exc}", file=sys.stderr)
-        return 2
-    print("\n".join(effective_lines(build_parser(), args)))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the server; 0 after a clean shutdown, 2 if it cannot start."""
-    args, _ = parse_with_config(build_parser, argv)
-    if args.peer_port is not None and (args.bus is None or args.peer_ca is None):
-        build_parser().error("--peer-port needs --bus and --peer-ca")
-    if args.check_config:
-        return _check_config(args)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    config = ServerConfig(
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The server's configuration from parsed arguments."""
+    return ServerConfig(
         cert=args.cert,
         key=args.key,
         host=args.host,
@@ -272,25 +252,85 @@ def main(argv: list[str] | None = None) -> int:
         message_rate=args.message_rate,
         registrations_per_ip=args.registrations_per_ip,
     )
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """``--check-config``: load the certificate and key too, then print what is in effect."""
+    try:
+        server_context(cert=args.cert, key=args.key, client_ca=args.client_ca, tls_min=args.tls_min)
+    except SecureChatError as exc:
+        print(f"securechat-server: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(effective_lines(build_parser(), args)))
+    return 0
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A Python-level handler that does nothing: the wake-up pipe carries the signal."""
+
+
+def _wait_for_signals(signals: int, reloader: Reloader) -> bool:
+    """Block until signals arrive; reload for SIGHUP; True once SIGINT or SIGTERM came."""
+    stop = False
+    for signum in os.read(signals, 64):
+        if signum == signal.SIGHUP and not stop:
+            reloader.reload()
+        elif signum in (signal.SIGINT, signal.SIGTERM):
+            stop = True
+    return stop
+
+
+def _reparse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments and config file read again, for a reload: ConfigError, never an exit."""
+
+    def build() -> OneLineParser:
+        parser = build_parser()
+        parser.raise_errors = True
+        return parser
+
+    return parse_with_config(build, argv)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server; 0 after a clean shutdown, 2 if it cannot start."""
+    args, _ = parse_with_config(build_parser, argv)
+    if args.peer_port is not None and (args.bus is None or args.peer_ca is None):
+        build_parser().error("--peer-port needs --bus and --peer-ca")
+    if args.check_config:
+        return _check_config(args)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    config = server_config(args)
     # The I/O loops, the writer and the reader pool share the GIL; Python's default
     # 5 ms switch interval let one busy thread hold a message back that long.
     sys.setswitchinterval(0.0005)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    # The C-level handler writes each signal's number to this pipe, and the main thread
+    # acts on it outside any handler: a Python handler that took a lock (Event.set)
+    # could deadlock against the very code it interrupted.
+    signals_r, signals_w = os.pipe()
+    os.set_blocking(signals_w, False)
+    signal.set_wakeup_fd(signals_w)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _ignore)
     try:
         server = Server(config)
         server.start()
     except SecureChatError as exc:
         print(f"securechat-server: {exc}", file=sys.stderr)
         return 2
+    reloader = Reloader(
+        server,
+        args=args,
+        load=lambda: _reparse(argv),
+        to_config=server_config,
+        on_log_level=logging.getLogger().setLevel,
+    )
     host, port = server.address
     print(f"securechat-server: listening on {host}:{port}", file=sys.stderr, flush=True)
-    while not stop.wait(1.0):
+    while not _wait_for_signals(signals_r, reloader):
         pass
     server.stop()
     return 0

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..channel import CLOSE_TIMEOUT, FRAME_TIMEOUT, PROTOCOL_ERROR, Channel
@@ -272,6 +272,25 @@ class Server:
             handshake_timeout=cfg.handshake_timeout,
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
+        )
+
+    def use_tls(self, config: ServerConfig) -> None:
+        """Hand new connections a TLS context made from ``config``'s certificate, key,
+        client CA and TLS version; connections already open keep theirs.
+
+        ConfigError, and nothing changed, if the new certificate or key does not load.
+        """
+        context = server_context(
+            cert=config.cert, key=config.key, client_ca=config.client_ca, tls_min=config.tls_min
+        )
+        # One attribute store: the accept thread reads the old or the new context whole.
+        self._context = context
+        self.config = replace(
+            self.config,
+            cert=config.cert,
+            key=config.key,
+            client_ca=config.client_ca,
+            tls_min=config.tls_min,
         )
 
     @property
