@@ -18,6 +18,7 @@ from ..tls import server_context
 from ..wire.protocol import DEFAULT_PORT
 from .config import effective_lines, parse_with_config
 from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
+from .keyfile import exposed_key_warning, read_key_password
 from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURCE, IPNetwork
 from .listener import Server, ServerConfig
 from .login import DEFAULT_REGISTRATIONS
@@ -54,6 +55,13 @@ def build_parser() -> OneLineParser:
     )
     p.add_argument("--cert", type=Path, required=True, help="server certificate chain (PEM)")
     p.add_argument("--key", type=Path, required=True, help="the certificate's private key (PEM)")
+    p.add_argument(
+        "--key-password-file",
+        type=Path,
+        metavar="FILE",
+        help="for an encrypted key: a file whose first line is its passphrase "
+        "(the server never prompts)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
         "--port", type=_PORT, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
@@ -223,9 +231,11 @@ def _connection_limit(text: str) -> tuple[IPNetwork, int]:
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
     """The server's configuration from parsed arguments."""
+    password = args.key_password_file
     return ServerConfig(
         cert=args.cert,
         key=args.key,
+        key_password=read_key_password(password) if password is not None else None,
         host=args.host,
         port=args.port,
         db=args.db,
@@ -257,7 +267,13 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
 def _check_config(args: argparse.Namespace) -> int:
     """``--check-config``: load the certificate and key too, then print what is in effect."""
     try:
-        server_context(cert=args.cert, key=args.key, client_ca=args.client_ca, tls_min=args.tls_min)
+        server_context(
+            cert=args.cert,
+            key=args.key,
+            client_ca=args.client_ca,
+            tls_min=args.tls_min,
+            key_password=server_config(args).key_password,
+        )
     except SecureChatError as exc:
         print(f"securechat-server: {exc}", file=sys.stderr)
         return 2
@@ -303,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    config = server_config(args)
+    if (warning := exposed_key_warning(args.key)) is not None:
+        logging.getLogger(__name__).warning("%s", warning)
     # The I/O loops, the writer and the reader pool share the GIL; Python's default
     # 5 ms switch interval let one busy thread hold a message back that long.
     sys.setswitchinterval(0.0005)
@@ -316,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _ignore)
     try:
-        server = Server(config)
+        server = Server(server_config(args))
         server.start()
     except SecureChatError as exc:
         print(f"securechat-server: {exc}", file=sys.stderr)

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..channel import CLOSE_TIMEOUT, FRAME_TIMEOUT, PROTOCOL_ERROR, Channel
@@ -83,6 +83,8 @@ class ServerConfig:
 
     cert: Path
     key: Path
+    key_password: bytes | None = field(default=None, repr=False)
+    """The passphrase of an encrypted ``key`` (from ``--key-password-file``)."""
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     db: Path = Path("securechat.db")
@@ -180,7 +182,11 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._context = server_context(
-            cert=config.cert, key=config.key, client_ca=config.client_ca, tls_min=config.tls_min
+            cert=config.cert,
+            key=config.key,
+            client_ca=config.client_ca,
+            tls_min=config.tls_min,
+            key_password=config.key_password,
         )
         if config.bus is not None and config.store is None:
             raise ConfigError(
@@ -264,6 +270,7 @@ class Server:
             advertise_host=host,
             cert=cfg.cert,
             key=cfg.key,
+            key_password=cfg.key_password,
             ca=cfg.peer_ca,
             tls_min=cfg.tls_min,
             loops=self._loops,
@@ -281,7 +288,11 @@ class Server:
         ConfigError, and nothing changed, if the new certificate or key does not load.
         """
         context = server_context(
-            cert=config.cert, key=config.key, client_ca=config.client_ca, tls_min=config.tls_min
+            cert=config.cert,
+            key=config.key,
+            client_ca=config.client_ca,
+            tls_min=config.tls_min,
+            key_password=config.key_password,
         )
         # One attribute store: the accept thread reads the old or the new context whole.
         self._context = context
@@ -289,6 +300,7 @@ class Server:
             self.config,
             cert=config.cert,
             key=config.key,
+            key_password=config.key_password,
             client_ca=config.client_ca,
             tls_min=config.tls_min,
         )

@@ -26,13 +26,14 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .config import NOT_IN_FILE
+from .keyfile import exposed_key_warning
 from .listener import Server, ServerConfig
 
 __all__ = ["RELOADABLE", "TLS_KEYS", "Reloader", "fingerprint"]
 
 log = logging.getLogger(__name__)
 
-TLS_KEYS = frozenset({"cert", "key", "client_ca", "tls_min"})
+TLS_KEYS = frozenset({"cert", "key", "key_password_file", "client_ca", "tls_min"})
 """What goes into the TLS context handed to new connections."""
 
 RELOADABLE = TLS_KEYS | {"log_level", "max_sessions"}
@@ -99,6 +100,8 @@ class Reloader:
             log.error("reload: keeping the old certificate and key: %s", exc)
         else:
             applied += [d for d in changed if d in TLS_KEYS and d not in restart]
+            if (warning := exposed_key_warning(new.key)) is not None:
+                log.warning("%s", warning)
             log.info(
                 "reload: certificate %s loaded for new connections (SHA-256 %s)",
                 new.cert,
