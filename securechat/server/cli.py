@@ -22,6 +22,7 @@ from .keyfile import exposed_key_warning, read_key_password
 from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURCE, IPNetwork
 from .listener import Server, ServerConfig
 from .login import DEFAULT_REGISTRATIONS
+from .logs import LOG_FORMATS, setup_logging
 from .relay import DEFAULT_MAX_FILE_SIZE
 from .reload import Reloader
 
@@ -213,6 +214,12 @@ def build_parser() -> OneLineParser:
         default="INFO",
         help="the least severe log lines written (default INFO)",
     )
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text lines, or one JSON object per line for log shippers (default text)",
+    )
     return p
 
 
@@ -314,11 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("--peer-port needs --bus and --peer-ca")
     if args.check_config:
         return _check_config(args)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(level=args.log_level, log_format=args.log_format)
     if (warning := exposed_key_warning(args.key)) is not None:
         logging.getLogger(__name__).warning("%s", warning)
     # The I/O loops, the writer and the reader pool share the GIL; Python's default
@@ -346,7 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         on_log_level=logging.getLogger().setLevel,
     )
     host, port = server.address
-    print(f"securechat-server: listening on {host}:{port}", file=sys.stderr, flush=True)
+    if args.log_format == "json":  # every line a JSON object, this one too
+        logging.getLogger(__name__).info("securechat-server: listening on %s:%d", host, port)
+    else:
+        print(f"securechat-server: listening on {host}:{port}", file=sys.stderr, flush=True)
     while not _wait_for_signals(signals_r, reloader):
         pass
     server.stop()
