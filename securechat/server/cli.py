@@ -23,6 +23,7 @@ from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURC
 from .listener import Server, ServerConfig
 from .login import DEFAULT_REGISTRATIONS
 from .logs import LOG_FORMATS, setup_logging
+from .metrics import MetricsAddress, MetricsEndpoint, metrics_address
 from .relay import DEFAULT_MAX_FILE_SIZE
 from .reload import Reloader
 
@@ -215,6 +216,13 @@ def build_parser() -> OneLineParser:
         help="the least severe log lines written (default INFO)",
     )
     p.add_argument(
+        "--metrics",
+        type=metrics_address,
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics over plain HTTP here (host default 127.0.0.1: "
+        "keep it off public networks), e.g. 9464",
+    )
+    p.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
         default="text",
@@ -348,6 +356,20 @@ def main(argv: list[str] | None = None) -> int:
         to_config=server_config,
         on_log_level=logging.getLogger().setLevel,
     )
+    endpoint: MetricsEndpoint | None = None
+    if args.metrics is not None:
+        if not args.metrics.is_loopback:
+            logging.getLogger(__name__).warning(
+                "--metrics %s is plain HTTP beyond this machine: firewall it", args.metrics
+            )
+        try:
+            endpoint = MetricsEndpoint(server.stats, args.metrics)
+        except SecureChatError as exc:
+            server.stop()
+            print(f"securechat-server: {exc}", file=sys.stderr)
+            return 2
+        bound = MetricsAddress(args.metrics.host, endpoint.port)
+        logging.getLogger(__name__).info("metrics on http://%s/metrics", bound)
     host, port = server.address
     if args.log_format == "json":  # every line a JSON object, this one too
         logging.getLogger(__name__).info("securechat-server: listening on %s:%d", host, port)
@@ -355,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"securechat-server: listening on {host}:{port}", file=sys.stderr, flush=True)
     while not _wait_for_signals(signals_r, reloader):
         pass
+    if endpoint is not None:
+        endpoint.stop()
     server.stop()
     return 0
 

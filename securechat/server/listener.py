@@ -62,6 +62,7 @@ from .limits import (
     RateLimitedLog,
 )
 from .login import DEFAULT_REGISTRATIONS, Logins
+from .metrics import ServerStats, count_refusal
 from .relay import DEFAULT_MAX_FILE_SIZE
 from .sessions import Session
 from .writer import MessageWriter
@@ -243,6 +244,8 @@ class Server:
 
             self.connection_caps.on_change = _share
         self._problems = RateLimitedLog(log)
+        self.stats = ServerStats(hub=self.hub, writer=self._writer, loops=self._loops)
+        """The server's numbers, for --metrics and /stats."""
         self._live_loops = list(self._loops)  # those still handed connections (accept thread)
         self._turn = 0
         self._listener: socket.socket | None = None
@@ -426,6 +429,7 @@ class Server:
         ticket = self.connection_caps.admit(addr[0])
         if isinstance(ticket, str):
             # Refused before any TLS work: a handshake is what a flood would cost us.
+            count_refusal("connection_cap")
             self._problems.log("cap", logging.WARNING, "%s: refused: %s", peer, ticket)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
