@@ -16,6 +16,7 @@ from ..commandline import Number, OneLineParser, add_version
 from ..errors import SecureChatError
 from ..tls import server_context
 from ..wire.protocol import DEFAULT_PORT
+from . import sdnotify
 from .config import effective_lines, parse_with_config
 from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
 from .keyfile import exposed_key_warning, read_key_password
@@ -305,7 +306,9 @@ def _wait_for_signals(signals: int, reloader: Reloader) -> bool:
     stop = False
     for signum in os.read(signals, 64):
         if signum == signal.SIGHUP and not stop:
+            sdnotify.reloading()
             reloader.reload()
+            sdnotify.notify("READY=1")
         elif signum in (signal.SIGINT, signal.SIGTERM):
             stop = True
     return stop
@@ -375,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(__name__).info("securechat-server: listening on %s:%d", host, port)
     else:
         print(f"securechat-server: listening on {host}:{port}", file=sys.stderr, flush=True)
+    sdnotify.notify(f"READY=1\nSTATUS=listening on {host}:{port}")
     while not _wait_for_signals(signals_r, reloader):
         pass
+    sdnotify.notify("STOPPING=1")
     if endpoint is not None:
         endpoint.stop()
     server.stop()
