@@ -204,3 +204,15 @@ def test_a_server_runs_from_a_config_file_alone(pki: Pki, tmp_path: Path) -> Non
     finally:
         proc.kill()
         proc.wait(20)
+
+
+def test_every_server_option_is_in_the_readme_and_the_guide_has_its_sections() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `securechat-server "))
+    for key in config_keys(build_parser()):
+        assert f"--{key}" in row, f"--{key} is missing from the README's securechat-server row"
+    assert "--config FILE" in row
+    assert "--check-config" in row
+    guide = (ROOT / "docs" / "server.md").read_text(encoding="utf-8")
+    for heading in ("Configuration", "Reloading", "Logs", "Metrics", "systemd"):
+        assert f"\n## {heading}\n" in guide
