@@ -151,6 +151,8 @@ def test_passwords_in_urls_are_redacted() -> None:
     assert redact("redis://:s3cret@cache/0") == "redis://:***@cache/0"
     assert redact("postgresql://bob@db/chat") == "postgresql://bob@db/chat"
     assert redact("/var/lib/securechat/db") == "/var/lib/securechat/db"
+    assert redact("host=db password=s3cret dbname=chat") == "host=db password=*** dbname=chat"
+    assert redact("postgresql:///chat?password=s3cret") == "postgresql:///chat?password=***"
 
 
 def test_check_config_prints_the_effective_configuration_secrets_hidden(

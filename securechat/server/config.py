@@ -18,8 +18,9 @@ range. The same file is read again on SIGHUP (:mod:`securechat.server.reload`).
 from __future__ import annotations
 
 import argparse
+import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,7 +28,14 @@ from urllib.parse import urlsplit, urlunsplit
 from ..commandline import Number
 from ..errors import ConfigError
 
-__all__ = ["NOT_IN_FILE", "config_keys", "effective_lines", "parse_with_config", "redact"]
+__all__ = [
+    "NOT_IN_FILE",
+    "config_keys",
+    "effective_lines",
+    "parse_with_config",
+    "read_config",
+    "redact",
+]
 
 NOT_IN_FILE = frozenset({"help", "version", "config", "check_config"})
 """Options that are about reading the configuration, not part of it."""
@@ -44,7 +52,7 @@ def config_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 
 def parse_with_config(
-    build: Any, argv: Sequence[str] | None
+    build: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None
 ) -> tuple[argparse.Namespace, dict[str, Any]]:
     """Parse ``argv`` with the parser ``build()`` makes, under ``--config FILE`` if given.
 
@@ -53,11 +61,11 @@ def parse_with_config(
     """
     # A first pass finds --config with the very parser (same abbreviations), none of
     # whose options is required yet: the file may be what provides them.
-    first: argparse.ArgumentParser = build()
+    first = build()
     for action in first._actions:
         action.required = False
     path: Path | None = first.parse_args(argv).config
-    parser: argparse.ArgumentParser = build()
+    parser = build()
     if path is None:
         return parser.parse_args(argv), {}
     try:
@@ -160,8 +168,13 @@ def _allowed(action: argparse.Action) -> str:
     return f"a string like {action.metavar or action.dest.upper()}"
 
 
+_KEYWORD_PASSWORD_RE = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
 def redact(value: str) -> str:
-    """``value`` with the password of a URL in it (``postgresql://u:PW@h/db``) hidden."""
+    """``value`` with a password in it hidden: a URL's (``postgresql://u:PW@h/db``) or a
+    libpq keyword's (``host=db password=PW``)."""
+    value = _KEYWORD_PASSWORD_RE.sub(r"\1***", value)
     try:
         parts = urlsplit(value)
     except ValueError:
