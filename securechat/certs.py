@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import certcheck
+from .commandline import add_version
 from .errors import ChatError, ConfigError
 from .wire.names import check_user_name
 
@@ -326,6 +327,7 @@ def _parser() -> argparse.ArgumentParser:
             f"`{_PROG} check --help`: check a server certificate and key (any CA's)."
         ),
     )
+    add_version(parser)
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="directory to write into (created if missing)"
     )

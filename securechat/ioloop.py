@@ -64,6 +64,11 @@ class IOLoop:
         """How many channels this loop owns."""
         return len(self._channels)
 
+    def queued_bytes(self) -> int:
+        """Bytes waiting in this loop's outboxes (for monitoring; any thread)."""
+        # list() copies the set in one step under the GIL, while the loop may change it.
+        return sum(channel.outbox.size for channel in list(self._channels))
+
     @property
     def is_running(self) -> bool:
         """False once the loop's thread has ended, stopped or crashed."""

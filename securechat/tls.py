@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -54,9 +55,18 @@ _SSL_SESS_CACHE_OFF = 0
 
 
 def server_context(
-    *, cert: Path, key: Path, client_ca: Path | None = None, tls_min: str = "1.2"
+    *,
+    cert: Path,
+    key: Path,
+    client_ca: Path | None = None,
+    tls_min: str = "1.2",
+    key_password: bytes | None = None,
 ) -> ssl.SSLContext:
-    """A server context with our profile; ``client_ca`` turns on mutual TLS."""
+    """A server context with our profile; ``client_ca`` turns on mutual TLS.
+
+    ``key_password`` decrypts an encrypted key; without it such a key is a ConfigError,
+    never a prompt on standard input.
+    """
     if tls_min not in _VERSIONS:
         raise ConfigError(f"--tls-min must be 1.2 or 1.3, not {tls_min!r}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -73,7 +83,9 @@ def server_context(
     _release_idle_buffers(ctx)
     _disable_session_cache(ctx)
     try:
-        ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+        ctx.load_cert_chain(
+            certfile=str(cert), keyfile=str(key), password=_password(key, key_password)
+        )
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             f"cannot load certificate {cert} with key {key}: {_reason(exc)}; "
@@ -89,7 +101,11 @@ def server_context(
 
 
 def client_context(
-    *, ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+    *,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    key_password: bytes | None = None,
 ) -> ssl.SSLContext:
     """A verifying client context: the chain and the host name, never unverified.
 
@@ -107,7 +123,9 @@ def client_context(
         raise ConfigError("--cert and --key go together: pass both or neither")
     if cert is not None and key is not None:
         try:
-            ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+            ctx.load_cert_chain(
+                certfile=str(cert), keyfile=str(key), password=_password(key, key_password)
+            )
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
                 f"cannot load client certificate {cert} with key {key}: {_reason(exc)}"
@@ -279,6 +297,20 @@ def _verify_advice(reason: str, host: str | None) -> str:
         "(for dev certificates: --ca certs/ca.pem), or, without --ca, trust the "
         "certificate on first use"
     )
+
+
+def _password(key: Path, password: bytes | None) -> Callable[[], bytes]:
+    """What OpenSSL calls for an encrypted key's passphrase, instead of prompting."""
+
+    def supply() -> bytes:
+        if password is None:
+            raise ConfigError(
+                f"the private key {key} is encrypted: pass --key-password-file with a file "
+                "whose first line is its passphrase (securechat never prompts for it)"
+            )
+        return password
+
+    return supply
 
 
 def _reason(exc: BaseException) -> str:

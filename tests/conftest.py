@@ -65,6 +65,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     server.private_key_pem.write_to_path(str(d / "server.key"))
     alice.cert_chain_pems[0].write_to_path(str(d / "alice.pem"))
     alice.private_key_pem.write_to_path(str(d / "alice.key"))
+    for key in ("server.key", "alice.key"):
+        (d / key).chmod(0o600)  # as a key should be: the server warns about any other mode
     return Pki(
         ca,
         d / "ca.pem",

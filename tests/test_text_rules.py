@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from securechat.client.commands import COMMANDS, Local, Request, help_lines, parse_input
 from securechat.errors import ChatError
-from securechat.ui.sanitize import sanitize
 from securechat.wire.names import (
     MAX_MESSAGE_CHARS,
     MAX_TOPIC_CHARS,
@@ -21,6 +20,7 @@ from securechat.wire.names import (
     fold,
 )
 from securechat.wire.protocol import MAX_HEADER, Decoder, Frame, encode
+from securechat.wire.sanitize import sanitize
 
 # -- names ---------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from cryptography import x509
 
 from ..certcheck import certificate_names, names_cover
+from ..commandline import Number, OneLineParser, add_version
 from ..errors import CertificateVerifyError, ChatError, ConfigError, ConnectionLost, TLSError
 from ..tls import client_context, pinning_context, sha256_fingerprint
 from ..ui.linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
@@ -56,9 +57,10 @@ PASSWORD_ENV = "SECURECHAT_PASSWORD"  # noqa: S105 - a variable name, not a secr
 
 def build_parser() -> argparse.ArgumentParser:
     """The client's command line."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="securechat-client", description="Chat on a securechat server over verified TLS."
     )
+    add_version(p)
     p.add_argument(
         "profile",
         nargs="?",
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--port",
-        type=int,
+        type=Number(low=1, high=65535),
         help=f"port of the --host entries without one (default {DEFAULT_PORT})",
     )
     p.add_argument("--user", help="your user name; the first login with a new name registers it")

@@ -120,6 +120,7 @@ def join(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     if room is None:
         room = hub.rooms.create(name)
         hub.save_room(room)
+        log.info("%s: %s created room %s", session.link.peer, session.name, room.name)
     if session.account_id not in room.members:
         hub.join_room(session, room)
     hub.send_joined(session, room, rid)
@@ -216,6 +217,7 @@ def _rename(hub: Hub, session: Session, identity: Identity, new: str, rid: int |
             return
         old = identity.name
         hub.accounts.rename(identity, new)
+        log.info("%s: %s renamed to %s", session.link.peer, old, new)
         hub.tell_rename(identity, old, new)
         if hub.cluster is not None:
             hub.cluster.publish("rename", account=identity.id, new=new)
@@ -358,6 +360,14 @@ def file_offer(hub: Hub, session: Session, frame: Frame, rid: int | None) -> Non
         hub.relay.offer(session, hub.remote_files.recipient(target), frame, rid)
     else:
         raise ChatError("not_online", f"{target.name} is not online; try again when they are")
+    log.info(
+        '%s: %s offers file "%s" (%s bytes) to %s',
+        session.link.peer,
+        session.name,
+        frame.get("name"),
+        frame.get("size"),
+        target.name,
+    )
 
 
 def _relay(method: str) -> Any:

@@ -1,38 +1,75 @@
-"""``securechat-server``: run a server until SIGINT or SIGTERM."""
+"""``securechat-server``: serve until SIGINT or SIGTERM; SIGHUP reloads (see reload.py)."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import logging
+import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 
 from ..certcheck import check_server_certificate, log_findings
 from ..channel import FRAME_TIMEOUT
+from ..commandline import Number, OneLineParser, add_version
 from ..errors import SecureChatError
+from ..tls import server_context
 from ..wire.protocol import DEFAULT_PORT
+from . import sdnotify
+from .config import effective_lines, parse_with_config
 from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
+from .keyfile import exposed_key_warning, read_key_password
 from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURCE, IPNetwork
 from .listener import Server, ServerConfig
 from .login import DEFAULT_REGISTRATIONS
+from .logs import LOG_FORMATS, setup_logging
+from .metrics import MetricsAddress, MetricsEndpoint, metrics_address
 from .relay import DEFAULT_MAX_FILE_SIZE
+from .reload import Reloader
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "server_config"]
+
+_PORT = Number(low=0, high=65535)  # 0: any free port (tests, and --peer-port's default use)
+_AT_LEAST_ONE = Number(low=1)
+_NOT_NEGATIVE = Number(low=0)
+_POSITIVE = Number(whole=False, low=0, above=True)
+_IO_THREADS = Number(low=1, high=64)  # more loops than cores only adds switching
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     """The server's command line."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="securechat-server", description="Serve securechat over TLS (never plaintext)."
+    )
+    add_version(p)
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="read options from this TOML file (keys: the long options without their "
+        "dashes, e.g. max-file-size = 1048576); the command line overrides it",
+    )
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the configuration, print it in effect (secrets hidden) and exit",
     )
     p.add_argument("--cert", type=Path, required=True, help="server certificate chain (PEM)")
     p.add_argument("--key", type=Path, required=True, help="the certificate's private key (PEM)")
+    p.add_argument(
+        "--key-password-file",
+        type=Path,
+        metavar="FILE",
+        help="for an encrypted key: a file whose first line is its passphrase "
+        "(the server never prompts)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--port", type=_PORT, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
     p.add_argument(
         "--db", type=Path, default=Path("securechat.db"), help="SQLite file (default securechat.db)"
     )
@@ -51,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--peer-port",
-        type=int,
+        type=_PORT,
         metavar="PORT",
         help="cluster mode: the port on which the other servers connect to this one to pass "
         "file data between users on different servers (mutual TLS; needs --peer-ca)",
@@ -77,17 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tls-min", choices=("1.2", "1.3"), default="1.2", help="oldest TLS version accepted"
     )
-    p.add_argument("--io-threads", type=int, default=2, help="I/O loop threads (default 2)")
+    p.add_argument("--io-threads", type=_IO_THREADS, default=2, help="I/O loop threads (default 2)")
     p.add_argument(
         "--ping-interval",
-        type=float,
+        type=_POSITIVE,
         default=30.0,
         help="seconds of silence before a client is pinged; as long again without an answer "
         "drops it (default 30)",
     )
     p.add_argument(
         "--frame-timeout",
-        type=float,
+        type=_POSITIVE,
         default=FRAME_TIMEOUT,
         metavar="SECONDS",
         help=f"seconds a client gets to finish a frame it has begun (default {FRAME_TIMEOUT:g})",
@@ -102,25 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--retention-days",
-        type=int,
+        type=_NOT_NEGATIVE,
         default=0,
         help="delete messages older than this many days (0, the default, keeps everything)",
     )
     p.add_argument(
         "--history-on-join",
-        type=int,
+        type=_NOT_NEGATIVE,
         default=20,
         help="messages replayed to a user joining a room (default 20)",
     )
     p.add_argument(
         "--max-file-size",
-        type=int,
+        type=_NOT_NEGATIVE,
         default=DEFAULT_MAX_FILE_SIZE,
         help=f"largest file a user may send, in bytes (default {DEFAULT_MAX_FILE_SIZE}: 1 GiB)",
     )
     p.add_argument(
         "--max-connections-per-ip",
-        type=int,
+        type=_AT_LEAST_ONE,
         default=DEFAULT_CONNECTIONS_PER_SOURCE,
         metavar="N",
         help="open connections one address (an IPv6 /64) may hold "
@@ -128,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-handshakes-per-ip",
-        type=int,
+        type=_AT_LEAST_ONE,
         default=DEFAULT_HANDSHAKES_PER_SOURCE,
         metavar="N",
         help="unfinished TLS handshakes one address may have "
@@ -145,21 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-sessions",
-        type=int,
+        type=_AT_LEAST_ONE,
         default=DEFAULT_MAX_SESSIONS,
         metavar="N",
         help=f"sessions one account may have at once (default {DEFAULT_MAX_SESSIONS})",
     )
     p.add_argument(
         "--message-burst",
-        type=int,
+        type=_AT_LEAST_ONE,
         default=DEFAULT_MESSAGE_BURST,
         metavar="N",
         help=f"messages an account may send at once (default {DEFAULT_MESSAGE_BURST})",
     )
     p.add_argument(
         "--message-rate",
-        type=float,
+        type=_POSITIVE,
         default=DEFAULT_MESSAGE_RATE,
         metavar="PER_S",
         help="messages per second an account may send after its burst "
@@ -167,13 +204,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--registrations-per-ip",
-        type=int,
+        type=_AT_LEAST_ONE,
         default=DEFAULT_REGISTRATIONS,
         metavar="N",
         help="new accounts one address may register per 10 minutes "
         f"(default {DEFAULT_REGISTRATIONS})",
     )
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="the least severe log lines written (default INFO)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=metrics_address,
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics over plain HTTP here (host default 127.0.0.1: "
+        "keep it off public networks), e.g. 9464",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text lines, or one JSON object per line for log shippers (default text)",
+    )
     return p
 
 
@@ -190,49 +246,18 @@ def _connection_limit(text: str) -> tuple[IPNetwork, int]:
     return network, limit
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the server; 0 after a clean shutdown, 2 if it cannot start."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for option in ("retention_days", "history_on_join", "max_file_size"):
-        if getattr(args, option) < 0:
-            parser.error(f"--{option.replace('_', '-')} must not be negative")
-    if args.peer_port is not None:
-        if args.bus is None or args.peer_ca is None:
-            parser.error("--peer-port needs --bus and --peer-ca")
-        if not 0 <= args.peer_port <= 65535:
-            parser.error("--peer-port must be between 0 and 65535")
-    for option in ("frame_timeout", "message_rate"):
-        if getattr(args, option) <= 0:
-            parser.error(f"--{option.replace('_', '-')} must be positive")
-    for option in (
-        "io_threads",
-        "max_connections_per_ip",
-        "max_handshakes_per_ip",
-        "max_sessions",
-        "message_burst",
-        "registrations_per_ip",
-    ):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be at least 1")
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    # The checks securechat-certs check makes: a certificate clients would refuse
-    # is better refused here, with the fix, than by every client.
-    findings = check_server_certificate(args.cert, args.key)
-    if not log_findings(findings, logging.getLogger("securechat.certificate"), cert=args.cert):
-        print(
-            f"securechat-server: not starting: the certificate has errors (above); "
-            f"securechat-certs check --cert {args.cert} --key {args.key} checks it again",
-            file=sys.stderr,
-        )
-        return 2
-    config = ServerConfig(
+def config_key_password(args: argparse.Namespace) -> bytes | None:
+    """The private key's passphrase from ``--key-password-file``, if given."""
+    password = args.key_password_file
+    return read_key_password(password) if password is not None else None
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The server's configuration from parsed arguments."""
+    return ServerConfig(
         cert=args.cert,
         key=args.key,
+        key_password=config_key_password(args),
         host=args.host,
         port=args.port,
         db=args.db,
@@ -259,26 +284,127 @@ def main(argv: list[str] | None = None) -> int:
         message_rate=args.message_rate,
         registrations_per_ip=args.registrations_per_ip,
     )
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """``--check-config``: load the certificate and key too, then print what is in effect."""
+    try:
+        server_context(
+            cert=args.cert,
+            key=args.key,
+            client_ca=args.client_ca,
+            tls_min=args.tls_min,
+            key_password=server_config(args).key_password,
+        )
+    except SecureChatError as exc:
+        print(f"securechat-server: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(effective_lines(build_parser(), args)))
+    return 0
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A Python-level handler that does nothing: the wake-up pipe carries the signal."""
+
+
+def _wait_for_signals(signals: int, reloader: Reloader) -> bool:
+    """Block until signals arrive; reload for SIGHUP; True once SIGINT or SIGTERM came."""
+    stop = False
+    for signum in os.read(signals, 64):
+        if signum == signal.SIGHUP and not stop:
+            sdnotify.reloading()
+            reloader.reload()
+            sdnotify.notify("READY=1")
+        elif signum in (signal.SIGINT, signal.SIGTERM):
+            stop = True
+    return stop
+
+
+def _reparse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments and config file read again, for a reload: ConfigError, never an exit."""
+
+    def build() -> OneLineParser:
+        parser = build_parser()
+        parser.raise_errors = True
+        return parser
+
+    return parse_with_config(build, argv)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server; 0 after a clean shutdown, 2 if it cannot start."""
+    args, _ = parse_with_config(build_parser, argv)
+    if args.peer_port is not None and (args.bus is None or args.peer_ca is None):
+        build_parser().error("--peer-port needs --bus and --peer-ca")
+    if args.check_config:
+        return _check_config(args)
+    setup_logging(level=args.log_level, log_format=args.log_format)
+    if (warning := exposed_key_warning(args.key)) is not None:
+        logging.getLogger(__name__).warning("%s", warning)
+    # The checks securechat-certs check makes: a certificate clients would refuse
+    # is better refused here, with the fix, than by every client.
+    try:
+        key_password = config_key_password(args)
+    except SecureChatError as exc:
+        print(f"securechat-server: {exc}", file=sys.stderr)
+        return 2
+    findings = check_server_certificate(args.cert, args.key, key_password=key_password)
+    if not log_findings(findings, logging.getLogger("securechat.certificate"), cert=args.cert):
+        print(
+            f"securechat-server: not starting: the certificate has errors (above); "
+            f"securechat-certs check --cert {args.cert} --key {args.key} checks it again",
+            file=sys.stderr,
+        )
+        return 2
     # The I/O loops, the writer and the reader pool share the GIL; Python's default
     # 5 ms switch interval let one busy thread hold a message back that long.
     sys.setswitchinterval(0.0005)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    # The C-level handler writes each signal's number to this pipe, and the main thread
+    # acts on it outside any handler: a Python handler that took a lock (Event.set)
+    # could deadlock against the very code it interrupted.
+    signals_r, signals_w = os.pipe()
+    os.set_blocking(signals_w, False)
+    signal.set_wakeup_fd(signals_w)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _ignore)
     try:
-        server = Server(config)
+        server = Server(server_config(args))
         server.start()
     except SecureChatError as exc:
         print(f"securechat-server: {exc}", file=sys.stderr)
         return 2
+    reloader = Reloader(
+        server,
+        args=args,
+        load=lambda: _reparse(argv),
+        to_config=server_config,
+        on_log_level=logging.getLogger().setLevel,
+    )
+    endpoint: MetricsEndpoint | None = None
+    if args.metrics is not None:
+        if not args.metrics.is_loopback:
+            logging.getLogger(__name__).warning(
+                "--metrics %s is plain HTTP beyond this machine: firewall it", args.metrics
+            )
+        try:
+            endpoint = MetricsEndpoint(server.stats, args.metrics)
+        except SecureChatError as exc:
+            server.stop()
+            print(f"securechat-server: {exc}", file=sys.stderr)
+            return 2
+        bound = MetricsAddress(args.metrics.host, endpoint.port)
+        logging.getLogger(__name__).info("metrics on http://%s/metrics", bound)
     host, port = server.address
-    print(f"securechat-server: listening on {host}:{port}", file=sys.stderr, flush=True)
-    while not stop.wait(1.0):
+    if args.log_format == "json":  # every line a JSON object, this one too
+        logging.getLogger(__name__).info("securechat-server: listening on %s:%d", host, port)
+    else:
+        print(f"securechat-server: listening on {host}:{port}", file=sys.stderr, flush=True)
+    sdnotify.notify(f"READY=1\nSTATUS=listening on {host}:{port}")
+    while not _wait_for_signals(signals_r, reloader):
         pass
+    sdnotify.notify("STOPPING=1")
+    if endpoint is not None:
+        endpoint.stop()
     server.stop()
     return 0
 

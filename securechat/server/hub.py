@@ -47,6 +47,7 @@ from ..wire.protocol import PROTOCOL_VERSION, Frame, encode
 from .accounts import AccountDirectory, Identity
 from .delivery import Delivery
 from .limits import TokenBucket
+from .metrics import count_refusal
 from .relay import DEFAULT_MAX_FILE_SIZE, FileRelay
 from .rooms import Room, RoomDirectory
 from .sessions import Peer, Session, SessionTable, State
@@ -108,7 +109,8 @@ Handler = Callable[["Hub", Session, Frame, "int | None"], None]
 
 
 def error_frame(exc: ChatError, rid: int | None, **fields: Any) -> bytes:
-    """The error frame for a refused request."""
+    """The error frame for a refused request (counted by its code, for metrics)."""
+    count_refusal(exc.code)
     if exc.retry_after is not None:
         # Rounded up: a client that waits exactly this long must get through.
         fields["retry_after"] = math.ceil(exc.retry_after * 1000) / 1000

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..channel import CLOSE_TIMEOUT, FRAME_TIMEOUT, PROTOCOL_ERROR, Channel
@@ -62,6 +62,7 @@ from .limits import (
     RateLimitedLog,
 )
 from .login import DEFAULT_REGISTRATIONS, Logins
+from .metrics import ServerStats, count_refusal
 from .relay import DEFAULT_MAX_FILE_SIZE
 from .sessions import Session
 from .writer import MessageWriter
@@ -83,6 +84,8 @@ class ServerConfig:
 
     cert: Path
     key: Path
+    key_password: bytes | None = field(default=None, repr=False)
+    """The passphrase of an encrypted ``key`` (from ``--key-password-file``)."""
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     db: Path = Path("securechat.db")
@@ -180,7 +183,11 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._context = server_context(
-            cert=config.cert, key=config.key, client_ca=config.client_ca, tls_min=config.tls_min
+            cert=config.cert,
+            key=config.key,
+            client_ca=config.client_ca,
+            tls_min=config.tls_min,
+            key_password=config.key_password,
         )
         if config.bus is not None and config.store is None:
             raise ConfigError(
@@ -237,6 +244,8 @@ class Server:
 
             self.connection_caps.on_change = _share
         self._problems = RateLimitedLog(log)
+        self.stats = ServerStats(hub=self.hub, writer=self._writer, loops=self._loops)
+        """The server's numbers, for --metrics and /stats."""
         self._live_loops = list(self._loops)  # those still handed connections (accept thread)
         self._turn = 0
         self._listener: socket.socket | None = None
@@ -264,6 +273,7 @@ class Server:
             advertise_host=host,
             cert=cfg.cert,
             key=cfg.key,
+            key_password=cfg.key_password,
             ca=cfg.peer_ca,
             tls_min=cfg.tls_min,
             loops=self._loops,
@@ -272,6 +282,30 @@ class Server:
             handshake_timeout=cfg.handshake_timeout,
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
+        )
+
+    def use_tls(self, config: ServerConfig) -> None:
+        """Hand new connections a TLS context made from ``config``'s certificate, key,
+        client CA and TLS version; connections already open keep theirs.
+
+        ConfigError, and nothing changed, if the new certificate or key does not load.
+        """
+        context = server_context(
+            cert=config.cert,
+            key=config.key,
+            client_ca=config.client_ca,
+            tls_min=config.tls_min,
+            key_password=config.key_password,
+        )
+        # One attribute store: the accept thread reads the old or the new context whole.
+        self._context = context
+        self.config = replace(
+            self.config,
+            cert=config.cert,
+            key=config.key,
+            key_password=config.key_password,
+            client_ca=config.client_ca,
+            tls_min=config.tls_min,
         )
 
     @property
@@ -395,6 +429,7 @@ class Server:
         ticket = self.connection_caps.admit(addr[0])
         if isinstance(ticket, str):
             # Refused before any TLS work: a handshake is what a flood would cost us.
+            count_refusal("connection_cap")
             self._problems.log("cap", logging.WARNING, "%s: refused: %s", peer, ticket)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)

@@ -167,7 +167,9 @@ class Logins:
                 )
             except ChatError as exc:
                 hub.refuse_login(session, exc, rid)
-                log.info("%s: login as %s refused: %s", session.link.peer, name, exc.code)
+                log.info(
+                    "%s: login as %s refused: %s (%s)", session.link.peer, name, exc.code, exc.text
+                )
 
     def failed(self, source: str, name: str) -> None:
         """A wrong password from ``source`` for ``name`` (folded), here or, in cluster
@@ -205,6 +207,7 @@ class Logins:
             )
             if account is None:
                 raise ChatError("name_in_use", f"{name} was registered just now; try again")
+            log.info("%s: registered account %s", session.link.peer, account.name)
             if self._hub.cluster is not None:
                 with self._hub.lock:
                     self._hub.cluster.publish(

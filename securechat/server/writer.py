@@ -165,6 +165,11 @@ class MessageWriter:
         self._retention_days = retention_days
         self._queue: queue.SimpleQueue[Outgoing | _Task | object] = queue.SimpleQueue()
         self._queued_bytes = 0  # text of the messages in the queue (see MAX_BACKLOG_BYTES)
+        self.committed_messages = 0
+        """Messages committed since start (for metrics)."""
+        self.commits = 0
+        self.commit_seconds = 0.0
+        """Group commits, and the time they took (for metrics)."""
         self._bytes_lock = threading.Lock()
         # Requests taken off the queue but not run yet, each with the id of the
         # last message queued before it (see "Maintenance in slices").
@@ -183,6 +188,11 @@ class MessageWriter:
         self.delivery_context: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         """Wraps the delivery of each committed group, so that the receiving side can
         coalesce a whole group into one write per connection (set by the hub)."""
+
+    @property
+    def backlog(self) -> int:
+        """Messages and tasks waiting in the queue (approximate, for monitoring)."""
+        return self._queue.qsize()
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -314,6 +324,7 @@ class MessageWriter:
             Draft(m.sender, m.text, m.keep, m.room, m.room_name, m.recipient, m.key) for m in group
         ]
         error: StoreError | None = None
+        began = time.perf_counter()
         try:
             results = self._store.commit_messages(drafts)
         except StoreError as exc:
@@ -325,6 +336,10 @@ class MessageWriter:
                 message.duplicate = result.duplicate
                 self._last_id = max(self._last_id, result.id)
             self._unindexed += sum(1 for r in results if r.seq is not None and not r.duplicate)
+            self.committed_messages += len(group)
+        # Counted per group, by the only thread that writes them (read by metrics.py).
+        self.commits += 1
+        self.commit_seconds += time.perf_counter() - began
         with self.delivery_context():
             for message in group:
                 try:

@@ -20,7 +20,7 @@ from typing import IO, Any
 from ..client.commands import Local, parse_input
 from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost, SecureChatError
-from .sanitize import sanitize
+from ..wire.sanitize import sanitize
 
 __all__ = ["HumanPrinter", "JsonPrinter", "Printer", "execute_local", "run_line_mode"]
 

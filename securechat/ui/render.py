@@ -2,7 +2,7 @@
 
 Every string that came from the network (message text, names, room names,
 topics, file names, error texts, reasons, and the notices the core builds from
-them) passes through :func:`securechat.ui.sanitize.sanitize` here, the last step
+them) passes through :func:`securechat.wire.sanitize.sanitize` here, the last step
 before the screen: no raw ESC, bidi override or other invisible character
 reaches the terminal, so a message cannot retitle the window, clear the
 screen, move the cursor or hide text. Styles are class names resolved by
@@ -19,8 +19,8 @@ from prompt_toolkit.styles import Style
 
 from ..client.transfers import format_size
 from ..wire.names import fold
+from ..wire.sanitize import sanitize
 from .model import Buffer, ChatModel, Line, Transfer
-from .sanitize import sanitize
 
 __all__ = [
     "BAR_WIDTH",

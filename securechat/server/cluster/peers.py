@@ -191,6 +191,7 @@ class PeerNetwork:
         key: Path,
         ca: Path,
         tls_min: str,
+        key_password: bytes | None = None,
         loops: Sequence[IOLoop],
         lookup: Callable[[str], str | None],
         handler: LinkHandler,
@@ -203,8 +204,10 @@ class PeerNetwork:
         self._host = host
         self._port = port
         self._advertise_host = advertise_host
-        self._accept_context = server_context(cert=cert, key=key, client_ca=ca, tls_min=tls_min)
-        self._dial_context = client_context(ca=ca, cert=cert, key=key)
+        self._accept_context = server_context(
+            cert=cert, key=key, client_ca=ca, tls_min=tls_min, key_password=key_password
+        )
+        self._dial_context = client_context(ca=ca, cert=cert, key=key, key_password=key_password)
         self._loops = loops
         self._turn = 0
         self._lookup = lookup
