@@ -14,7 +14,12 @@ from types import FrameType
 from ..channel import FRAME_TIMEOUT
 from ..errors import SecureChatError
 from ..wire.protocol import DEFAULT_PORT
-from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
+from .hub import (
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MESSAGE_BURST,
+    DEFAULT_MESSAGE_RATE,
+    REGISTRATION_POLICIES,
+)
 from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURCE, IPNetwork
 from .listener import Server, ServerConfig
 from .login import DEFAULT_REGISTRATIONS
@@ -172,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="new accounts one address may register per 10 minutes "
         f"(default {DEFAULT_REGISTRATIONS})",
     )
+    p.add_argument(
+        "--registration",
+        choices=REGISTRATION_POLICIES,
+        default="open",
+        help="who may create an account: open (anyone, at first login), invite (with a code "
+        "from securechat-admin invite create) or closed (only securechat-admin user add); "
+        "default open",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
@@ -247,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         message_burst=args.message_burst,
         message_rate=args.message_rate,
         registrations_per_ip=args.registrations_per_ip,
+        registration=args.registration,
     )
     # The I/O loops, the writer and the reader pool share the GIL; Python's default
     # 5 ms switch interval let one busy thread hold a message back that long.
