@@ -23,9 +23,10 @@ Factory = Callable[..., RawClient]
 class Chat:
     """The servers of one chat; clients are spread over them round robin."""
 
-    def __init__(self, mode: str, ports: list[int]) -> None:
+    def __init__(self, mode: str, servers: list[Server]) -> None:
         self.mode = mode
-        self.ports = ports
+        self.servers = servers
+        self.ports = [s.address[1] for s in servers]
 
     def at(self, index: int) -> int:
         """The port for the ``index``-th client."""
@@ -35,11 +36,11 @@ class Chat:
 @pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.cluster)])
 def chat(request: pytest.FixtureRequest, make_server: Callable[..., Server]) -> Chat:
     if request.param == "single":
-        return Chat("single", [make_server().address[1]])
+        return Chat("single", [make_server()])
     store = request.getfixturevalue("postgres_url")
     bus = request.getfixturevalue("redis_url")
     servers = [make_server(store=store, bus=bus) for _ in range(2)]
-    return Chat("cluster", [s.address[1] for s in servers])
+    return Chat("cluster", servers)
 
 
 def _login(raw_client: Factory, chat: Chat, index: int, name: str) -> RawClient:
@@ -61,6 +62,14 @@ def _wait_for_room(client: RawClient, name: str) -> None:
             return
         assert time.monotonic() < deadline, f"{name} never appeared"
         time.sleep(0.02)
+
+
+def _give_role(chat: Chat, name: str, role: str) -> None:
+    """What ``securechat-admin user role`` does, on the chat's store."""
+    store = chat.servers[0].hub.store
+    account = store.find_account(name)
+    assert account is not None
+    store.set_role(account.id, role)
 
 
 def _who(client: RawClient, room: str) -> list[str]:
@@ -259,3 +268,34 @@ def test_forget_nolog_export_and_unread_counts_hold_on_every_server(
     back.send("login", user="bob", password="pw")
     welcome = back.expect("welcome")
     assert {r["room"]: r["unread"] for r in welcome.get("rooms")} == {"#general": 2}
+
+
+def test_a_ban_on_one_server_disconnects_the_user_on_another(
+    chat: Chat, raw_client: Factory
+) -> None:
+    _login(raw_client, chat, 0, "boss")
+    mallory = _login(raw_client, chat, 1, "mallory")
+    _give_role(chat, "boss", "admin")
+    admin = _login(raw_client, chat, 0, "boss")  # the role applies from a new login
+    rid = admin.send("ban", user="mallory", duration="2h", reason="flooding")
+    admin.expect("done", rid=rid)
+    bye = mallory.expect("bye")
+    assert bye.get("code") == "banned" and "flooding" in str(bye.get("reason"))
+    again = raw_client(chat.at(1))
+    again.send("login", user="mallory", password="pw")
+    assert again.expect("error").get("code") == "banned"
+
+
+def test_a_kick_on_one_server_ends_every_session_on_every_server(
+    chat: Chat, raw_client: Factory
+) -> None:
+    _login(raw_client, chat, 0, "boss")
+    here = _login(raw_client, chat, 0, "bob")
+    there = _login(raw_client, chat, 1, "bob")
+    _give_role(chat, "boss", "moderator")
+    boss = _login(raw_client, chat, 0, "boss")
+    rid = boss.send("kick", user="bob", reason="calm down")
+    boss.expect("done", rid=rid)
+    for session in (here, there):
+        bye = session.expect("bye")
+        assert bye.get("code") == "kicked" and "calm down" in str(bye.get("reason"))

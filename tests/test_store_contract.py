@@ -13,6 +13,7 @@ import pytest
 
 from securechat.store.base import Committed, Draft, RoomRecord, Store, pair_key
 from securechat.store.postgres import PostgresStore
+from securechat.store.records import Ban, Mute, RoomSettings
 from securechat.store.sqlite import SQLiteStore
 
 ENGINES: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
@@ -239,3 +240,110 @@ def test_history_pages_private_conversations_only_between_their_two_accounts(
         "for bob"
     ]
     assert store.sent_count(alice.id) == 2
+
+
+# -- administration and moderation (issue 11) ------------------------------------------------
+
+_PAST, _NOW, _LATER = (
+    "2000-01-01T00:00:00.000Z",
+    "2025-06-01T00:00:00.000Z",
+    "9999-01-01T00:00:00.000Z",
+)
+
+
+def test_roles_and_passwords_change_and_load_back(store: Store) -> None:
+    alice = store.create_account("alice", "old-hash")
+    assert alice is not None and alice.role == "user"
+    store.set_role(alice.id, "admin")
+    store.set_password(alice.id, "new-hash")
+    found = store.find_account("alice")
+    assert found is not None and (found.role, found.password) == ("admin", "new-hash")
+    assert [(a.name, a.role) for a in store.load_accounts()] == [("alice", "admin")]
+
+
+def test_a_deleted_account_is_gone_but_its_names_stay_reserved(store: Store) -> None:
+    alice = store.create_account("Alice", "hash", rooms=["#general"])
+    bob = store.create_account("bob", "hash", rooms=["#general"])
+    assert alice is not None and bob is not None
+    assert store.rename_account(alice.id, "alicia")
+    store.save_room(RoomRecord("#Dev"))
+    store.save_room_settings(RoomSettings("#dev", operators=frozenset({alice.id})))
+    store.add_mute(Mute("#general", alice.id, by="bob"))
+    store.commit_messages([Draft(bob.id, "to alicia", recipient=alice.id)])
+    store.delete_account(alice.id)
+    assert store.find_account("alicia") is None
+    assert [a.name for a in store.load_accounts()] == ["bob"]
+    assert store.load_former_names() == {"alice": alice.id, "alicia": alice.id}
+    assert store.create_account("ALICIA", "x") is None
+    assert store.create_account("alice", "x") is None
+    assert not store.rename_account(bob.id, "alicia")
+    assert {m.account for m in store.load_memberships()} == {bob.id}
+    assert store.load_mutes(_NOW) == []
+    assert store.load_room_settings() == []  # nothing left to set in #dev
+    # bob keeps what he sent, under the name he sent it to
+    assert [m.recipient for m in store.private_history(bob.id, alice.id, limit=5)] == ["alicia"]
+
+
+def test_bans_by_account_fingerprint_and_network_expire_and_lift(store: Store) -> None:
+    alice = store.create_account("alice", None)
+    assert alice is not None
+    store.add_ban(Ban("account", str(alice.id), "spam", "mod", _PAST, None))
+    store.add_ban(Ban("fingerprint", "ab" * 32, "stolen laptop", "mod", _PAST, _LATER))
+    store.add_ban(Ban("ip", "203.0.113.0/24", "flood", "mod", _PAST, "2020-01-01T00:00:00.000Z"))
+    bans = {(b.kind, b.shown): (b.reason, b.expires) for b in store.load_bans(_NOW)}
+    assert bans == {
+        ("account", "alice"): ("spam", None),
+        ("fingerprint", "ab" * 32): ("stolen laptop", _LATER),
+    }
+    assert {b.kind for b in store.load_bans(_PAST)} == {"account", "fingerprint", "ip"}
+    store.add_ban(Ban("account", str(alice.id), "spam again", "admin", _NOW, _LATER))  # replaces
+    assert [(b.reason, b.by) for b in store.load_bans(_NOW) if b.kind == "account"] == [
+        ("spam again", "admin")
+    ]
+    assert store.remove_ban("account", str(alice.id))
+    assert not store.remove_ban("account", str(alice.id))
+    assert [b.kind for b in store.load_bans(_NOW)] == ["fingerprint"]
+
+
+def test_an_invite_registers_one_account_before_it_expires(store: Store) -> None:
+    invite = store.create_invite("h1", by="admin", expires=_LATER)
+    expired = store.create_invite("h2", by="admin", expires=_PAST)
+    revoked = store.create_invite("h3", by="admin", expires=_LATER)
+    assert store.invite_usable("h1", _NOW) and not store.invite_usable("h2", _NOW)
+    assert store.revoke_invite(revoked.id) and not store.revoke_invite(revoked.id)
+    assert store.create_account("eve", "x", invite="h3") is None  # revoked
+    assert store.create_account("eve", "x", invite="h2") is None  # expired
+    assert store.create_account("eve", "x", invite="nope") is None
+    assert store.find_account("eve") is None  # nothing was created by the refusals
+    assert store.create_account("carol", "x", invite="h1") is not None
+    assert store.create_account("dave", "x", invite="h1") is None  # used up
+    assert not store.invite_usable("h1", _NOW)
+    listed = {i.id: (i.by, i.used_by) for i in store.load_invites()}
+    assert listed == {invite.id: ("admin", "carol"), expired.id: ("admin", None)}
+    assert not store.revoke_invite(invite.id)  # a used invite is history
+
+
+def test_room_settings_and_mutes_load_back(store: Store) -> None:
+    alice = store.create_account("alice", None)
+    bob = store.create_account("bob", None)
+    assert alice is not None and bob is not None
+    store.save_room(RoomRecord("#Dev"))
+    settings = RoomSettings("#dev", True, True, frozenset({alice.id}), frozenset({bob.id}))
+    store.save_room_settings(settings)
+    assert store.load_room_settings() == [settings]
+    store.save_room_settings(RoomSettings("#dev", operators=frozenset({alice.id})))
+    assert store.load_room_settings() == [RoomSettings("#dev", operators=frozenset({alice.id}))]
+    store.add_mute(Mute("#dev", bob.id, "alice", _PAST, _LATER))
+    store.add_mute(Mute("#general", bob.id, "alice", _PAST, "2020-01-01T00:00:00.000Z"))
+    assert store.load_mutes(_NOW) == [Mute("#dev", bob.id, "alice", _PAST, _LATER)]
+    assert store.remove_mute("#dev", bob.id) and not store.remove_mute("#dev", bob.id)
+    assert store.load_mutes(_NOW) == []
+
+
+def test_stats_count_accounts_rooms_and_messages(store: Store) -> None:
+    alice = store.create_account("alice", None, rooms=["#general"])
+    assert alice is not None
+    store.commit_messages([Draft(alice.id, "hi", room="#general", room_name="#general")])
+    stats = store.stats()
+    assert (stats.accounts, stats.rooms, stats.messages) == (1, 1, 1)
+    assert stats.size_bytes > 0

@@ -32,11 +32,12 @@ class Identity:
     name: str
     password: str | None
     keep_history: bool = True
+    role: str = "user"
 
     @classmethod
     def of(cls, account: Account) -> Identity:
         """The identity of a stored account."""
-        return cls(account.id, account.name, account.password, account.keep_history)
+        return cls(account.id, account.name, account.password, account.keep_history, account.role)
 
 
 class AccountDirectory:
@@ -76,6 +77,14 @@ class AccountDirectory:
             self._by_id[account.id] = identity
             self._by_name[_key(account.name)] = identity
             return identity
+
+    def delete(self, identity: Identity) -> None:
+        """Record a deleted account: it is gone, and its name stays reserved for it."""
+        with self._lock:
+            self._by_id.pop(identity.id, None)
+            if self._by_name.get(fold(identity.name)) is identity:
+                del self._by_name[fold(identity.name)]
+            self._former[fold(identity.name)] = identity.id
 
     def rename(self, identity: Identity, new_name: str) -> None:
         """Record a rename the store has made; the old name stays reserved for it.

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ChatError, ProtocolError, StoreError
 from ..store.base import pair_key, utc_timestamp
+from ..store.records import RoomSettings
 from ..wire.names import (
     MAX_TOPIC_CHARS,
     UNSENDABLE_RE,
@@ -48,6 +49,10 @@ def say(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     assert session.identity is not None
     room = member_room(hub, session, frame.str_field("room"))
     text = check_text(frame.str_field("text"))
+    muted = hub.moderation.muted(room.key, session.account_id, utc_timestamp())
+    if muted is not None:
+        until = f" until {muted.expires}" if muted.expires else ""
+        raise ChatError("muted", f"you are muted in {room.name}{until} (by {muted.by})")
     keep = session.identity.keep_history and frame.get("nolog") is not True
     hub.spend_message(session)
     _submit(
@@ -121,6 +126,19 @@ def join(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
         room = hub.rooms.create(name)
         hub.save_room(room)
         log.info("%s: %s created room %s", session.link.peer, session.name, room.name)
+        # Its creator is its operator (stored once the room is).
+        assert session.identity is not None
+        creator = RoomSettings(room.key, operators=frozenset({session.account_id}))
+        hub.moderation.set_settings(creator)
+        hub.persist(hub.store.save_room_settings, creator)
+        if hub.cluster is not None:
+            hub.cluster.publish("room_settings", by="", **settings_fields(creator))
+    elif session.account_id not in room.members:
+        assert session.identity is not None
+        if not hub.moderation.may_join(room.key, session.identity):
+            raise ChatError(
+                "invite_only", f"{room.name} is invite-only: ask one of its operators for /invite"
+            )
     if session.account_id not in room.members:
         hub.join_room(session, room)
     hub.send_joined(session, room, rid)
@@ -163,6 +181,9 @@ def topic(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
         session.send(encode("topic", rid=rid, room=room.name, topic=room.topic))
         return
     text = frame.str_field("text")
+    if hub.moderation.settings(room.key).topic_locked:
+        assert session.identity is not None
+        hub.moderation.require_operator(room.key, session.identity, room.name)
     if text:
         check_text(text, limit=MAX_TOPIC_CHARS, what="topic")
     room.topic = text
@@ -420,6 +441,17 @@ def find_user(hub: Hub, name: str) -> Identity:
     if identity is None:
         raise ChatError("no_such_user", f"there is no user called {name}")
     return identity
+
+
+def settings_fields(settings: RoomSettings) -> dict[str, Any]:
+    """A room's settings as the fields of a cluster event."""
+    return {
+        "room": settings.room,
+        "topic_locked": settings.topic_locked,
+        "invite_only": settings.invite_only,
+        "operators": sorted(settings.operators),
+        "invited": sorted(settings.invited),
+    }
 
 
 def send_list(session: Session, type_: str, key: str, items: list[Any], **fields: Any) -> None:

@@ -19,7 +19,12 @@ from ..tls import server_context
 from ..wire.protocol import DEFAULT_PORT
 from . import sdnotify
 from .config import effective_lines, parse_with_config
-from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
+from .hub import (
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MESSAGE_BURST,
+    DEFAULT_MESSAGE_RATE,
+    REGISTRATION_POLICIES,
+)
 from .keyfile import exposed_key_warning, read_key_password
 from .limits import DEFAULT_CONNECTIONS_PER_SOURCE, DEFAULT_HANDSHAKES_PER_SOURCE, IPNetwork
 from .listener import Server, ServerConfig
@@ -211,6 +216,14 @@ def build_parser() -> OneLineParser:
         f"(default {DEFAULT_REGISTRATIONS})",
     )
     p.add_argument(
+        "--registration",
+        choices=REGISTRATION_POLICIES,
+        default="open",
+        help="who may create an account: open (anyone, at first login), invite (with a code "
+        "from securechat-admin invite create) or closed (only securechat-admin user add); "
+        "default open",
+    )
+    p.add_argument(
         "--log-level",
         type=str.upper,
         choices=LOG_LEVELS,
@@ -283,6 +296,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         message_burst=args.message_burst,
         message_rate=args.message_rate,
         registrations_per_ip=args.registrations_per_ip,
+        registration=args.registration,
     )
 
 

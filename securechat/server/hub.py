@@ -36,6 +36,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,7 @@ from .accounts import AccountDirectory, Identity
 from .delivery import Delivery
 from .limits import TokenBucket
 from .metrics import count_refusal
+from .moderation import Moderation, address_of, ban_text
 from .relay import DEFAULT_MAX_FILE_SIZE, FileRelay
 from .rooms import Room, RoomDirectory
 from .sessions import Peer, Session, SessionTable, State
@@ -63,6 +65,7 @@ __all__ = [
     "DEFAULT_MESSAGE_BURST",
     "DEFAULT_MESSAGE_RATE",
     "FEATURES",
+    "REGISTRATION_POLICIES",
     "SERVER_SOFTWARE",
     "Hub",
     "describe_session",
@@ -83,8 +86,14 @@ FEATURES: tuple[str, ...] = (
     "read",
     "resume",
     "login_since",
+    "accounts",
+    "moderation",
 )
 """What this server supports, announced in `hello` so clients need not guess."""
+
+REGISTRATION_POLICIES = ("open", "invite", "closed")
+"""Who may create an account: anyone at first login, holders of an invite code, or only
+an admin with ``securechat-admin user add``."""
 
 DEFAULT_MAX_SESSIONS = 10
 """Sessions one account may have at once: several devices and a script or two."""
@@ -138,8 +147,16 @@ class Hub:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         message_burst: int = DEFAULT_MESSAGE_BURST,
         message_rate: float = DEFAULT_MESSAGE_RATE,
+        registration: str = "open",
     ) -> None:
         self.store = store
+        self.registration = registration
+        """The registration policy, one of ``REGISTRATION_POLICIES``."""
+        self.started = time.monotonic()
+        self.messages = 0
+        """Messages accepted from this server's sessions since start (for /stats)."""
+        self.refusals: Counter[str] = Counter()
+        """Requests refused for a budget (an error with ``retry_after``), by code."""
         self.writer = writer
         self.account_pool = account_pool
         """Where logins, registrations and renames do their slow work."""
@@ -152,6 +169,10 @@ class Hub:
         self.lock = threading.RLock()
         self.accounts = AccountDirectory(store.load_accounts(), store.load_former_names())
         self.rooms = RoomDirectory(store.load_rooms(), store.load_memberships())
+        now = utc_timestamp()
+        self.moderation = Moderation(
+            store.load_bans(now), store.load_mutes(now), store.load_room_settings()
+        )
         if self.rooms.get(DEFAULT_ROOM) is None:
             self.persist(store.save_room, self.rooms.create(DEFAULT_ROOM).record())
         self.sessions = SessionTable()
@@ -177,16 +198,31 @@ class Hub:
     # -- connection life cycle --------------------------------------------------
 
     def open_session(
-        self, link: Peer, *, cert_user: str | None, tls_version: str, source: str
+        self,
+        link: Peer,
+        *,
+        cert_user: str | None,
+        tls_version: str,
+        source: str,
+        cert_fingerprint: str | None = None,
     ) -> Session:
         """A new connection from ``source`` (its address, see ``limits.source_key``)
-        finished its TLS handshake: greet it."""
+        finished its TLS handshake: greet it, unless its address is banned."""
         session = Session(link, cert_user=cert_user, tls_version=tls_version, source=source)
+        session.cert_fingerprint = cert_fingerprint
         with self.lock:
             if self._closed:
                 link.send(encode("bye", reason="server shutting down"))
                 link.close("server shutting down")
                 session.state = State.GONE
+                return session
+            ban = self.moderation.ban_for(
+                account=None, fingerprint=None, address=address_of(link.peer), now=utc_timestamp()
+            )
+            if ban is not None:
+                session.state = State.GONE
+                link.send(encode("bye", code="banned", reason=ban_text(ban), until=ban.expires))
+                link.close("address banned")
                 return session
             self._connections.add(session)
         link.send(
@@ -197,6 +233,7 @@ class Hub:
                 version=PROTOCOL_VERSION,
                 features=list(FEATURES),
                 auth="certificate" if cert_user is not None else "password",
+                registration=self.registration,
             )
         )
         return session
@@ -266,6 +303,8 @@ class Hub:
                     raise ChatError("not_logged_in", "log in first: send a login frame")
                 handler(self, session, frame, rid)
         except ChatError as exc:
+            if exc.retry_after is not None:
+                self.refusals[exc.code] += 1
             session.send(error_frame(exc, rid))
             if frame.type == "login" and session.state is State.NEW:
                 session.state = State.GONE
@@ -273,6 +312,8 @@ class Hub:
 
     def refuse_login(self, session: Session, exc: ChatError, rid: int | None) -> None:
         """End a login attempt with an error (under the lock)."""
+        if exc.retry_after is not None:
+            self.refusals[exc.code] += 1
         session.state = State.GONE
         session.send(error_frame(exc, rid))
         session.link.close(f"login refused: {exc.text}")
@@ -451,6 +492,8 @@ class Hub:
         # tokens as there are servers, so together they allow the budget once.
         cost = 1 + (self.cluster.servers_of(session.account_id) if self.cluster else 0)
         wait = bucket.take(time.monotonic(), cost)
+        if not wait:
+            self.messages += 1
         if wait:
             raise ChatError(
                 "rate_limited",
@@ -472,6 +515,16 @@ class Hub:
             else "yours are not stored (/history on to opt in)"
         )
         return f"history: {kept}; {mine}"
+
+    def end_sessions(self, account_id: int, code: str, reason: str) -> int:
+        """Disconnect every session of the account on this server with a ``bye`` that
+        says why (under the lock); how many."""
+        sessions = self.sessions.of(account_id)
+        bye = encode("bye", code=code, reason=reason)
+        for session in sessions:
+            session.send(bye)
+            session.link.close(f"{code}: {reason}")
+        return len(sessions)
 
     def save_room(self, room: Room, *, by: str = "") -> None:
         """Persist a room's name and topic (``by``: who set the topic)."""

@@ -25,6 +25,7 @@ More than one loop lets TLS work (which releases the GIL) use both cores.
 from __future__ import annotations
 
 import errno
+import hashlib
 import ipaddress
 import logging
 import os
@@ -47,7 +48,7 @@ from ..outbox import OUTBOX_LIMIT
 from ..store.open import open_store
 from ..tls import peer_common_name, server_context
 from ..wire.protocol import DEFAULT_PORT, Frame
-from . import chat, history_requests
+from . import chat, history_requests, moderation_requests
 from .cluster.bus import RedisBus
 from .cluster.node import Cluster, ClusterLimits, new_server_id
 from .cluster.peers import PeerNetwork
@@ -121,6 +122,14 @@ class ServerConfig:
     against (default: ``host``)."""
     peer_ca: Path | None = None
     """The CA that signs every cluster server's certificate (required with ``peer_port``)."""
+    registration: str = "open"
+    """Who may create an account: ``open``, ``invite`` or ``closed`` (docs/server.md)."""
+
+
+def _peer_fingerprint(sock: ssl.SSLSocket) -> str | None:
+    """The SHA-256 (hex) of the peer's certificate, what certificate bans match."""
+    der = sock.getpeercert(binary_form=True)
+    return hashlib.sha256(der).hexdigest() if der else None
 
 
 class _Connection:
@@ -151,6 +160,7 @@ class _Connection:
         # Under mutual TLS a certificate without a common name is an invalid name,
         # never a fall-back to password login.
         cert_user = (peer_common_name(channel.sock) or "") if self._mutual_tls else None
+        fingerprint = _peer_fingerprint(channel.sock) if self._mutual_tls else None
         # Read here, on the socket's own thread: it is an SSL call.
         self.session = self._hub.open_session(
             channel,
@@ -158,6 +168,7 @@ class _Connection:
             # Interned: thousands of sessions share a handful of these strings.
             tls_version=sys.intern(channel.tls_version),
             source=sys.intern(self._ticket.source),
+            cert_fingerprint=fingerprint,
         )
 
     def on_frame(self, channel: Channel, frame: Frame) -> None:
@@ -215,6 +226,7 @@ class Server:
             max_sessions=config.max_sessions,
             message_burst=config.message_burst,
             message_rate=config.message_rate,
+            registration=config.registration,
         )
         self._loops = tuple(IOLoop(f"io-{i}") for i in range(max(1, config.io_threads)))
         self._peers: PeerNetwork | None = None
@@ -227,6 +239,7 @@ class Server:
             cluster.on_server_gone = files.server_gone
         self.hub.handlers.update(chat.HANDLERS)
         self.hub.handlers.update(history_requests.HANDLERS)
+        self.hub.handlers.update(moderation_requests.HANDLERS)
         logins = Logins(self.hub, self._pool, registrations_per_source=config.registrations_per_ip)
         self.hub.handlers["login"] = logins.handle
         self.connection_caps = ConnectionCaps(

@@ -14,22 +14,38 @@ address, or for one name, further attempts are refused with
 only so many accounts in a window (``registration_limited``). Both answers
 carry ``retry_after``. A success clears the name's count, never the
 address's: one valid account must not reset an attacker's throttle.
+
+Registration and the store
+--------------------------
+Who may register follows the hub's policy (``open``, ``invite``, ``closed``).
+A login that says ``register: false`` only logs in: an unknown name is answered
+``no_such_account`` (and counts as a failure for the throttles), so a typo never
+creates an account. Without the field, an open server registers a new name as it
+always did (older clients). That answer tells which names exist; so does trying
+to register a taken one, on any chat server (Ergo and Prosody accept the same),
+and the throttles bound how fast anyone can ask.
+
+Every login reads the account, and the bans, from the store again: a password,
+role, ban or deletion made with ``securechat-admin`` (offline, or beside the
+running server) applies from the account's next login, here and on every server.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 from concurrent.futures import Executor
 
 from ..errors import ChatError, ProtocolError, StoreError
-from ..store.base import UnreadCount
+from ..store.base import UnreadCount, utc_timestamp
 from ..wire.names import DEFAULT_ROOM, check_user_name, fold
 from ..wire.protocol import Frame
 from .accounts import Identity
 from .hub import Hub
 from .limits import FailureThrottle, WindowCounter
+from .moderation import address_of, ban_text, matching_ban
 from .passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
 from .sessions import Session, State
 
@@ -108,7 +124,21 @@ class Logins:
         session.state = State.AUTHENTICATING
         replay = frame.get("replay") is not False
         since = _resume_points(frame)
-        self._pool.submit(self._check, session, name, password, rid, replay=replay, since=since)
+        register = frame.get("register")
+        if register is not None and not isinstance(register, bool):
+            raise ProtocolError("'register' must be true or false")
+        invite = frame.str_field("invite", optional=True)
+        self._pool.submit(
+            self._check,
+            session,
+            name,
+            password,
+            rid,
+            replay=replay,
+            since=since,
+            register=register,
+            invite=invite,
+        )
 
     def _check(
         self,
@@ -119,6 +149,8 @@ class Logins:
         *,
         replay: bool,
         since: dict[str, int],
+        register: bool | None = None,
+        invite: str | None = None,
     ) -> None:
         """On the pool: check, register if new, summarise, then admit under the lock."""
         hub = self._hub
@@ -129,7 +161,8 @@ class Logins:
         number: int | None = None
         try:
             if session.state is State.AUTHENTICATING:  # else the peer is gone: skip the work
-                identity, new = self._identify(session, name, password)
+                identity, new = self._identify(session, name, password, register, invite)
+                self._check_bans(session, identity.id)
                 if not new:
                     with hub.lock:
                         rooms = [room.key for room in hub.rooms.of(identity.id)]
@@ -138,7 +171,7 @@ class Logins:
                     number = hub.cluster.session_number()
         except ChatError as exc:
             error = exc
-            if exc.code == "bad_password":
+            if exc.code in ("bad_password", "no_such_account"):
                 self.failed(session.source, fold(name))
                 if hub.cluster is not None:
                     with hub.lock:
@@ -182,8 +215,95 @@ class Logins:
         """Another server registered an account for ``source``: it counts here too."""
         self._registrations.take(source, time.monotonic())
 
-    def _identify(self, session: Session, name: str, password: str | None) -> tuple[Identity, bool]:
-        """The account, checked (and registered if the name is new); True if new."""
+    def _check_bans(self, session: Session, account_id: int) -> None:
+        """Refuse a banned account, certificate or address (read from the store, which
+        ``securechat-admin`` may have changed; the in-memory list catches up)."""
+        hub = self._hub
+        bans = hub.store.load_bans(utc_timestamp())
+        with hub.lock:
+            hub.moderation.set_bans(bans)
+        ban = matching_ban(
+            bans,
+            account=account_id,
+            fingerprint=session.cert_fingerprint,
+            address=address_of(session.link.peer),
+        )
+        if ban is not None:
+            raise ChatError("banned", ban_text(ban), until=ban.expires, reason=ban.reason)
+
+    def _refresh(self, identity: Identity) -> Identity:
+        """The account as the store has it now: its password and role may have been
+        changed, or the account deleted, by ``securechat-admin``."""
+        hub = self._hub
+        account = hub.store.find_account(identity.name)
+        with hub.lock:
+            if account is None or account.id != identity.id:
+                hub.accounts.delete(identity)
+                raise ChatError("account_deleted", f"the account {identity.name} was deleted")
+            identity.password = account.password
+            identity.role = account.role
+        return identity
+
+    def _register(
+        self, session: Session, name: str, password: str | None, invite: str | None
+    ) -> tuple[Identity, bool]:
+        """A new account for ``name``, as the registration policy allows."""
+        hub = self._hub
+        if hub.registration == "closed":
+            raise ChatError(
+                "registration_closed",
+                f"there is no account {name}, and this server registers none itself: "
+                "ask an admin for one",
+            )
+        invite_hash = None
+        if hub.registration == "invite":
+            if not invite:
+                raise ChatError(
+                    "invite_required",
+                    f"there is no account {name}; registering one here needs an invite code "
+                    "from an admin",
+                )
+            invite_hash = hashlib.sha256(invite.strip().encode("utf-8")).hexdigest()
+            if not hub.store.invite_usable(invite_hash, utc_timestamp()):
+                raise ChatError(
+                    "bad_invite", "that invite code is unknown, used, revoked or expired"
+                )
+        wait = self._registrations.take(session.source, time.monotonic())
+        if wait:
+            raise ChatError(
+                "registration_limited",
+                "too many new accounts from your address; log in to an existing one, "
+                f"or try again in {math.ceil(wait / 60)} min",
+                retry_after=wait,
+            )
+        account = hub.store.create_account(
+            name,
+            hash_password(password) if password is not None else None,
+            rooms=[fold(DEFAULT_ROOM)],
+            invite=invite_hash,
+        )
+        if account is None:
+            if invite_hash is not None and not hub.store.invite_usable(
+                invite_hash, utc_timestamp()
+            ):
+                raise ChatError("bad_invite", "that invite code was used just now")
+            raise ChatError("name_in_use", f"{name} was registered just now; try again")
+        log.info("%s: registered %s (%s)", session.link.peer, account.name, hub.registration)
+        if hub.cluster is not None:
+            with hub.lock:
+                hub.cluster.publish("account", name=account.name, source=session.source)
+        return hub.accounts.add(account), True
+
+    def _identify(
+        self,
+        session: Session,
+        name: str,
+        password: str | None,
+        register: bool | None = None,
+        invite: str | None = None,
+    ) -> tuple[Identity, bool]:
+        """The account, checked (and registered if the name is new and the policy and
+        the login allow); True if new."""
         accounts = self._hub.accounts
         identity = accounts.find(name)
         if identity is None and self._hub.cluster is not None:
@@ -192,28 +312,14 @@ class Logins:
         if identity is None:
             if accounts.reserved_for(name) is not None:
                 raise _reserved(name)
-            wait = self._registrations.take(session.source, time.monotonic())
-            if wait:
+            if register is False:
                 raise ChatError(
-                    "registration_limited",
-                    "too many new accounts from your address; log in to an existing one, "
-                    f"or try again in {math.ceil(wait / 60)} min",
-                    retry_after=wait,
+                    "no_such_account",
+                    f"there is no account {name}: check the name, or register it "
+                    "(--register, or answer yes on a terminal)",
                 )
-            account = self._hub.store.create_account(
-                name,
-                hash_password(password) if password is not None else None,
-                rooms=[fold(DEFAULT_ROOM)],
-            )
-            if account is None:
-                raise ChatError("name_in_use", f"{name} was registered just now; try again")
-            log.info("%s: registered account %s", session.link.peer, account.name)
-            if self._hub.cluster is not None:
-                with self._hub.lock:
-                    self._hub.cluster.publish(
-                        "account", name=account.name, source=session.source
-                    )
-            return accounts.add(account), True
+            return self._register(session, name, password, invite)
+        identity = self._refresh(identity)
         if password is None:
             return identity, False  # the certificate is the proof
         if identity.password is None:
@@ -224,7 +330,7 @@ class Logins:
         if not verify_password(password, identity.password):
             raise ChatError(
                 "bad_password",
-                f"wrong password for {identity.name}: a new name registers a new account",
+                f"wrong password for {identity.name}",
             )
         return identity, False
 

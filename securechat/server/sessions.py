@@ -61,6 +61,7 @@ class Session:
     """One connected client as the chat logic sees it."""
 
     __slots__ = (
+        "cert_fingerprint",
         "cert_user",
         "held",
         "held_bytes",
@@ -80,6 +81,8 @@ class Session:
         self.source = source
         """The peer's address as budgets count it (IPv6 by its /64)."""
         self.cert_user = cert_user
+        self.cert_fingerprint: str | None = None
+        """The SHA-256 of the client certificate (hex), in mutual-TLS mode."""
         self.tls_version = tls_version
         self.state = State.NEW
         self.identity: Identity | None = None

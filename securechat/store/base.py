@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .records import Ban, Invite, Mute, RoomSettings, StoreStats
+
 __all__ = [
     "KEY_TTL",
     "Account",
@@ -70,6 +72,8 @@ class Account:
     name: str
     password: str | None
     keep_history: bool = True
+    role: str = "user"
+    """``admin``, ``moderator`` or ``user`` (see :data:`~securechat.store.records.ROLES`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,10 +231,17 @@ class Store(Protocol):
         shares the store with others and has not heard of an account yet."""
 
     def create_account(
-        self, name: str, password: str | None, *, rooms: Sequence[str] = ()
+        self,
+        name: str,
+        password: str | None,
+        *,
+        rooms: Sequence[str] = (),
+        invite: str | None = None,
     ) -> Account | None:
         """Register ``name``, a member of ``rooms`` (folded names) from the start; None if
-        the name (in any case) is taken or reserved."""
+        the name (in any case) is taken or reserved. With ``invite`` (a code's hash) the
+        invite is used up in the same transaction, and None returned (nothing created)
+        if it is unknown, used, revoked or expired."""
 
     def rename_account(self, account_id: int, new_name: str) -> bool:
         """Rename, keeping the old name reserved for the account; False if ``new_name``
@@ -238,6 +249,59 @@ class Store(Protocol):
 
     def set_keep_history(self, account_id: int, keep: bool) -> None:
         """Opt an account into (or out of) having its messages stored."""
+
+    # -- administration and moderation (see securechat.store.records) --------------------
+
+    def set_password(self, account_id: int, password: str | None) -> None:
+        """Replace the account's password hash."""
+
+    def set_role(self, account_id: int, role: str) -> None:
+        """Give the account a role (one of ``ROLES``)."""
+
+    def delete_account(self, account_id: int) -> None:
+        """Close the account for good: its memberships, read markers, room rights and
+        mutes go, it can no longer log in or be found, and its name (and former names)
+        stay reserved so nobody can pass for it. Its messages are erased beforehand, by
+        the writer (``forget_sender``)."""
+
+    def add_ban(self, ban: Ban) -> None:
+        """Ban, replacing any ban of the same kind and target."""
+
+    def remove_ban(self, kind: str, target: str) -> bool:
+        """Lift a ban; False if there was none."""
+
+    def load_bans(self, now: str) -> list[Ban]:
+        """Every ban that applies at ``now``, oldest first."""
+
+    def create_invite(self, code_hash: str, *, by: str, expires: str) -> Invite:
+        """Store a new invite (the hash of its code)."""
+
+    def load_invites(self) -> list[Invite]:
+        """Every invite, used or not, oldest first."""
+
+    def invite_usable(self, code_hash: str, now: str) -> bool:
+        """True if an unused invite with this hash applies at ``now``."""
+
+    def revoke_invite(self, invite_id: int) -> bool:
+        """Withdraw an unused invite; False if there is no such unused invite."""
+
+    def save_room_settings(self, settings: RoomSettings) -> None:
+        """Store a room's flags, operators and invite list (replacing what was there)."""
+
+    def load_room_settings(self) -> list[RoomSettings]:
+        """The settings of every room that has any."""
+
+    def add_mute(self, mute: Mute) -> None:
+        """Mute an account in a room, replacing any mute it had there."""
+
+    def remove_mute(self, room: str, account_id: int) -> bool:
+        """Unmute; False if it was not muted."""
+
+    def load_mutes(self, now: str) -> list[Mute]:
+        """Every mute that applies at ``now``."""
+
+    def stats(self) -> StoreStats:
+        """How many accounts, rooms and messages, and the store's size on disk."""
 
     # -- rooms, memberships, read markers ------------------------------------------------
 

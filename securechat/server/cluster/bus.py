@@ -203,9 +203,7 @@ class RedisBus:
     def servers(self) -> dict[str, dict[int, list[dict[str, Any]]]]:
         """Every other live server and its accounts online (account id -> its sessions
         there, as given to ``set_online``)."""
-        alive = [
-            str(key)[len(self._alive) :] for key in self._redis.scan_iter(self._alive + "*")
-        ]
+        alive = [str(key)[len(self._alive) :] for key in self._redis.scan_iter(self._alive + "*")]
         found: dict[str, dict[int, list[dict[str, Any]]]] = {}
         for server in alive:
             if server == self.server_id:

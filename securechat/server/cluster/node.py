@@ -50,6 +50,7 @@ from ...store.base import StoredMessage
 from ...wire.protocol import encode
 from ..hub import presence
 from .bus import HEARTBEAT, Event, RedisBus
+from .moderation_events import MODERATION_HANDLERS
 from .sequencer import Gap, Sequencer
 
 if TYPE_CHECKING:
@@ -190,12 +191,17 @@ class Cluster:
                     log.error("cannot read account %s registered elsewhere: %s", event, exc)
         with self._hub.lock:
             for event in events:
-                handler = _HANDLERS.get(str(event.get("t")))
-                if handler is None:
+                kind = str(event.get("t"))
+                handler = _HANDLERS.get(kind)
+                moderation = MODERATION_HANDLERS.get(kind)
+                if handler is None and moderation is None:
                     log.warning("cluster: unknown event %r", event.get("t"))
                     continue
                 try:
-                    handler(self, event)
+                    if handler is not None:
+                        handler(self, event)
+                    elif moderation is not None:
+                        moderation(self._hub, event)
                 except (KeyError, TypeError, ValueError) as exc:
                     log.error("cluster: bad event %r: %s", event, exc)
 

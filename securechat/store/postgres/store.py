@@ -27,7 +27,8 @@ from psycopg import errors as pg_errors
 
 from ...errors import ConfigError
 from ...wire.names import fold
-from ..base import Account, Committed, Draft, Membership, RoomRecord
+from ..base import Account, Committed, Draft, Membership, RoomRecord, utc_timestamp
+from .admin import PostgresAdmin
 from .connections import WriterConnection, describe, open_pool, store_errors
 from .maintenance import PostgresMaintenance, Vacuum
 from .numbering import commit_drafts
@@ -44,6 +45,8 @@ READERS = 4
 # Taken by every registration and rename, in every server: names change one at a time.
 _NAMES_LOCK = 0x5EC7_0A3E
 
+_SELECT_ACCOUNTS = "SELECT id, name, password, keep_history, role FROM accounts"
+
 _JOIN = "INSERT INTO memberships (room, account) VALUES (%s, %s) ON CONFLICT DO NOTHING"
 # What the room said before the account joined does not count as unread.
 _READ_ON_JOIN = """INSERT INTO read_markers (account, conversation, last_read)
@@ -52,7 +55,7 @@ _READ_ON_JOIN = """INSERT INTO read_markers (account, conversation, last_read)
     DO UPDATE SET last_read = greatest(read_markers.last_read, excluded.last_read)"""
 
 
-class PostgresStore(PostgresMaintenance, PostgresReads):
+class PostgresStore(PostgresAdmin, PostgresMaintenance, PostgresReads):
     """The :class:`~securechat.store.base.Store` in a PostgreSQL database, reached at
     ``url`` (``postgresql://user:password@host:port/dbname``) and migrated on
     construction. ConfigError if it cannot be reached or is not ours."""
@@ -97,14 +100,18 @@ class PostgresStore(PostgresMaintenance, PostgresReads):
 
     def load_accounts(self) -> list[Account]:
         """Every account."""
-        rows = self._rows(
-            "read accounts", "SELECT id, name, password, keep_history FROM accounts", ()
-        )
-        return [Account(r[0], r[1], r[2], r[3]) for r in rows]
+        rows = self._rows("read accounts", _SELECT_ACCOUNTS + " WHERE NOT deleted", ())
+        return [Account(*r) for r in rows]
 
     def load_former_names(self) -> dict[str, int]:
-        """Every former name (folded) and the account it stays reserved for."""
-        rows = self._rows("read accounts", "SELECT name_fold, account FROM former_names", ())
+        """Every former name (folded) and the account it stays reserved for, and the
+        names of deleted accounts (reserved for them for good)."""
+        rows = self._rows(
+            "read accounts",
+            "SELECT name_fold, account FROM former_names "
+            "UNION ALL SELECT name_fold, id FROM accounts WHERE deleted",
+            (),
+        )
         return {r[0]: int(r[1]) for r in rows}
 
     def load_rooms(self) -> list[RoomRecord]:
@@ -121,9 +128,7 @@ class PostgresStore(PostgresMaintenance, PostgresReads):
 
     def load_last_seqs(self) -> dict[str, int]:
         """The highest sequence number of every conversation (room fold or pair key)."""
-        rows = self._rows(
-            "read sequence numbers", "SELECT key, last_seq FROM conversations", ()
-        )
+        rows = self._rows("read sequence numbers", "SELECT key, last_seq FROM conversations", ())
         return {r[0]: int(r[1]) for r in rows}
 
     # -- accounts (login and account threads, through the pool) -------------------------
@@ -132,16 +137,22 @@ class PostgresStore(PostgresMaintenance, PostgresReads):
         """The account called ``name`` (in any case) now, or None."""
         rows = self._rows(
             "read accounts",
-            "SELECT id, name, password, keep_history FROM accounts WHERE name_fold = %s",
+            _SELECT_ACCOUNTS + " WHERE name_fold = %s AND NOT deleted",
             (fold(name),),
         )
         return Account(*rows[0]) if rows else None
 
     def create_account(
-        self, name: str, password: str | None, *, rooms: Sequence[str] = ()
+        self,
+        name: str,
+        password: str | None,
+        *,
+        rooms: Sequence[str] = (),
+        invite: str | None = None,
     ) -> Account | None:
         """Register ``name``, a member of ``rooms`` (folded names) from the start, in one
-        transaction; None if the name (in any case) is taken or reserved."""
+        transaction; None if the name (in any case) is taken or reserved, or ``invite``
+        (a code's hash) cannot be used."""
         name_fold = fold(name)
         with store_errors("create account"), self._pool.connection() as conn:
             try:
@@ -156,11 +167,15 @@ class PostgresStore(PostgresMaintenance, PostgresReads):
                     ).fetchone()
                     if row is None:
                         return None
+                    if invite is not None and not _use_invite(conn, invite, int(row[0])):
+                        raise _Rollback
                     for room in rooms:
                         conn.execute(_JOIN, (room, row[0]))
                         conn.execute(_READ_ON_JOIN, (row[0], room, room))
             except pg_errors.ForeignKeyViolation:
                 return None  # a room that does not exist (any more)
+            except _Rollback:
+                return None  # the invite was used up, revoked or expired meanwhile
         return Account(int(row[0]), name, password)
 
     def rename_account(self, account_id: int, new_name: str) -> bool:
@@ -270,6 +285,22 @@ class PostgresStore(PostgresMaintenance, PostgresReads):
                 # Another server stored one of these keys meanwhile: once more, now
                 # finding the original (see numbering).
                 return self._writer.transaction(_commit)
+
+
+class _Rollback(Exception):
+    """Raised inside a transaction to undo it (psycopg rolls back on any exception)."""
+
+
+def _use_invite(conn: psycopg.Connection[Any], code_hash: str, account_id: int) -> bool:
+    now = utc_timestamp()
+    return (
+        conn.execute(
+            "UPDATE invites SET used_by = %s, used_at = %s "
+            "WHERE code_hash = %s AND used_by IS NULL AND expires > %s",
+            (account_id, now, code_hash, now),
+        ).rowcount
+        == 1
+    )
 
 
 def _reserved_by(conn: psycopg.Connection[Any], name_fold: str) -> int | None:

@@ -51,9 +51,7 @@ class Numbering:
         self._keys: dict[tuple[int, str], SentKey] = {(k.sender, k.key): k for k in keys}
         # Insertion order is age order: the oldest keys are forgotten first.
         now = time.monotonic()
-        self._key_times: deque[tuple[float, tuple[int, str]]] = deque(
-            (now, k) for k in self._keys
-        )
+        self._key_times: deque[tuple[float, tuple[int, str]]] = deque((now, k) for k in self._keys)
 
     @property
     def last_id(self) -> int:

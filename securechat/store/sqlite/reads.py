@@ -22,7 +22,6 @@ from ..pages import SELECT_MESSAGES, HistoryPages
 __all__ = ["SQLiteReads", "store_errors"]
 
 
-
 # Unread: others' messages after the account's read marker in each conversation.
 _UNREAD_ROOMS = """SELECT r.name, count(m.id), min(m.id) FROM json_each(?) j
     JOIN rooms r ON r.name_fold = j.value JOIN messages m ON m.room = j.value

@@ -97,6 +97,47 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 SELECT sender AS account, pair FROM messages WHERE pair IS NOT NULL
                 UNION SELECT recipient, pair FROM messages WHERE pair IS NOT NULL) AS p""",
     ),
+    (
+        # Administration and moderation (issue 11). A deleted account keeps its row,
+        # marked, so that its name stays taken and others' messages keep their sender.
+        "ALTER TABLE accounts ADD COLUMN role TEXT NOT NULL DEFAULT 'user'",
+        "ALTER TABLE accounts ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE bans (
+            kind TEXT NOT NULL,
+            target TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            by_name TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            expires TEXT,
+            PRIMARY KEY (kind, target)
+        ) WITHOUT ROWID""",
+        # Only the code's hash: a copy of the database does not hand out invites.
+        """CREATE TABLE invites (
+            id INTEGER PRIMARY KEY,
+            code_hash TEXT NOT NULL UNIQUE,
+            by_name TEXT NOT NULL,
+            created TEXT NOT NULL,
+            expires TEXT NOT NULL,
+            used_by INTEGER REFERENCES accounts(id),
+            used_at TEXT
+        )""",
+        "ALTER TABLE rooms ADD COLUMN topic_locked INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE rooms ADD COLUMN invite_only INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE room_rights (
+            room TEXT NOT NULL REFERENCES rooms(name_fold),
+            account INTEGER NOT NULL REFERENCES accounts(id),
+            kind TEXT NOT NULL CHECK (kind IN ('operator', 'invited')),
+            PRIMARY KEY (room, account, kind)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE mutes (
+            room TEXT NOT NULL,
+            account INTEGER NOT NULL REFERENCES accounts(id),
+            by_name TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            expires TEXT,
+            PRIMARY KEY (room, account)
+        ) WITHOUT ROWID""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

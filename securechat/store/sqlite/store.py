@@ -52,6 +52,7 @@ from ..base import (
     pair_key,
     utc_timestamp,
 )
+from .admin import SQLiteAdmin
 from .files import create_private, make_private, refuse_foreign_file
 from .maintenance import SQLiteMaintenance
 from .numbering import Numbering
@@ -62,8 +63,14 @@ __all__ = ["SQLiteStore"]
 
 log = logging.getLogger(__name__)
 
+_SELECT_ACCOUNTS = "SELECT id, name, password, keep_history, role FROM accounts"
 
-class SQLiteStore(SQLiteMaintenance, SQLiteReads):
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(int(row[0]), row[1], row[2], bool(row[3]), row[4])
+
+
+class SQLiteStore(SQLiteAdmin, SQLiteMaintenance, SQLiteReads):
     """The :class:`~securechat.store.base.Store` in one SQLite database file, opened,
     checked and migrated on construction."""
 
@@ -172,15 +179,17 @@ class SQLiteStore(SQLiteMaintenance, SQLiteReads):
     def load_accounts(self) -> list[Account]:
         """Every account."""
         with self._lock, store_errors("read accounts"):
-            rows = self._db.execute(
-                "SELECT id, name, password, keep_history FROM accounts"
-            ).fetchall()
-        return [Account(r[0], r[1], r[2], bool(r[3])) for r in rows]
+            rows = self._db.execute(_SELECT_ACCOUNTS + " WHERE NOT deleted").fetchall()
+        return [_account(r) for r in rows]
 
     def load_former_names(self) -> dict[str, int]:
-        """Every former name (folded) and the account it stays reserved for."""
+        """Every former name (folded) and the account it stays reserved for, and the
+        names of deleted accounts (reserved for them for good)."""
         with self._lock, store_errors("read accounts"):
-            rows = self._db.execute("SELECT name_fold, account FROM former_names").fetchall()
+            rows = self._db.execute(
+                "SELECT name_fold, account FROM former_names "
+                "UNION ALL SELECT name_fold, id FROM accounts WHERE deleted"
+            ).fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
     def load_rooms(self) -> list[RoomRecord]:
@@ -217,16 +226,21 @@ class SQLiteStore(SQLiteMaintenance, SQLiteReads):
         """The account called ``name`` (in any case), or None."""
         with self._lock, store_errors("read accounts"):
             row = self._db.execute(
-                "SELECT id, name, password, keep_history FROM accounts WHERE name_fold = ?",
-                (fold(name),),
+                _SELECT_ACCOUNTS + " WHERE name_fold = ? AND NOT deleted", (fold(name),)
             ).fetchone()
-        return None if row is None else Account(row[0], row[1], row[2], bool(row[3]))
+        return None if row is None else _account(row)
 
     def create_account(
-        self, name: str, password: str | None, *, rooms: Sequence[str] = ()
+        self,
+        name: str,
+        password: str | None,
+        *,
+        rooms: Sequence[str] = (),
+        invite: str | None = None,
     ) -> Account | None:
         """Register ``name``, a member of ``rooms`` (folded names) from the start, in one
-        transaction; None if the name (in any case) is taken or reserved."""
+        transaction; None if the name (in any case) is taken or reserved, or ``invite``
+        (a code's hash) cannot be used."""
         with self._lock, store_errors("create account"):
             if self._reserved_by(fold(name)) is not None:
                 return None
@@ -237,6 +251,9 @@ class SQLiteStore(SQLiteMaintenance, SQLiteReads):
                     (name, fold(name), password),
                 )
                 assert cur.lastrowid is not None
+                if invite is not None and not self._use_invite(invite, cur.lastrowid):
+                    self._db.execute("ROLLBACK")
+                    return None
                 for room in rooms:
                     self._join(room, cur.lastrowid)
                 self._db.execute("COMMIT")
@@ -248,6 +265,15 @@ class SQLiteStore(SQLiteMaintenance, SQLiteReads):
                     self._db.execute("ROLLBACK")
                 raise
         return Account(cur.lastrowid, name, password)
+
+    def _use_invite(self, code_hash: str, account_id: int) -> bool:
+        now = utc_timestamp()
+        cur = self._db.execute(
+            "UPDATE invites SET used_by = ?, used_at = ? "
+            "WHERE code_hash = ? AND used_by IS NULL AND expires > ?",
+            (account_id, now, code_hash, now),
+        )
+        return cur.rowcount == 1
 
     def _reserved_by(self, name_fold: str) -> int | None:
         row = self._db.execute(
