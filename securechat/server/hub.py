@@ -36,7 +36,6 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
@@ -59,6 +58,7 @@ from .writer import MessageWriter
 if TYPE_CHECKING:
     from .cluster.node import Cluster
     from .cluster.remote_files import RemoteFiles
+    from .metrics import ServerStats
 
 __all__ = [
     "DEFAULT_MAX_SESSIONS",
@@ -152,11 +152,8 @@ class Hub:
         self.store = store
         self.registration = registration
         """The registration policy, one of ``REGISTRATION_POLICIES``."""
-        self.started = time.monotonic()
-        self.messages = 0
-        """Messages accepted from this server's sessions since start (for /stats)."""
-        self.refusals: Counter[str] = Counter()
-        """Requests refused for a budget (an error with ``retry_after``), by code."""
+        self.stats: ServerStats | None = None
+        """The numbers /stats and the metrics endpoint show (set by the server)."""
         self.writer = writer
         self.account_pool = account_pool
         """Where logins, registrations and renames do their slow work."""
@@ -303,8 +300,6 @@ class Hub:
                     raise ChatError("not_logged_in", "log in first: send a login frame")
                 handler(self, session, frame, rid)
         except ChatError as exc:
-            if exc.retry_after is not None:
-                self.refusals[exc.code] += 1
             session.send(error_frame(exc, rid))
             if frame.type == "login" and session.state is State.NEW:
                 session.state = State.GONE
@@ -312,8 +307,6 @@ class Hub:
 
     def refuse_login(self, session: Session, exc: ChatError, rid: int | None) -> None:
         """End a login attempt with an error (under the lock)."""
-        if exc.retry_after is not None:
-            self.refusals[exc.code] += 1
         session.state = State.GONE
         session.send(error_frame(exc, rid))
         session.link.close(f"login refused: {exc.text}")
@@ -492,8 +485,6 @@ class Hub:
         # tokens as there are servers, so together they allow the budget once.
         cost = 1 + (self.cluster.servers_of(session.account_id) if self.cluster else 0)
         wait = bucket.take(time.monotonic(), cost)
-        if not wait:
-            self.messages += 1
         if wait:
             raise ChatError(
                 "rate_limited",

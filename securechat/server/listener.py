@@ -258,6 +258,7 @@ class Server:
             self.connection_caps.on_change = _share
         self._problems = RateLimitedLog(log)
         self.stats = ServerStats(hub=self.hub, writer=self._writer, loops=self._loops)
+        self.hub.stats = self.stats
         """The server's numbers, for --metrics and /stats."""
         self._live_loops = list(self._loops)  # those still handed connections (accept thread)
         self._turn = 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import time
 from typing import Any
 
 from ..errors import ChatError, StoreError
@@ -374,15 +373,19 @@ def stats(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     """Uptime, sessions, accounts online, messages per second, refusals (moderators);
     the store's size is read on the reader pool."""
     require_staff(_actor(session))
-    uptime = time.monotonic() - hub.started
+    assert hub.stats is not None
+    # The numbers the metrics endpoint serves (securechat.server.metrics).
+    snap = hub.stats.snapshot()
     fields: dict[str, Any] = {
-        "uptime": round(uptime),
-        "sessions": len(hub.sessions.all()),
-        "accounts_online": len({s.account_id for s in hub.sessions.all()})
+        "uptime": round(snap.uptime),
+        "sessions": snap.sessions,
+        "accounts_online": snap.accounts_online
         + len(hub.cluster.remote_accounts() if hub.cluster else ()),
-        "messages": hub.messages,
-        "messages_per_second": round(hub.messages / max(uptime, 1.0), 3),
-        "refusals": dict(hub.refusals),
+        "messages": snap.messages,
+        "messages_per_second": round(snap.messages / max(snap.uptime, 1.0), 3),
+        "refusals": snap.refusals,
+        "writer_backlog": snap.writer_backlog,
+        "commit_ms": round(1000 * snap.commit_seconds / max(snap.commits, 1), 2),
     }
 
     def _measure() -> None:
