@@ -9,7 +9,8 @@ On a terminal (standard input and output both) the full-screen interface of
 
 Exit status: 0 after a clean quit or EOF, 1 if the connection was lost,
 2 for a usage or configuration problem, 3 if TLS or certificate verification
-failed, 4 if the server refused the login, 5 if the server could not be reached.
+failed, 4 if the server refused the login, 5 if the server could not be reached,
+6 if the name has no account and none was created (see :mod:`.registration`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ from ..tls import client_context
 from ..ui.linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
 from ..wire.protocol import DEFAULT_PORT
 from .core import ChatClient, Event
+from .registration import (
+    EXIT_NO_ACCOUNT,
+    INVITE_ENV,
+    Login,
+    hide_unknown_account,
+    log_in,
+    read_invite,
+    terminal_prompts,
+)
 from .servers import ServerAddress, parse_server
 
 __all__ = ["EXIT_CONNECT", "EXIT_LOGIN", "EXIT_TLS", "build_parser", "main"]
@@ -58,7 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PORT,
         help=f"port of the --host entries without one (default {DEFAULT_PORT})",
     )
-    p.add_argument("--user", help="your user name; the first login with a new name registers it")
+    p.add_argument("--user", help="your user name")
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="create the account if the name is free (on a terminal the client asks instead)",
+    )
+    p.add_argument(
+        "--invite-file",
+        type=Path,
+        help=f"read the invite code for --register from this file (after ${INVITE_ENV})",
+    )
     p.add_argument("--cert", type=Path, help="client certificate, for servers run with --client-ca")
     p.add_argument("--key", type=Path, help="the client certificate's private key")
     p.add_argument(
@@ -102,6 +122,11 @@ def read_password(args: argparse.Namespace) -> str | None:
     )
 
 
+def _password_given(args: argparse.Namespace) -> bool:
+    """True if the password came from the environment or a file, not typed at a prompt."""
+    return bool(os.environ.get(PASSWORD_ENV)) or args.password_file is not None
+
+
 def server_addresses(args: argparse.Namespace) -> list[ServerAddress]:
     """The ``--host`` entries in the order given (``localhost`` without any);
     ConfigError for one that is not ``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT``."""
@@ -118,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         servers = server_addresses(args)
         context = client_context(ca=args.ca, cert=args.cert, key=args.key)
         password = read_password(args)
+        invite = read_invite(args.invite_file)
     except ConfigError as exc:
         print(f"securechat-client: {exc}", file=sys.stderr)
         return 2
@@ -133,25 +159,39 @@ def main(argv: list[str] | None = None) -> int:
         from ..ui import ChatApp  # noqa: PLC0415
 
         ui = ChatApp()
-    client = ChatClient(
-        servers=servers,
-        context=context,
-        user=args.user or "",
-        password=password,
-        on_event=printer.emit if ui is None else ui.post_event,
-        download_dir=args.download_dir,
-    )
-    if isinstance(printer, HumanPrinter):
-        printer.client = client
-    printer.on_broken = client.close
-    printer.on_printed = client.mark_shown
+    asking = not args.json and sys.stdin.isatty()
+
+    def make_client(login: Login) -> ChatClient:
+        on_event = printer.emit if ui is None else ui.post_event
+        client = ChatClient(
+            servers=servers,
+            context=context,
+            user=args.user or "",
+            password=login.password,
+            on_event=hide_unknown_account(on_event) if asking else on_event,
+            download_dir=args.download_dir,
+            register=login.register,
+            invite=login.invite,
+        )
+        if isinstance(printer, HumanPrinter):
+            printer.client = client
+        printer.on_broken = client.close
+        printer.on_printed = client.mark_shown
+        return client
+
     try:
-        client.connect()
+        client = log_in(
+            make_client,
+            Login(password, register=args.register, invite=invite),
+            name=args.user or "",
+            prompts=terminal_prompts() if asking else None,
+            typed_password=asking and password is not None and not _password_given(args),
+        )
     except (TLSError, ChatError, ConnectionLost) as exc:
         status = (
             EXIT_TLS
             if isinstance(exc, TLSError)
-            else EXIT_LOGIN
+            else (EXIT_NO_ACCOUNT if exc.code == "no_such_account" else EXIT_LOGIN)
             if isinstance(exc, ChatError)
             else EXIT_CONNECT
         )
