@@ -146,15 +146,14 @@ def test_the_questions_register_on_an_invite_server_and_log_in(
             make_client, Login("first-pw"), name="erin", prompts=prompts, typed_password=True
         )
         assert client.connected and client.user == "erin"
+        assert len(made) == 2
+        assert "the two passwords differ" in said
+        assert any("Invite code" in line for line in said)
+        # The account has the password typed twice, not the one typed first.
+        make_client(Login("new-pw")).connect()
     finally:
         for one in made:
             one.close()
-    assert len(made) == 2
-    assert "the two passwords differ" in said
-    assert any("Invite code" in line for line in said)
-    # The account has the password typed twice, not the one typed first.
-    made.clear()
-    make_client(Login("new-pw")).connect()
 
 
 def test_the_questions_explain_a_closed_server_and_take_no_for_an_answer() -> None:
