@@ -112,9 +112,10 @@ class ChatClient:
     reached. ``reconnect_delay`` is the first wait before reconnecting to a
     server already tried (it doubles up to :data:`MAX_BACKOFF`).
 
-    ``register``: the first login may create the account (with ``invite``, a code
-    for a server that registers by invitation); otherwise an unknown name is
-    refused with ``no_such_account``. Reconnections never register.
+    ``register``: the login may create the account (with ``invite``, a code for a
+    server that registers by invitation); otherwise an unknown name is refused
+    with ``no_such_account``. Reconnections log in the same way (an existing
+    account just logs in, whatever ``register`` says).
     """
 
     def __init__(
@@ -526,7 +527,6 @@ class ChatClient:
         endpoint = attempt.endpoint
         with self._lock:
             attempt.ready = True
-            self._register, self._invite = False, None  # the account exists now
             # Set before any close of this attempt can start a reconnect, which
             # begins with the endpoints after this one.
             previous, self._servers.current = self._servers.current, endpoint
