@@ -432,6 +432,7 @@ def client_process(pki: Pki) -> Iterator[Callable[..., ClientProcess]]:
     """Start ``securechat-client --json`` processes; all are killed after the test.
 
     ``hosts`` are the ``--host`` values; ``port`` is ``--port``, for those without one.
+    ``register`` passes ``--register`` (the default: most tests log in new names).
     """
     procs: list[ClientProcess] = []
 
@@ -444,8 +445,11 @@ def client_process(pki: Pki) -> Iterator[Callable[..., ClientProcess]]:
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         hosts: tuple[str, ...] = ("localhost",),
+        register: bool = True,
     ) -> ClientProcess:
         args = ["--ca", str(ca or pki.ca_pem), "--port", str(port)]
+        if register:
+            args.append("--register")
         for host in hosts:
             args += ["--host", host]
         if user is not None:

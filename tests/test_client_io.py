@@ -28,6 +28,7 @@ def stalled_reader_client(pki: Pki) -> Iterator[Callable[[int], subprocess.Popen
     def _start(port: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, "SECURECHAT_PASSWORD": "pw"}
         argv = ["--ca", str(pki.ca_pem), "--port", str(port), "--user", "alice", "--json"]
+        argv.append("--register")
         proc = subprocess.Popen(
             [sys.executable, "-m", "securechat.client.cli", *argv],
             stdin=subprocess.PIPE,

@@ -668,6 +668,7 @@ def run_ui(pki: Pki, tmp_path: Path) -> Iterator[Callable[..., int]]:
                 password="pw",
                 on_event=app.post_event,
                 download_dir=tmp_path / "downloads",
+                register=True,
             )
             clients.append(client)
             client.connect()
@@ -838,6 +839,7 @@ def test_a_real_file_transfer_shows_its_progress_line(
         user="bob",
         password="pw",
         on_event=lambda e: None,
+        register=True,
     )
     bob.connect()
     try:
@@ -945,6 +947,7 @@ def test_a_pipe_keeps_human_line_mode(server: Server, pki: Pki) -> None:
             port,
             "--user",
             "alice",
+            "--register",
         ],
         input=b"hello from a pipe\n",
         capture_output=True,
@@ -956,3 +959,40 @@ def test_a_pipe_keeps_human_line_mode(server: Server, pki: Pki) -> None:
     lines = result.stdout.decode().splitlines()
     assert any(line.endswith("<alice> hello from a pipe") for line in lines)
     assert b"\x1b" not in result.stdout  # no full-screen escape sequences
+
+
+def test_password_is_asked_on_the_input_line_and_never_shown_or_remembered(
+    server: Server, raw_client: Callable[..., RawClient], run_ui: Callable[..., int]
+) -> None:
+    async def scenario(ui: UI) -> None:
+        await ui.until(lambda: ui.model.current.name == "#general", "#general")
+        ui.type("/password" + ENTER)
+        await ui.until(lambda: "old password" in plain(ui.app._prompt()), "the first question")
+        ui.type("pw")
+        await ui.until(lambda: ui.app.input.text == "pw", "the typed answer")
+        ui.type(ENTER + "new-pw" + ENTER + "new-pw" + ENTER)
+        await ui.until(lambda: "your password is changed" in ui.pane(), "the server's answer")
+        assert "new-pw" not in ui.pane()
+        assert ui.model.history.back("") == "/password"
+
+    assert run_ui(server, scenario) == 0
+    check = raw_client(server.address[1])
+    check.send("login", user="alice", password="new-pw", register=False)
+    check.expect("welcome")
+
+
+def test_account_delete_warns_and_asks_no_keeps_the_account_and_yes_deletes_it(
+    server: Server, run_ui: Callable[..., int]
+) -> None:
+    async def scenario(ui: UI) -> None:
+        await ui.until(lambda: ui.model.current.name == "#general", "#general")
+        ui.type("/account delete" + ENTER)
+        await ui.until(lambda: "erases every message you sent" in ui.pane(), "the warning")
+        assert "delete your account alice? [y/N]" in plain(ui.app._prompt())
+        ui.type("n" + ENTER)
+        await ui.until(lambda: "not deleted" in ui.pane(), "the refusal")
+        ui.type("/account delete" + ENTER + "yes" + ENTER)
+        await ui.until(lambda: "account deleted" in ui.pane(), "the deletion")
+        await ui.until(lambda: ui.model.status.state == "disconnected", "the end")
+
+    assert run_ui(server, scenario) == 1

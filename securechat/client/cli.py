@@ -14,7 +14,8 @@ verify can be trusted on first use (:mod:`securechat.client.trust`).
 
 Exit status: 0 after a clean quit or EOF, 1 if the connection was lost,
 2 for a usage or configuration problem, 3 if TLS or certificate verification
-failed, 4 if the server refused the login, 5 if the server could not be reached.
+failed, 4 if the server refused the login, 5 if the server could not be reached,
+6 if the name has no account and none was created (see :mod:`.registration`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import getpass
 import io
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from cryptography import x509
@@ -36,6 +38,15 @@ from ..ui.linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
 from ..wire.protocol import DEFAULT_PORT
 from .core import ChatClient, Event
 from .profiles import default_config_path, load_profile
+from .registration import (
+    EXIT_NO_ACCOUNT,
+    INVITE_ENV,
+    Login,
+    hide_unknown_account,
+    log_in,
+    read_invite,
+    terminal_prompts,
+)
 from .servers import ServerAddress, parse_server
 from .trust import (
     KNOWN_SERVERS_FILE,
@@ -89,7 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=Number(low=1, high=65535),
         help=f"port of the --host entries without one (default {DEFAULT_PORT})",
     )
-    p.add_argument("--user", help="your user name; the first login with a new name registers it")
+    p.add_argument("--user", help="your user name")
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="create the account if the name is free (on a terminal the client asks instead)",
+    )
+    p.add_argument(
+        "--invite-file",
+        type=Path,
+        help=f"read the invite code for --register from this file (after ${INVITE_ENV})",
+    )
     p.add_argument("--cert", type=Path, help="client certificate, for servers run with --client-ca")
     p.add_argument("--key", type=Path, help="the client certificate's private key")
     p.add_argument(
@@ -130,6 +151,11 @@ def read_password(args: argparse.Namespace) -> str | None:
     raise ConfigError(
         f"no password: set {PASSWORD_ENV} or pass --password-file (stdin is not a terminal)"
     )
+
+
+def _password_given(args: argparse.Namespace) -> bool:
+    """True if the password came from the environment or a file, not typed at a prompt."""
+    return bool(os.environ.get(PASSWORD_ENV)) or args.password_file is not None
 
 
 def server_addresses(args: argparse.Namespace) -> list[ServerAddress]:
@@ -226,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         servers = server_addresses(args)
         trust, known = server_trust(args)
         password = read_password(args)
+        invite = read_invite(args.invite_file)
     except ConfigError as exc:
         print(f"securechat-client: {exc}", file=sys.stderr)
         return 2
@@ -241,15 +268,19 @@ def main(argv: list[str] | None = None) -> int:
         from ..ui import ChatApp  # noqa: PLC0415
 
         ui = ChatApp()
+    asking = not args.json and sys.stdin.isatty()
 
-    def make_client(trust: ServerTrust) -> ChatClient:
+    def make_client(trust: ServerTrust, login: Login) -> ChatClient:
+        on_event = printer.emit if ui is None else ui.post_event
         client = ChatClient(
             servers=servers,
             context=trust,
             user=args.user or "",
-            password=password,
-            on_event=printer.emit if ui is None else ui.post_event,
+            password=login.password,
+            on_event=hide_unknown_account(on_event) if asking else on_event,
             download_dir=args.download_dir,
+            register=login.register,
+            invite=login.invite,
         )
         if isinstance(printer, HumanPrinter):
             printer.client = client
@@ -257,10 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         printer.on_printed = client.mark_shown
         return client
 
-    client = make_client(trust)
+    def connect(trust: ServerTrust) -> ChatClient:
+        return log_in(
+            partial(make_client, trust),
+            Login(password, register=args.register, invite=invite),
+            name=args.user or "",
+            prompts=terminal_prompts() if asking else None,
+            typed_password=asking and password is not None and not _password_given(args),
+        )
+
     try:
         try:
-            client.connect()
+            client = connect(trust)
         except CertificateVerifyError as exc:
             if exc.reason == "name_mismatch":
                 raise _name_advice(args, servers, exc) from exc
@@ -277,13 +316,12 @@ def main(argv: list[str] | None = None) -> int:
             if len(skipped) == len(servers):
                 raise
             trust, known = server_trust(args)
-            client = make_client(trust)
-            client.connect()
+            client = connect(trust)
     except (TLSError, ChatError, ConnectionLost) as exc:
         status = (
             EXIT_TLS
             if isinstance(exc, TLSError)
-            else EXIT_LOGIN
+            else (EXIT_NO_ACCOUNT if exc.code == "no_such_account" else EXIT_LOGIN)
             if isinstance(exc, ChatError)
             else EXIT_CONNECT
         )

@@ -6,11 +6,12 @@ or a :class:`Local` action; usage mistakes raise ChatError with a hint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ChatError
 from ..wire.names import MAX_TOPIC_CHARS, check_room_name, check_text, check_user_name
+from .actions import Command, Local, Request
+from .moderation_commands import MODERATION_COMMANDS, parse_moderation
 
 __all__ = [
     "COMMANDS",
@@ -24,15 +25,6 @@ __all__ = [
 
 MAX_HISTORY_REQUEST = 500
 """The most messages one /history asks for (the server's page limit)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A /command: its name, usage line and one-line help."""
-
-    name: str
-    usage: str
-    help: str
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -75,35 +67,69 @@ COMMANDS: tuple[Command, ...] = (
     Command("cancel", "/cancel ID", "stop file transfer ID (either side)"),
     Command("sessions", "/sessions", "list where your account is logged in now"),
     Command("sessions close", "/sessions close N", "log out session N (as /sessions numbers them)"),
+    Command(
+        "password",
+        "/password",
+        "change your password: asks for the old one, then the new one twice (full-screen client)",
+    ),
+    Command(
+        "account delete",
+        "/account delete [NAME]",
+        "delete your account: erases every message you sent and ends your sessions; asks "
+        "first (NAME, your own name, confirms without asking)",
+    ),
+    Command(
+        "kick",
+        "/kick [#room] NAME [reason]",
+        "disconnect every session of NAME (moderators), or remove NAME from #room (its operators)",
+    ),
+    Command(
+        "ban",
+        "/ban NAME [duration] [reason]",
+        "refuse NAME's logins for duration (10m, 2h, 7d; default until /unban) and "
+        "disconnect it now (moderators)",
+    ),
+    Command(
+        "ban --ip",
+        "/ban --ip ADDR|CIDR [duration] [reason]",
+        "refuse connections from an address or network (moderators)",
+    ),
+    Command("unban", "/unban NAME|ADDR", "lift a ban on an account or an address (moderators)"),
+    Command("bans", "/bans", "list the bans in force (moderators)"),
+    Command(
+        "mute",
+        "/mute NAME [duration]",
+        "silence NAME in the current room, for duration or until /unmute (its operators)",
+    ),
+    Command("unmute", "/unmute NAME", "let NAME speak in the current room again"),
+    Command(
+        "topic lock",
+        "/topic lock|unlock",
+        "let only the current room's operators set its topic, or everyone again",
+    ),
+    Command(
+        "room invite-only",
+        "/room invite-only on|off",
+        "make the current room invite-only, or open to all again (its operators)",
+    ),
+    Command(
+        "invite",
+        "/invite NAME",
+        "let NAME join the current invite-only room, and tell them (its operators)",
+    ),
+    Command(
+        "stats",
+        "/stats",
+        "the server's uptime, sessions, messages per second, store size and refusals (moderators)",
+    ),
     Command("help", "/help [command]", "list the commands, or explain one"),
     Command("quit", "/quit [reason]", "leave the chat"),
 )
 
 _BY_NAME = {c.name: c for c in COMMANDS}
+_WORDS = frozenset(c.name.split()[0] for c in COMMANDS)
 
 _DEFAULT_HISTORY = 50
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A frame to send. ``waits``: later input depends on its answer (it changes state)."""
-
-    type: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    waits: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Local:
-    """Something the client does itself: ``help`` (with ``lines`` to show), ``quit``
-    (reason in ``arg``), ``export`` (file in ``arg``), ``sendfile`` (user in ``target``,
-    path in ``arg``), ``accept``/``reject``/``cancel`` (transfer id in ``number``) or ``files``."""
-
-    kind: str
-    lines: tuple[str, ...] = ()
-    arg: str = ""
-    target: str = ""
-    number: int = 0
 
 
 def help_lines(topic: str = "") -> tuple[str, ...]:
@@ -128,7 +154,7 @@ def parse_input(line: str, *, current_room: str | None) -> Request | Local:
     word, _, rest = line[1:].partition(" ")
     name = word.lower()
     rest = rest.strip()
-    if name not in _BY_NAME or " " in name:
+    if name not in _WORDS:
         raise ChatError("unknown_command", f"unknown command /{word}: /help lists the commands")
     if name == "help":
         return Local("help", help_lines(rest))
@@ -161,6 +187,13 @@ def parse_input(line: str, *, current_room: str | None) -> Request | Local:
         return Request("rooms")
     if name == "who":
         return Request("who", {"room": check_room_name(rest) if rest else _need_room(current_room)})
+    if name in MODERATION_COMMANDS:
+        return parse_moderation(
+            name, rest, current_room=current_room, usage=lambda c: _BY_NAME[c].usage
+        )
+    if name == "topic" and rest.lower() in ("lock", "unlock"):
+        locked = rest.lower() == "lock"
+        return Request("room_mode", {"room": _need_room(current_room), "topic_locked": locked})
     if name == "topic":
         fields: dict[str, Any] = {"room": _need_room(current_room)}
         if rest:

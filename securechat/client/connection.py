@@ -104,6 +104,8 @@ class Attempt:
         self.bye_reason: str | None = None
         self.bye_code: str | None = None
         """The ``code`` of the server's ``bye``, if it gave one (``session_closed``)."""
+        self.bye_until: str | None = None
+        """When the ban a ``bye`` announces ends (ISO UTC), if it does."""
         self.greeted = False
 
     def on_open(self, channel: Channel) -> None:

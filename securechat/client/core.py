@@ -80,13 +80,19 @@ __all__ = ["MAX_BACKOFF", "ChatClient", "Event"]
 _CONNECT_TIMEOUT = 10.0
 _THROTTLE_NOTICE_EVERY = 10.0
 """Seconds between two "sending faster than the server allows" notices."""
-_CLOSED_ELSEWHERE = "session_closed"
-"""The ``code`` of the ``bye`` of a session logged out by /sessions close."""
+_FINAL_BYES = frozenset({"session_closed", "kicked", "banned", "account_deleted"})
+"""``bye`` codes after which coming back would undo what someone meant: a session
+logged out by /sessions close, a kick, a ban, a deleted account."""
 _FEATURE_OF = {
     "sessions": "sessions",
     "session_close": "sessions",
     "unread": "read",
     "read": "read",
+    **dict.fromkeys(("password", "account_delete"), "accounts"),
+    **dict.fromkeys(
+        ("kick", "ban", "unban", "bans", "mute", "room_mode", "room_invite", "stats"),
+        "moderation",
+    ),
 }
 """Requests only a server announcing that feature knows (an older one closes the
 connection on an unknown frame type)."""
@@ -106,6 +112,11 @@ class ChatClient:
     when the server refuses the login, ConnectionLost when no server can be
     reached. ``reconnect_delay`` is the first wait before reconnecting to a
     server already tried (it doubles up to :data:`MAX_BACKOFF`).
+
+    ``register``: the login may create the account (with ``invite``, a code for a
+    server that registers by invitation); otherwise an unknown name is refused
+    with ``no_such_account``. Reconnections log in the same way (an existing
+    account just logs in, whatever ``register`` says).
     """
 
     def __init__(
@@ -120,8 +131,15 @@ class ChatClient:
         reconnect: bool = True,
         reconnect_delay: float = 1.0,
         download_dir: Path = Path("downloads"),
+        register: bool = False,
+        invite: str | None = None,
     ) -> None:
         self._servers = ServerList(servers)
+        self._register = register
+        self._invite = invite
+        self.registration: str | None = None
+        """The registration policy the server's ``hello`` announced (``open``,
+        ``invite``, ``closed``), None before it or from a server that says none."""
         self._endpoint: Endpoint | None = None
         """Where the newest attempt connected (for its ``connected`` event)."""
         # One context for every server, or the choice per server (pins: trust.py).
@@ -459,9 +477,11 @@ class ChatClient:
         self._endpoint = attempt.endpoint
         self.tls_version = channel.tls_version
         self._certificate = certificate_summary(channel.sock)
-        fields: dict[str, Any] = {"user": self._state.user}
+        fields: dict[str, Any] = {"user": self._state.user, "register": self._register}
         if self._password is not None:
             fields["password"] = self._password
+        if self._register and self._invite:
+            fields["invite"] = self._invite
         if not attempt.replay:
             fields["replay"] = False
             if "login_since" in self._server_features:  # the last server's: the same chat
@@ -485,9 +505,16 @@ class ChatClient:
             if isinstance(features, list):
                 attempt.features = frozenset(f for f in features if isinstance(f, str))
             self._server_features = attempt.features
+            policy = frame.get("registration")
+            self.registration = policy if isinstance(policy, str) else None
         elif frame.type == "bye":
             attempt.bye_reason = frame.str_field("reason", optional=True) or "server closed"
             attempt.bye_code = frame.str_field("code", optional=True) or None
+            attempt.bye_until = frame.str_field("until", optional=True) or None
+            if not attempt.ready and attempt.bye_code == "banned":
+                # A banned address is refused instead of greeted: a refusal, not a TLS fault.
+                with self._lock:
+                    attempt.failure = ChatError("banned", attempt.bye_reason)
         elif frame.type == "error" and not attempt.ready and rid == attempt.login_rid:
             with self._lock:
                 attempt.failure = ChatError(frame.str_field("code"), frame.str_field("text"))
@@ -541,7 +568,7 @@ class ChatClient:
         attempt.loop.stop()
         self._disk.submit(self._transfers.connection_lost)
         why = attempt.bye_reason or reason
-        self._emit("disconnected", reason=why)
+        self._emit("disconnected", reason=why, code=attempt.bye_code, until=attempt.bye_until)
         if lost and attempt.bye_reason != "you quit":
             self._emit(
                 "error",
@@ -549,9 +576,9 @@ class ChatClient:
                 text=f"{lost} request(s) were not confirmed before the connection was lost; "
                 "check /history before sending them again",
             )
-        # Logged out on purpose, here or from another session of the account with
-        # /sessions close: coming back would undo it.
-        logged_out = attempt.bye_reason == "you quit" or attempt.bye_code == _CLOSED_ELSEWHERE
+        # Logged out on purpose (here, from another session with /sessions close, or
+        # by a moderator): coming back would undo it.
+        logged_out = attempt.bye_reason == "you quit" or attempt.bye_code in _FINAL_BYES
         if self._stop.is_set() or not self._reconnect_enabled or logged_out:
             self._finish()
             return
@@ -580,4 +607,6 @@ class ChatClient:
                     self._deliver(throttled_event(retry))
                 return
             self._disk.submit(partial(self._transfers.refused, rid))
-        self._emit("error", code=code, text=frame.str_field("text"))
+        # A ban's refusal says why and until when (null: until lifted).
+        extra = {k: frame.get(k) for k in ("reason", "until") if k in frame.fields}
+        self._emit("error", code=code, text=frame.str_field("text"), **extra)

@@ -15,6 +15,9 @@ from ..wire.protocol import Frame
 
 __all__ = [
     "Event",
+    "ban_line",
+    "bans_event",
+    "done_event",
     "event",
     "forgotten_event",
     "history_end_event",
@@ -23,6 +26,7 @@ __all__ = [
     "read_event",
     "session_closed_event",
     "sessions_event",
+    "stats_event",
     "system_event",
     "throttled_event",
     "time_event",
@@ -172,3 +176,44 @@ def throttled_event(retry_after: float) -> Event:
         retry_after=retry_after,
         text=f"sending faster than the server allows; the rest follows in {retry_after:.1f} s",
     )
+
+
+def done_event(frame: Frame) -> Event:
+    """The server carried out a moderation or account request (``text`` says what)."""
+    fields = {k: v for k, v in frame.fields.items() if k not in ("rid", "text")}
+    return event("system", event="done", **fields, text=frame.str_field("text"))
+
+
+_STATS_SHOWN = (
+    ("uptime", "uptime {} s"),
+    ("sessions", "{} sessions"),
+    ("accounts_online", "{} accounts online"),
+    ("messages_per_second", "{} messages/s"),
+    ("accounts", "{} accounts"),
+    ("rooms", "{} rooms"),
+    ("stored_messages", "{} stored messages"),
+    ("store_bytes", "store {} bytes"),
+)
+
+
+def stats_event(frame: Frame) -> Event:
+    """The answer to /stats: the server's figures as it sent them, and a line of them."""
+    data = {k: v for k, v in frame.fields.items() if k != "rid"}
+    parts = [shown.format(data[key]) for key, shown in _STATS_SHOWN if key in data]
+    refusals = data.get("refusals")
+    if isinstance(refusals, dict) and refusals:
+        parts.append("refusals: " + ", ".join(f"{k} {v}" for k, v in sorted(refusals.items())))
+    return Event("stats", {**data, "text": "; ".join(parts)})
+
+
+def ban_line(ban: dict[str, Any]) -> str:
+    """One ban of a /bans answer in words."""
+    until = f"until {ban.get('until')}" if ban.get("until") else "until lifted"
+    why = f": {ban.get('reason')}" if ban.get("reason") else ""
+    return f"{ban.get('kind')} {ban.get('target')} by {ban.get('by')} {until}{why}"
+
+
+def bans_event(bans: list[dict[str, Any]]) -> Event:
+    """The answer to /bans: each ban in force, and a line of them all."""
+    text = "; ".join(map(ban_line, bans)) if bans else "no bans"
+    return Event("bans", {"bans": bans, "text": f"bans: {text}"})

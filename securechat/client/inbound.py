@@ -15,6 +15,8 @@ from typing import Any
 from ..wire.protocol import Frame
 from .events import (
     Event,
+    bans_event,
+    done_event,
     event,
     forgotten_event,
     history_end_event,
@@ -23,6 +25,7 @@ from .events import (
     read_event,
     session_closed_event,
     sessions_event,
+    stats_event,
     system_event,
     time_event,
     topic_event,
@@ -98,9 +101,13 @@ class Inbound:
     def _list(self, frame: Frame) -> None:
         key = frame.type
         items = self._state.gather(frame, key)
-        if items is not None:
-            room = frame.str_field("room") if key == "users" else None
-            self._deliver(event(key, room=room, **{key: items}))
+        if items is None:
+            return
+        if key == "bans":
+            self._deliver(bans_event([b for b in items if isinstance(b, dict)]))
+            return
+        room = frame.str_field("room") if key == "users" else None
+        self._deliver(event(key, room=room, **{key: items}))
 
     def _nick(self, frame: Frame) -> None:
         self._resync.renamed(frame.str_field("old"), frame.str_field("new"))
@@ -123,6 +130,8 @@ _PLAIN: dict[str, Callable[[Frame], Event]] = {
     "sessions": sessions_event,
     "session_closed": session_closed_event,
     "unread": unread_event,
+    "done": done_event,
+    "stats": stats_event,
 }
 
 _HANDLERS: dict[str, Callable[[Inbound, Frame], None]] = {
@@ -133,6 +142,7 @@ _HANDLERS: dict[str, Callable[[Inbound, Frame], None]] = {
     "history_end": Inbound._history_end,
     "users": Inbound._list,
     "rooms": Inbound._list,
+    "bans": Inbound._list,
     "nick": Inbound._nick,
     "read": Inbound._read,
     **dict.fromkeys(_PLAIN, Inbound._plain),

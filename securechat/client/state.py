@@ -99,7 +99,8 @@ class ChatState:
         )
 
     def parted(self, frame: Frame) -> Event:
-        """We left a room; the most recently joined one left becomes current."""
+        """We left a room (or an operator kicked us: ``by``, ``reason``); the most
+        recently joined one left becomes current."""
         room = frame.str_field("room")
         with self._lock:
             self._rooms = [r for r in self._rooms if fold(r) != fold(room)]
@@ -107,7 +108,15 @@ class ChatState:
                 self._current = self._rooms[-1] if self._rooms else None
             current = self._current
         now = f"; now in {current}" if current else "; /join a room to talk"
-        return event("system", event="parted", room=room, text=f"you left {room}{now}")
+        # A kick says so in the server's own notice (``system`` ``kick``) right after.
+        return event(
+            "system",
+            event="parted",
+            room=room,
+            by=frame.str_field("by", optional=True) or None,
+            reason=frame.str_field("reason", optional=True) or None,
+            text=f"you left {room}{now}",
+        )
 
     def renamed(self, frame: Frame) -> Event:
         """Someone (maybe we) changed name."""

@@ -50,7 +50,7 @@ from prompt_toolkit.layout import (
 )
 from prompt_toolkit.layout.controls import BufferControl
 from prompt_toolkit.layout.menus import CompletionsMenu
-from prompt_toolkit.layout.processors import BeforeInput
+from prompt_toolkit.layout.processors import BeforeInput, ConditionalProcessor, PasswordProcessor
 from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
 
 from ..client.commands import Local, Request
@@ -58,6 +58,7 @@ from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost
 from .actions import OpenConversation, interpret
 from .complete import ChatCompleter
+from .dialogue import Dialogue, delete_dialogue, password_dialogue
 from .linemode import execute_local
 from .model import ChatModel
 from .render import (
@@ -179,6 +180,8 @@ class ChatApp:
         self._client: ChatClient | None = None
         self._quit_reason = ""
         self._worker = _Worker()
+        self._dialogue: Dialogue | None = None
+        """Questions being asked on the input line (/password, /account delete)."""
         self.input = InputBuffer(
             name="input",
             multiline=False,
@@ -308,6 +311,11 @@ class ChatApp:
         elif isinstance(action, Local):
             if action.kind == "quit":
                 self.quit(action.arg)
+            elif action.kind == "password":
+                self._dialogue = password_dialogue()
+            elif action.kind == "account_delete" and not action.target:
+                warning, self._dialogue = delete_dialogue(self.model.user)
+                self.model.apply(Event("system", {"event": "confirm", "text": warning}))
             elif self._client is not None:
                 keys = action.kind == "help" and not line.partition(" ")[2].strip()
                 self._worker.submit(partial(_execute_local, self._client, action, keys=keys))
@@ -317,6 +325,31 @@ class ChatApp:
             elif action.type == "join" and (joined := self.model.find(action.fields["room"])):
                 self.model.switch(joined)  # already in: the answer will not switch
             self._send(action, quiet=False)
+
+    def answer(self, text: str) -> None:
+        """Take what was typed as the answer to the dialogue's question (never echoed
+        into the buffer or the input history); the request goes once all are answered."""
+        dialogue = self._dialogue
+        if dialogue is None:
+            return
+        try:
+            request = dialogue.answer(text)
+        except ChatError as exc:
+            self._dialogue = None
+            self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
+        else:
+            if request is not None:
+                self._dialogue = None
+                self._send(request, quiet=False)
+        self.application.invalidate()
+
+    def _cancel_dialogue(self) -> None:
+        self.answer("")
+
+    def _prompt(self) -> StyleAndTextTuples:
+        if self._dialogue is not None:
+            return [("class:prompt", self._dialogue.question.prompt)]
+        return prompt_fragments(self.model)
 
     def _send(self, request: Request, *, quiet: bool) -> None:
         """Send ``request``; ``quiet`` ones refresh state and fail silently."""
@@ -359,7 +392,16 @@ class ChatApp:
         )
         input_window = Window(
             BufferControl(
-                self.input, input_processors=[BeforeInput(lambda: prompt_fragments(self.model))]
+                self.input,
+                input_processors=[
+                    BeforeInput(self._prompt),
+                    ConditionalProcessor(
+                        PasswordProcessor(),
+                        Condition(
+                            lambda: self._dialogue is not None and self._dialogue.question.secret
+                        ),
+                    ),
+                ],
             ),
             height=1,
         )
@@ -405,11 +447,16 @@ class ChatApp:
 
             return handler
 
+        asking = Condition(lambda: self._dialogue is not None)
+
         @kb.add("enter")
         def _(event: KeyPressEvent) -> None:
             text = self.input.text
             self.input.reset()
-            self.submit(text)
+            if self._dialogue is not None:
+                self.answer(text)
+            else:
+                self.submit(text)
 
         kb.add("up", filter=menu_open)(redraw_after(self.input.complete_previous))
         kb.add("down", filter=menu_open)(redraw_after(self.input.complete_next))
@@ -426,7 +473,8 @@ class ChatApp:
             kb.add("escape", digit)(redraw_after(partial(model.switch_to_number, number)))
         kb.add("escape", "a")(redraw_after(model.switch_to_activity))
         kb.add("c-d", filter=input_empty)(lambda event: self.quit())
-        kb.add("c-c")(lambda event: self.quit("interrupted"))
+        kb.add("c-c", filter=asking)(lambda event: self._cancel_dialogue())
+        kb.add("c-c", filter=~asking)(lambda event: self.quit("interrupted"))
         kb.add("<sigint>")(lambda event: self.quit("interrupted"))
         kb.add("c-l")(lambda event: self.application.renderer.clear())
         return kb

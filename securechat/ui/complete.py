@@ -1,8 +1,9 @@
 """Tab completion: /commands, their arguments, and nicknames.
 
-``/jo<Tab>`` gives ``/join ``; ``/join #d<Tab>`` a room; ``/msg a<Tab>`` a
-user; ``/accept <Tab>`` a pending offer's id; ``/sendfile bob ~/re<Tab>`` a
-path. In plain text, a nickname from the current buffer: at the start of the
+``/jo<Tab>`` gives ``/join ``; ``/join #d<Tab>`` a room; ``/msg a<Tab>`` (or
+``/kick``, ``/ban``, ``/mute``, ``/invite``...) a user; ``/accept <Tab>`` a
+pending offer's id; ``/sendfile bob ~/re<Tab>`` a path. In plain text, a
+nickname from the current buffer: at the start of the
 line with ``: `` after it (``ali<Tab>`` gives ``alice: ``), elsewhere bare.
 Candidates come from the COMMANDS table and the model, matched regardless of case.
 """
@@ -78,8 +79,10 @@ class ChatCompleter(Completer):
             candidates = model.rooms()
         elif command == "part":
             candidates = [b.name for b in model.buffers if b.kind == "room"]
-        elif command in ("msg", "sendfile"):
+        elif command in ("msg", "sendfile", "ban", "unban", "mute", "unmute", "invite"):
             candidates = model.users()
+        elif command == "kick":
+            candidates = [*model.rooms(), *model.users()]
         elif command == "history":
             candidates = [*_HISTORY_WORDS, *model.rooms(), *model.users()]
         elif command == "help":

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ..client.account import SECRETS_NEED_A_TERMINAL, delete_confirmed
 from ..client.commands import Local, parse_input
 from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost, SecureChatError
@@ -280,8 +281,23 @@ def _export(client: ChatClient, path: str) -> None:
     )
 
 
+def _account_action(client: ChatClient, action: Local) -> None:
+    """``/password`` (refused: nothing here can ask without echo) or ``/account delete``
+    confirmed by the user's own name."""
+    try:
+        if action.kind == "password":
+            raise ChatError("needs_terminal", SECRETS_NEED_A_TERMINAL)
+        request = delete_confirmed(action.target, client.user)
+        client.request(request.type, request.fields)
+    except ChatError as exc:
+        client.show(Event("error", {"code": exc.code, "text": exc.text}))
+    except ConnectionLost as exc:
+        client.show(Event("error", {"code": "not_connected", "text": str(exc)}))
+
+
 def execute_local(client: ChatClient, action: Local) -> None:
-    """Carry out a local action other than ``quit``: help, export, or a file action.
+    """Carry out a local action other than ``quit``: help, export, a file action, or
+    one for the account (without asking: see :mod:`securechat.client.account`).
 
     Results and failures are shown as events through the client. This blocks
     while it works (export pages through the server, ``sendfile`` hashes the file).
@@ -290,6 +306,8 @@ def execute_local(client: ChatClient, action: Local) -> None:
         _export(client, action.arg)
     elif action.kind in _FILE_ACTIONS:
         _file_action(client, action)
+    elif action.kind in ("password", "account_delete"):
+        _account_action(client, action)
     else:
         for text in action.lines:
             client.show(Event("system", {"event": "help", "text": text}))

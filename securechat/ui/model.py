@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from ..client.commands import Request
 from ..client.core import Event
+from ..client.events import ban_line
 from ..wire.names import fold
 
 __all__ = [
@@ -63,6 +64,7 @@ ConnectionState = Literal["connecting", "connected", "reconnecting", "disconnect
 # System events that answer something the user typed: shown where they typed it.
 _ANSWERS = frozenset(
     {"time", "history_status", "forgotten", "export", "history_end", "session_closed"}
+    | {"done", "confirm"}
 )
 
 
@@ -451,8 +453,10 @@ class ChatModel:
     def _disconnected(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
         self.status.state = "disconnected"
         self.status.reason = str(d.get("reason", ""))
+        # A kick, a ban or a deleted account (``code``) ends the chat for good: say it loudly.
+        kind: LineKind = "error" if d.get("code") else "notice"
         for buffer in dict.fromkeys([self.server, self.current]):
-            self._notice(buffer, f"disconnected: {self.status.reason}")
+            self._notice(buffer, f"disconnected: {self.status.reason}", kind)
 
     def _server_changed(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
         # Like a disconnect, shown where the user is looking too, not only in the server buffer.
@@ -638,6 +642,16 @@ class ChatModel:
                 "info",
             )
 
+    def _stats(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+        self._notice(self.current, f"stats: {d.get('text', '')}", "info")
+
+    def _bans(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+        bans = [b for b in d.get("bans", []) if isinstance(b, dict)]
+        for ban in bans:
+            self._notice(self.current, f"ban: {ban_line(ban)}", "info")
+        if not bans:
+            self._notice(self.current, "no bans", "info")
+
     def _read(self, d: dict[str, Any], outcome: Outcome, now: float) -> None:
         """Another session of the account read a conversation: nothing is unread there."""
         where = d.get("room") or d.get("user")
@@ -746,6 +760,8 @@ _HANDLERS: dict[str, _Handler] = {
     "sessions": ChatModel._sessions,
     "unread": ChatModel._unread,
     "read": ChatModel._read,
+    "stats": ChatModel._stats,
+    "bans": ChatModel._bans,
     "file_offer": ChatModel._file_offer,
     "file_progress": ChatModel._file_progress,
     "file_saved": ChatModel._file_done,
