@@ -46,7 +46,9 @@ def client(config_home: Path) -> Iterator[Callable[..., ClientProcess]]:
 
     def _start(*args: str) -> ClientProcess:
         proc = ClientProcess(
-            [*args, "--json"], password="pw", env={"XDG_CONFIG_HOME": str(config_home)}
+            [*args, "--register", "--json"],
+            password="pw",
+            env={"XDG_CONFIG_HOME": str(config_home)},
         )
         procs.append(proc)
         return proc

@@ -288,7 +288,12 @@ class Logins:
             ):
                 raise ChatError("bad_invite", "that invite code was used just now")
             raise ChatError("name_in_use", f"{name} was registered just now; try again")
-        log.info("%s: registered %s (%s)", session.link.peer, account.name, hub.registration)
+        log.info(
+            "%s: registered account %s (registration %s)",
+            session.link.peer,
+            account.name,
+            hub.registration,
+        )
         if hub.cluster is not None:
             with hub.lock:
                 hub.cluster.publish("account", name=account.name, source=session.source)
