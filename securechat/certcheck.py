@@ -2,8 +2,9 @@
 
 :func:`check_server_certificate` reads a certificate file and its key and
 returns a :class:`Finding` per problem, each with the fix. ``securechat-certs
-check`` prints them; the server runs the same checks when it starts (errors
-refuse to start, warnings are logged, notes only at debug level).
+check`` (:mod:`securechat.certs`) prints them; the server runs the same checks
+when it starts (errors refuse to start, warnings are logged, notes only at debug
+level). Which host names a certificate covers is :mod:`securechat.certnames`.
 
 What is checked, in the order an administrator would fix it:
 
@@ -29,14 +30,12 @@ need ``--ca`` with that CA, or trust on first use.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import enum
 import ipaddress
 import itertools
 import logging
 import ssl
-import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,19 +53,19 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from .certnames import certificate_names, names_cover
 from .tls import sha256_fingerprint
 
 __all__ = [
     "RENEW_WARNING",
     "Finding",
     "Severity",
-    "certificate_names",
     "check_server_certificate",
     "fingerprint_of",
+    "format_name",
+    "format_time",
     "load_certificates",
     "log_findings",
-    "main",
-    "names_cover",
 ]
 
 RENEW_WARNING = datetime.timedelta(days=30)
@@ -173,54 +172,6 @@ def log_findings(findings: Sequence[Finding], logger: logging.Logger, *, cert: P
     return not any(f.severity is Severity.ERROR for f in findings)
 
 
-def main(argv: Sequence[str], *, prog: str = "securechat-certs check") -> int:
-    """``securechat-certs check``: print the certificate, its fingerprint and every finding.
-
-    Exit status: 0 with no errors (warnings and notes allowed), 1 with any
-    error, 2 for a usage error.
-    """
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Check a server certificate before clients do: the key matches, the "
-        "chain is complete, the names clients use are listed, the dates, the usage. "
-        "Prints the SHA-256 fingerprint clients pin, and one line per problem with its fix.",
-    )
-    parser.add_argument("--cert", type=Path, required=True, help="the certificate chain (PEM)")
-    parser.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
-    parser.add_argument(
-        "--ca", type=Path, help="the CA clients trust (default: this system's trust store)"
-    )
-    parser.add_argument(
-        "--host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a host name or address clients connect to (repeatable)",
-    )
-    args = parser.parse_args(argv)
-    findings = check_server_certificate(args.cert, args.key, ca=args.ca, hosts=args.host)
-    try:
-        leaf = load_certificates(args.cert)[0]
-    except (OSError, ValueError):
-        leaf = None
-    if leaf is not None:
-        print(f"certificate: {_name(leaf.subject)}")
-        print(f"issuer:      {_name(leaf.issuer)}")
-        print(f"names:       {', '.join(certificate_names(leaf)) or '(none)'}")
-        print(
-            f"valid:       {_when(leaf.not_valid_before_utc)} to {_when(leaf.not_valid_after_utc)}"
-        )
-        print(f"sha256:      {fingerprint_of(leaf)}")
-    for finding in findings:
-        print(finding)
-    errors = sum(f.severity is Severity.ERROR for f in findings)
-    if not findings:
-        print("ok: no problems found")
-    else:
-        print(f"{errors} error(s), {len(findings) - errors} warning(s) or note(s)", file=sys.stderr)
-    return 1 if errors else 0
-
-
 # -- the checks ---------------------------------------------------------------------------
 
 
@@ -250,7 +201,7 @@ def _check_key(
         return [
             _error(
                 f"the key in {key} does not belong to the first certificate in {cert} "
-                f"({_name(leaf.subject)})",
+                f"({format_name(leaf.subject)})",
                 "use the key made together with this certificate (Let's Encrypt: privkey.pem "
                 "beside fullchain.pem), and put the server's certificate first in the file",
             )
@@ -261,22 +212,22 @@ def _check_key(
 def _check_dates(
     cert: x509.Certificate, now: datetime.datetime, *, what: str | None
 ) -> list[Finding]:
-    what = what or f"the CA certificate {_name(cert.subject)}"
+    what = what or f"the CA certificate {format_name(cert.subject)}"
     renew = "renew it (Let's Encrypt: certbot renew), then reload the server"
     if now < cert.not_valid_before_utc:
         return [
             _error(
-                f"{what} is not valid until {_when(cert.not_valid_before_utc)}",
+                f"{what} is not valid until {format_time(cert.not_valid_before_utc)}",
                 "check this machine's clock, or use a certificate valid now",
             )
         ]
     if now >= cert.not_valid_after_utc:
-        return [_error(f"{what} expired on {_when(cert.not_valid_after_utc)}", renew)]
+        return [_error(f"{what} expired on {format_time(cert.not_valid_after_utc)}", renew)]
     left = cert.not_valid_after_utc - now
     if left < RENEW_WARNING:
         return [
             _warning(
-                f"{what} expires on {_when(cert.not_valid_after_utc)}, in {left.days} days",
+                f"{what} expires on {format_time(cert.not_valid_after_utc)}, in {left.days} days",
                 f"{renew}; automate renewal so this never comes this close",
             )
         ]
@@ -351,8 +302,8 @@ def _check_chain(
         if not _issued_by(child, parent):
             return [
                 _error(
-                    f"the certificates in {path} are not a chain: {_name(parent.subject)} "
-                    f"did not issue {_name(child.subject)}",
+                    f"the certificates in {path} are not a chain: {format_name(parent.subject)} "
+                    f"did not issue {format_name(child.subject)}",
                     "put the server's certificate first, then its issuer, then that one's "
                     "(Let's Encrypt: fullchain.pem is in this order)",
                 )
@@ -374,7 +325,7 @@ def _check_chain(
         if not roots and ca is not None:
             return [
                 _error(
-                    f"the chain in {path} ends at the root {_name(last.subject)}, which is "
+                    f"the chain in {path} ends at the root {format_name(last.subject)}, which is "
                     f"not {where}",
                     "pass the --ca that signed this certificate",
                 )
@@ -396,7 +347,7 @@ def _missing_issuer(
     *,
     explicit_ca: bool,
 ) -> Finding:
-    issuer = _name(last.issuer)
+    issuer = format_name(last.issuer)
     holds = "only the server's certificate" if len(chain) == 1 else f"{len(chain)} certificates"
     problem = (
         f"clients cannot build the chain: {path} holds {holds}, the last issued by {issuer}, "
@@ -465,11 +416,13 @@ def _warning(problem: str, fix: str) -> Finding:
     return Finding(Severity.WARNING, problem, fix)
 
 
-def _name(name: x509.Name) -> str:
+def format_name(name: x509.Name) -> str:
+    """A certificate's subject or issuer as findings (and ``securechat-certs check``) show it."""
     return name.rfc4514_string() or "(empty name)"
 
 
-def _when(moment: datetime.datetime) -> str:
+def format_time(moment: datetime.datetime) -> str:
+    """A certificate's date as findings (and ``securechat-certs check``) show it."""
     return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
@@ -481,45 +434,6 @@ def _public_der(key: object) -> bytes:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return der
-
-
-def certificate_names(cert: x509.Certificate) -> list[str]:
-    """The DNS names and addresses a certificate is valid for (its SAN), in its order."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    names = [str(n) for n in san.get_values_for_type(x509.DNSName)]
-    names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
-    return names
-
-
-def names_cover(names: Sequence[str], host: str) -> bool:
-    """True if a client connecting to ``host`` accepts a certificate listing ``names``.
-
-    The RFC 6125 rules OpenSSL applies: addresses match exactly, names without
-    regard to case, and ``*.example.com`` stands for exactly one leftmost label.
-    """
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        address = None
-    if address is not None:
-        return any(_same_address(name, address) for name in names)
-    host = host.lower().rstrip(".")
-    for name in (n.lower() for n in names):
-        if name == host:
-            return True
-        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
-            return True
-    return False
-
-
-def _same_address(name: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    try:
-        return ipaddress.ip_address(name) == address
-    except ValueError:
-        return False
 
 
 def _subject(name: str) -> x509.DNSName | x509.IPAddress:

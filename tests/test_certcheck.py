@@ -22,7 +22,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from securechat.certcheck import Finding, Severity, check_server_certificate
 from securechat.certs import main as certs_main
-from securechat.certs import make_ca, make_client_cert, write_cert, write_key
+from securechat.devcerts import make_ca, make_client_cert, write_cert, write_key
 from securechat.tls import sha256_fingerprint
 
 pytestmark = pytest.mark.timeout(60)

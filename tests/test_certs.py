@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from securechat.certs import (
+from securechat.certs import main
+from securechat.devcerts import (
     DEFAULT_HOSTS,
     load_ca,
-    main,
     make_ca,
     make_client_cert,
     make_server_cert,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ..certcheck import certificate_names, names_cover
+from ..certnames import certificate_names, names_cover
 from ..commandline import Number, OneLineParser, add_version
 from ..errors import CertificateVerifyError, ChatError, ConfigError, ConnectionLost, TLSError
 from ..tls import client_context, pinning_context, sha256_fingerprint
