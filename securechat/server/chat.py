@@ -26,7 +26,8 @@ from ..wire.names import (
 )
 from ..wire.protocol import Frame, encode
 from .accounts import Identity
-from .hub import Hub, describe_session, error_frame, presence
+from .hub import Hub, error_frame
+from .presence import describe_session, presence, present_count, present_names, tell_rename
 from .rooms import Room
 from .sessions import Session
 from .writer import Outgoing
@@ -161,7 +162,12 @@ def part(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
 def list_rooms(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     """Every stored room, with how many members are here and its topic."""
     rooms = [
-        {"name": r.name, "users": hub.present_count(r), "members": len(r.members), "topic": r.topic}
+        {
+            "name": r.name,
+            "users": present_count(hub, r),
+            "members": len(r.members),
+            "topic": r.topic,
+        }
         for r in hub.rooms.all()
     ]
     send_list(session, "rooms", "rooms", rooms, rid=rid)
@@ -170,7 +176,7 @@ def list_rooms(hub: Hub, session: Session, frame: Frame, rid: int | None) -> Non
 def who(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
     """The members of a room who are here now."""
     room = existing_room(hub, frame.str_field("room"))
-    names = hub.present_names(room)
+    names = present_names(hub, room)
     send_list(session, "users", "users", names, rid=rid, room=room.name)
 
 
@@ -239,7 +245,7 @@ def _rename(hub: Hub, session: Session, identity: Identity, new: str, rid: int |
         old = identity.name
         hub.accounts.rename(identity, new)
         log.info("%s: %s renamed to %s", session.link.peer, old, new)
-        hub.tell_rename(identity, old, new)
+        tell_rename(hub, identity, old, new)
         if hub.cluster is not None:
             hub.cluster.publish("rename", account=identity.id, new=new)
         for mine in hub.sessions.of(identity.id):

@@ -25,13 +25,13 @@ alike. Messages are encoded once per fan-out and the same bytes queued to
 every recipient; the sender's copy carries its request id (``rid``) and is its
 acknowledgement. The request handlers live in :mod:`securechat.server.chat`
 and :mod:`securechat.server.history_requests`, fan-out and replays in
-:mod:`securechat.server.delivery`; this module holds the state and the session
+:mod:`securechat.server.delivery`, who is here (on any server) in
+:mod:`securechat.server.presence`; this module holds the state and the session
 life cycle.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import math
 import threading
@@ -49,6 +49,7 @@ from .delivery import Delivery
 from .limits import TokenBucket
 from .metrics import count_refusal
 from .moderation import Moderation, address_of, ban_text
+from .presence import presence, present_count, present_names, publish_presence
 from .relay import DEFAULT_MAX_FILE_SIZE, FileRelay
 from .rooms import Room, RoomDirectory
 from .sessions import Peer, Session, SessionTable, State
@@ -68,9 +69,7 @@ __all__ = [
     "REGISTRATION_POLICIES",
     "SERVER_SOFTWARE",
     "Hub",
-    "describe_session",
     "error_frame",
-    "presence",
 ]
 
 log = logging.getLogger(__name__)
@@ -250,7 +249,7 @@ class Hub:
             if self.remote_files is not None:
                 self.remote_files.session_closed(session)
             if self.cluster is not None:
-                self._publish_presence(session.account_id, reason)
+                publish_presence(self, session.account_id, reason)
                 last = last and not self.cluster.remote_sessions(session.account_id)
             for room in self.rooms.leave(session):
                 if last:
@@ -347,7 +346,7 @@ class Hub:
             self.rooms.join(general, identity.id, [])  # present once it arrives, below
         first = self.sessions.count(identity.id) == 1
         if self.cluster is not None:
-            self._publish_presence(identity.id, "")
+            publish_presence(self, identity.id, "")
             first = first and not self.cluster.remote_sessions(identity.id)
         rooms = self.rooms.arrive(session)
         unread_by_room = {fold(u.conversation): u.unread for u in unread if u.is_room}
@@ -402,10 +401,10 @@ class Hub:
 
     def send_joined(self, session: Session, room: Room, rid: int | None) -> None:
         """Tell a session it is in ``room``, with the topic and (for small rooms) who is here."""
-        count = self.present_count(room)
+        count = present_count(self, room)
         # The list rides along while it surely fits one frame; /who pages longer ones
         # (and a big room is not sorted on every arrival).
-        users = self.present_names(room) if count <= _JOINED_USERS_MAX else None
+        users = present_names(self, room) if count <= _JOINED_USERS_MAX else None
         session.send(
             encode(
                 "joined",
@@ -417,42 +416,6 @@ class Hub:
                 users=users,
             )
         )
-
-    # -- presence across servers -------------------------------------------------------
-
-    def present_count(self, room: Room) -> int:
-        """How many of the room's members are here now, on any server."""
-        count = len(room.present)
-        if self.cluster is not None:
-            count += len((self.cluster.remote_accounts() & room.members) - room.present.keys())
-        return count
-
-    def present_names(self, room: Room) -> list[str]:
-        """The names of the room's members here now, on any server, sorted."""
-        names = room.user_names()
-        if self.cluster is None:
-            return names
-        elsewhere = (self.cluster.remote_accounts() & room.members) - room.present.keys()
-        for account in elsewhere:
-            identity = self.accounts.get(account)
-            if identity is not None:
-                names.append(identity.name)
-        return sorted(names, key=fold)
-
-    def _publish_presence(self, account_id: int, reason: str) -> None:
-        assert self.cluster is not None
-        sessions = [describe_session(s) for s in self.sessions.of(account_id)]
-        self.cluster.online(account_id, sessions)
-        self.cluster.publish("presence", account=account_id, sessions=sessions, reason=reason)
-
-    def tell_rename(self, identity: Identity, old: str, new: str) -> None:
-        """Tell the sessions that share a room with a renamed account, but not its own
-        (under the lock)."""
-        notice = encode("nick", old=old, new=new, text=f"{old} is now known as {new}")
-        own = set(self.sessions.of(identity.id))
-        peers = {s for room in self.rooms.of(identity.id) for s in room.live}
-        for peer in peers - own:
-            peer.send(notice)
 
     # -- shared helpers ----------------------------------------------------------------
 
@@ -522,20 +485,3 @@ class Hub:
         self.persist(self.store.save_room, room.record())
         if self.cluster is not None:
             self.cluster.publish("room", name=room.name, topic=room.topic, by=by)
-
-
-def describe_session(session: Session) -> dict[str, Any]:
-    """A session as ``/sessions`` lists it (without ``current``)."""
-    since = datetime.datetime.fromtimestamp(session.since, datetime.UTC)
-    return {"session": session.number, "peer": session.link.peer, "since": utc_timestamp(since)}
-
-
-def presence(event: str, room: Room, name: str, reason: str = "") -> bytes:
-    """The notice that ``name`` arrived in (``join``) or left (``part``, ``quit``) a room."""
-    if event == "join":
-        text = f"{name} joined {room.name}"
-    elif event == "part":
-        text = f"{name} left {room.name}"
-    else:
-        text = f"{name} left ({reason})"
-    return encode("system", event=event, room=room.name, user=name, text=text)

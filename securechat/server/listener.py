@@ -11,7 +11,8 @@ Threading model
   server stops accepting.
 * ``io_threads`` **I/O loops** (see :mod:`securechat.ioloop`) each own their
   channels outright: handshake, reads, writes and close happen only there.
-  Frames are decoded and handed to the hub in the loop's thread.
+  Frames are decoded and handed to the hub in the loop's thread, by each
+  channel's :class:`~securechat.server.connection.ClientConnection`.
 * The **hub** (:mod:`securechat.server.hub`) is plain chat logic behind one lock; it
   reaches other connections only by queueing bytes in their bounded outboxes.
 * A small **login pool** hashes passwords so that scrypt never blocks an I/O loop.
@@ -25,7 +26,6 @@ More than one loop lets TLS work (which releases the GIL) use both cores.
 from __future__ import annotations
 
 import errno
-import hashlib
 import ipaddress
 import logging
 import os
@@ -34,38 +34,36 @@ import selectors
 import socket
 import ssl
 import struct
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..channel import CLOSE_TIMEOUT, FRAME_TIMEOUT, PROTOCOL_ERROR, Channel
+from ..channel import CLOSE_TIMEOUT, FRAME_TIMEOUT, Channel
 from ..errors import ConfigError
 from ..ioloop import IOLoop
 from ..outbox import OUTBOX_LIMIT
 from ..store.open import open_store
-from ..tls import peer_common_name, server_context
-from ..wire.protocol import DEFAULT_PORT, Frame
+from ..tls import server_context
+from ..wire.protocol import DEFAULT_PORT
 from . import chat, history_requests, moderation_requests
 from .cluster.bus import RedisBus
 from .cluster.node import Cluster, ClusterLimits, new_server_id
 from .cluster.peers import PeerNetwork
 from .cluster.remote_files import RemoteFiles
+from .connection import ClientConnection
 from .hub import DEFAULT_MAX_SESSIONS, DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE, Hub
 from .limits import (
     DEFAULT_CONNECTIONS_PER_SOURCE,
     DEFAULT_HANDSHAKES_PER_SOURCE,
     ConnectionCaps,
-    ConnectionTicket,
     IPNetwork,
     RateLimitedLog,
 )
 from .login import DEFAULT_REGISTRATIONS, Logins
 from .metrics import ServerStats, count_refusal
 from .relay import DEFAULT_MAX_FILE_SIZE
-from .sessions import Session
 from .writer import MessageWriter
 
 __all__ = ["Server", "ServerConfig"]
@@ -124,68 +122,6 @@ class ServerConfig:
     """The CA that signs every cluster server's certificate (required with ``peer_port``)."""
     registration: str = "open"
     """Who may create an account: ``open``, ``invite`` or ``closed`` (docs/server.md)."""
-
-
-def _peer_fingerprint(sock: ssl.SSLSocket) -> str | None:
-    """The SHA-256 (hex) of the peer's certificate, what certificate bans match."""
-    der = sock.getpeercert(binary_form=True)
-    return hashlib.sha256(der).hexdigest() if der else None
-
-
-class _Connection:
-    """Glue between one channel and the hub (runs in the channel's loop thread)."""
-
-    __slots__ = ("_hub", "_login_timeout", "_mutual_tls", "_problems", "_ticket", "session")
-
-    def __init__(
-        self,
-        hub: Hub,
-        ticket: ConnectionTicket,
-        problems: RateLimitedLog,
-        *,
-        mutual_tls: bool,
-        login_timeout: float,
-    ) -> None:
-        self._hub = hub
-        self._ticket = ticket
-        self._problems = problems
-        self._mutual_tls = mutual_tls
-        self._login_timeout = login_timeout
-        self.session: Session | None = None
-
-    def on_open(self, channel: Channel) -> None:
-        self._ticket.handshake_done()
-        channel.deadline = time.monotonic() + self._login_timeout
-        channel.deadline_reason = "login timed out"
-        # Under mutual TLS a certificate without a common name is an invalid name,
-        # never a fall-back to password login.
-        cert_user = (peer_common_name(channel.sock) or "") if self._mutual_tls else None
-        fingerprint = _peer_fingerprint(channel.sock) if self._mutual_tls else None
-        # Read here, on the socket's own thread: it is an SSL call.
-        self.session = self._hub.open_session(
-            channel,
-            cert_user=cert_user,
-            # Interned: thousands of sessions share a handful of these strings.
-            tls_version=sys.intern(channel.tls_version),
-            source=sys.intern(self._ticket.source),
-            cert_fingerprint=fingerprint,
-        )
-
-    def on_frame(self, channel: Channel, frame: Frame) -> None:
-        assert self.session is not None
-        self._hub.handle(self.session, frame)
-
-    def on_close(self, channel: Channel, reason: str) -> None:
-        self._ticket.release()
-        if self.session is None or reason.startswith(PROTOCOL_ERROR):
-            # Failed handshakes, plaintext and bad frames are what a flood is made of:
-            # one line per second per kind of failure, with a count of the rest.
-            kind = reason.partition(":")[0]
-            self._problems.log(kind, logging.WARNING, "%s: closed: %s", channel.peer, reason)
-        else:
-            log.info("%s: closed: %s", channel.peer, reason)
-        if self.session is not None:
-            self._hub.close_session(self.session, reason)
 
 
 class Server:
@@ -466,7 +402,7 @@ class Server:
         cfg = self.config
         channel = Channel(
             tls,
-            _Connection(
+            ClientConnection(
                 self.hub,
                 ticket,
                 self._problems,

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import StoreError
 from ...store.base import StoredMessage
 from ...wire.protocol import encode
-from ..hub import presence
+from ..presence import presence, tell_rename
 from .bus import HEARTBEAT, Event, RedisBus
 from .moderation_events import MODERATION_HANDLERS
 from .sequencer import Gap, Sequencer
@@ -418,7 +418,7 @@ class Cluster:
             return
         old, new = identity.name, str(event["new"])
         hub.accounts.rename(identity, new)
-        hub.tell_rename(identity, old, new)
+        tell_rename(hub, identity, old, new)
         mine = encode("nick", old=old, new=new, text=f"you are now {new}")
         for session in hub.sessions.of(identity.id):
             session.send(mine)
