@@ -20,7 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import securechat.client.downloads
-from securechat.client.downloads import MAX_NAME_BYTES, Download, DownloadError, safe_name
+import securechat.client.filenames
+from securechat.client.downloads import Download, DownloadError
+from securechat.client.filenames import MAX_NAME_BYTES, safe_name
 from securechat.errors import SecureChatError
 
 CHUNK = 64 * 1024
@@ -60,11 +62,11 @@ def tree(root: Path) -> dict[str, bytes | str | None]:
 # -- the module's surface ---------------------------------------------------------------
 
 
-def test_module_exports_exactly_its_public_api() -> None:
-    assert set(securechat.client.downloads.__all__) == {
+def test_modules_export_exactly_their_public_api() -> None:
+    assert set(securechat.client.downloads.__all__) == {"Download", "DownloadError"}
+    assert set(securechat.client.filenames.__all__) == {
         "MAX_NAME_BYTES",
-        "Download",
-        "DownloadError",
+        "numbered_name",
         "safe_name",
     }
 

@@ -43,8 +43,9 @@ from securechat.server.listener import Server
 from securechat.tls import client_context
 from securechat.ui.actions import OpenConversation, interpret
 from securechat.ui.app import ChatApp
+from securechat.ui.buffers import MAX_BUFFER_LINES, InputHistory
 from securechat.ui.complete import COMMAND_NAMES, ChatCompleter
-from securechat.ui.model import MAX_BUFFER_LINES, ChatModel, InputHistory, Transfer
+from securechat.ui.model import ChatModel
 from securechat.ui.render import (
     MARKER_TEXT,
     STYLE,
@@ -56,6 +57,7 @@ from securechat.ui.render import (
     status_fragments,
     title_fragments,
 )
+from securechat.ui.status import Transfer
 
 from .conftest import Pki, RawClient
 

@@ -15,9 +15,10 @@ Strategy
 --------
 * **One directory, one fd.** :meth:`Download.start` opens the download
   directory once (``O_DIRECTORY``) and every later open, link and unlink is
-  relative to that fd (``dir_fd=``). The only names ever used are
-  :func:`safe_name` output and our own ``.securechat-<sha256>.part``, neither
-  of which can contain a separator, so nothing can land outside the directory,
+  relative to that fd (``dir_fd=``). The only names ever used are the output
+  of :func:`~securechat.client.filenames.safe_name` (filenames.py) and our own
+  ``.securechat-<sha256>.part``, neither of which can contain a separator, so
+  nothing can land outside the directory,
   and renaming or replacing the directory's path afterwards cannot redirect us.
 * **Never follow, never overwrite.** The partial file is opened with
   ``O_NOFOLLOW`` and must be a regular file we own with a single link. The
@@ -57,39 +58,19 @@ import re
 import stat
 import sys
 import threading
-import unicodedata
 from pathlib import Path
 from types import TracebackType
 
 from ..errors import SecureChatError
+from .filenames import numbered_name, safe_name
 
-__all__ = ["MAX_NAME_BYTES", "Download", "DownloadError", "safe_name"]
+__all__ = ["Download", "DownloadError"]
 
-# Linux allows 255 bytes per name (NAME_MAX); 200 leaves room for " (999)" and
-# keeps names usable on filesystems and archive formats with tighter limits.
-MAX_NAME_BYTES = 200
-
-# A dot-suffix up to this long (and without spaces) is treated as an extension
-# worth keeping when a name is shortened or numbered; longer ones are just text.
-_MAX_EXT_BYTES = 16
 # Give up after "name (999).ext": more copies than that means something is wrong.
 _MAX_CANDIDATES = 1000
 # Read size when hashing a resumed partial file or copying one.
 _IO_CHUNK = 1 << 20
-_FALLBACK_NAME = "file"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
-# Categories that never belong in a file name: controls (Cc), invisible format
-# characters such as bidi overrides and zero-width spaces (Cf), line and
-# paragraph separators (Zl, Zp), private-use (Co), lone surrogates (Cs, which
-# cannot even be encoded as UTF-8) and unassigned code points (Cn).
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
-_SEPARATORS_RE = re.compile(r"[/\\]")
-# No hidden files ('.bashrc'), nothing that reads as a command-line option
-# ('-rf'), no leading blanks.
-_LEADING_RE = re.compile(r"^[\s.\-]+")
-# Windows and some tools drop trailing dots and spaces, changing the name.
-_TRAILING_RE = re.compile(r"[\s.]+$")
 
 # linkat() errors meaning "this filesystem cannot hard-link": copy instead.
 _NO_HARD_LINKS = frozenset(
@@ -103,57 +84,6 @@ class DownloadError(SecureChatError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def safe_name(offered: str) -> str:
-    """A safe base name for the file name a peer offered.
-
-    Only the last path component is kept (after both ``/`` and ``\\``), the
-    text is NFC-normalised, and control, invisible-format, separator,
-    private-use, surrogate and unassigned characters each become ``_``. Leading
-    dots, dashes and blanks are dropped (no hidden or option-like names), as
-    are trailing dots and blanks. The result is at most :data:`MAX_NAME_BYTES`
-    bytes of UTF-8, shortened before the extension so that ``.pdf`` stays
-    ``.pdf``. It is never empty, ``.`` or ``..``: ``file`` stands in when
-    nothing usable remains.
-    """
-    text = unicodedata.normalize("NFC", offered)
-    # The last non-empty component, so "dir/" does not lose "dir".
-    components = [part for part in _SEPARATORS_RE.split(text) if part]
-    name = components[-1] if components else ""
-    # Replacing with '_' (a starter that composes with nothing) keeps the text NFC.
-    name = "".join("_" if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in name)
-    name = _TRAILING_RE.sub("", _LEADING_RE.sub("", name))
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        stem, ext = _split_ext(name)
-        name = _TRAILING_RE.sub("", _fit(stem, ext))
-    return name or _FALLBACK_NAME
-
-
-def _split_ext(name: str) -> tuple[str, str]:
-    """``("report", ".pdf")`` for ``"report.pdf"``; ``(name, "")`` without a short extension."""
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem or not ext:
-        return name, ""
-    suffix = dot + ext
-    if len(suffix.encode("utf-8")) > _MAX_EXT_BYTES or any(ch.isspace() for ch in ext):
-        return name, ""
-    return stem, suffix
-
-
-def _fit(stem: str, tail: str) -> str:
-    """``stem + tail``, with ``stem`` cut (at a character boundary) to fit MAX_NAME_BYTES."""
-    budget = MAX_NAME_BYTES - len(tail.encode("utf-8"))
-    cut = stem.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
-    return cut + tail
-
-
-def _numbered(name: str, n: int) -> str:
-    """The ``n``-th name to try for ``name``: ``name.ext``, ``name (1).ext``, ``name (2).ext``, …"""
-    if n == 0:
-        return name
-    stem, ext = _split_ext(name)
-    return _fit(stem, f" ({n}){ext}")
 
 
 def _reason(action: str, exc: OSError) -> str:
@@ -435,7 +365,7 @@ class Download:
         """Give the verified partial file its final name without replacing anything."""
         use_link = True
         for n in range(_MAX_CANDIDATES):
-            candidate = _numbered(self.final_name, n)
+            candidate = numbered_name(self.final_name, n)
             if use_link:
                 try:
                     # linkat() fails with EEXIST on any existing entry, even a

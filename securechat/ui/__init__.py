@@ -1,7 +1,8 @@
 """The full-screen terminal client, for ``securechat-client`` on a terminal.
 
 Built with prompt_toolkit over the same client core as line mode, and knowing
-nothing of TLS or frames: ``model`` (plain state fed by client events),
+nothing of TLS or frames: ``model`` (plain state: ``buffers`` and ``status``,
+fed by client events through ``handlers``),
 ``render`` (state to sanitised formatted text), ``complete`` (Tab completion),
 ``actions`` (what a typed line means in the current buffer) and ``app`` (the
 Application, its keys and its threading). See docs/ui.md.

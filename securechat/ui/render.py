@@ -20,7 +20,9 @@ from prompt_toolkit.styles import Style
 from ..client.transfers import format_size
 from ..wire.names import fold
 from ..wire.sanitize import sanitize
-from .model import Buffer, ChatModel, Line, Transfer
+from .buffers import Buffer, Line
+from .model import ChatModel
+from .status import Transfer
 
 __all__ = [
     "BAR_WIDTH",
