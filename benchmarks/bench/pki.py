@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from securechat.certs import (
+from securechat.devcerts import (
     load_ca,
     make_ca,
     make_client_cert,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 from securechat.wire.protocol import Frame, encode
 
@@ -19,6 +20,7 @@ from .client import (
 from .common import DRAIN_TIMEOUT, FILLER, ROOM, percentile
 from .harness import Bench, Figures
 from .measure import measuring
+from .pipelined import pipeline_says
 
 __all__ = ["scenario_durable", "scenario_fanout", "scenario_latency"]
 
@@ -208,7 +210,6 @@ async def _durable_run(bench: Bench, durability: str) -> Figures:
     n_clients = bench.n(10, 2)
     window = 100
     duration = bench.seconds(5.0, 0.3)
-    loop = asyncio.get_running_loop()
     async with bench.server("--durability", durability, label=durability) as server:
         names = [f"dur{i:02d}" for i in range(n_clients)]
         clients = await login_many(bench, server, names)
@@ -216,59 +217,22 @@ async def _durable_run(bench: Bench, durability: str) -> Figures:
             # Each client talks in a room of its own: a message costs one echo, so the
             # figure is accept -> group commit -> acknowledgement, not fan-out.
             await move_to_own_rooms(clients, "dur")
-            text = f"durable {FILLER}"
-            sent = [0] * n_clients
-            acked = [0] * n_clients
-            errors = 0
-            last = 0.0
-            stop_at = 0.0
-            done: asyncio.Future[None] = loop.create_future()
-
-            def pump(i: int) -> None:
-                if time.perf_counter() >= stop_at:
-                    return
-                upto = acked[i] + window
-                if sent[i] < upto:
-                    room = f"#dur{i:02d}"
-                    clients[i].write(
-                        b"".join(
-                            encode("say", rid=s + 1, room=room, text=text)
-                            for s in range(sent[i], upto)
-                        )
-                    )
-                    sent[i] = upto
-
-            def on_frame(client: Client, frame: Frame, now: float) -> None:
-                nonlocal errors, last
-                if frame.type == "message" and "rid" in frame.fields:
-                    acked[client.tag] += 1
-                    last = now
-                    pump(client.tag)
-                    if now >= stop_at and sum(acked) >= sum(sent) and not done.done():
-                        done.set_result(None)
-                elif frame.type == "error":
-                    errors += 1
-
-            for client in clients:
-                client.set_handler(on_frame)
-            with measuring(server) as cpu:
-                start = time.perf_counter()
-                stop_at = start + duration
-                for i in range(n_clients):
-                    pump(i)
-                try:
-                    await asyncio.wait_for(done, duration + DRAIN_TIMEOUT + 30)
-                except TimeoutError:
-                    pass
+            run = await pipeline_says(
+                clients,
+                [f"#dur{i:02d}" for i in range(n_clients)],
+                window=window,
+                duration=duration,
+                measuring=partial(measuring, server),
+            )
             server.check_alive()
         finally:
             await server.stop()
             close_all(clients)
-    total = sum(acked)
+    total, cpu = run.acked, run.cpu
     return {
-        "msgs_per_s": total / max(1e-9, last - start),
-        "lost": sum(sent) - total,
-        "errors": errors,
+        "msgs_per_s": total / run.elapsed,
+        "lost": run.sent - total,
+        "errors": run.errors,
         "server_us_per_msg": cpu["server_cpu_s"] * 1e6 / max(1, total),
         "server_cores": cpu["server_cpu_s"] / cpu["wall_s"],
         "gen_cores": cpu["gen_cpu_s"] / cpu["wall_s"],

@@ -24,6 +24,7 @@ from .client import (
 from .cluster import Cluster, cpu_figures, spread
 from .common import DRAIN_TIMEOUT, FILLER, ROOM, percentile
 from .harness import Bench, Figures
+from .pipelined import pipeline_says
 
 __all__ = ["scenario_cluster_durable", "scenario_cluster_fanout", "scenario_cluster_latency"]
 
@@ -235,7 +236,6 @@ async def scenario_cluster_durable(bench: Bench) -> Figures:
     n_clients = bench.n(30, 3)
     window = 100
     duration = bench.seconds(5.0, 0.3)
-    loop = asyncio.get_running_loop()
     async with Cluster(bench) as cluster:
         names = [f"cdur{i:02d}" for i in range(n_clients)]
         clients = await login_placed(bench, spread(cluster, names))
@@ -244,60 +244,21 @@ async def scenario_cluster_durable(bench: Bench) -> Figures:
             # accept -> group commit in PostgreSQL -> acknowledgement (and the bus event).
             rooms = await move_to_own_rooms(clients, "cdur")
             await settle_quietly(clients)
-            text = f"durable {FILLER}"
-            sent = [0] * n_clients
-            acked = [0] * n_clients
-            errors = 0
-            last = stop_at = 0.0
-            done: asyncio.Future[None] = loop.create_future()
-
-            def pump(i: int) -> None:
-                if time.perf_counter() >= stop_at:
-                    return
-                upto = acked[i] + window
-                if sent[i] < upto:
-                    clients[i].write(
-                        b"".join(
-                            encode("say", rid=s + 1, room=rooms[i], text=text)
-                            for s in range(sent[i], upto)
-                        )
-                    )
-                    sent[i] = upto
-
-            def on_frame(client: Client, frame: Frame, now: float) -> None:
-                nonlocal errors, last
-                if frame.type == "message" and "rid" in frame.fields:
-                    acked[client.tag] += 1
-                    last = now
-                    pump(client.tag)
-                    if now >= stop_at and sum(acked) >= sum(sent) and not done.done():
-                        done.set_result(None)
-                elif frame.type == "error":
-                    errors += 1
-
-            for client in clients:
-                client.set_handler(on_frame)
-            with cluster.measuring() as cpu:
-                start = time.perf_counter()
-                stop_at = start + duration
-                for i in range(n_clients):
-                    pump(i)
-                try:
-                    await asyncio.wait_for(done, duration + DRAIN_TIMEOUT + 30)
-                except TimeoutError:
-                    pass
+            run = await pipeline_says(
+                clients, rooms, window=window, duration=duration, measuring=cluster.measuring
+            )
             cluster.check_alive()
         finally:
             await cluster.stop()
             close_all(clients)
-    total = sum(acked)
+    total, cpu = run.acked, run.cpu
     return {
-        "msgs_per_s": total / max(1e-9, last - start),
+        "msgs_per_s": total / run.elapsed,
         **cpu_figures(cpu, total, "msg"),
         "msgs_per_commit": total / max(1, cpu["pg_commits"]),
         "msgs_per_wal_sync": total / max(1, cpu["wal_syncs"]),
-        "lost": sum(sent) - total,
-        "errors": errors,
+        "lost": run.sent - total,
+        "errors": run.errors,
         "senders": n_clients,
         "messages": total,
         **cpu,
