@@ -1,0 +1,1 @@
+// The web client; replaced by the real app.
