@@ -305,6 +305,7 @@ class Server:
             if self._web_listener is not None:
                 self._web_listener.close()
             raise
+        if self._peers is not None:
             assert self._bus is not None
             self._bus.set_peer_address(self._peers.address)
         self._writer.start()
