@@ -435,7 +435,12 @@ class Server:
         # Browsers get the same channel, with HTTP and WebSocket between TLS and frames.
         channel = (
             WebChannel(
-                tls, handler, site=self._site, request_timeout=cfg.handshake_timeout, **options
+                tls,
+                handler,
+                site=self._site,
+                request_timeout=cfg.handshake_timeout,
+                on_handshake=ticket.handshake_done,
+                **options,
             )
             if web and self._site is not None
             else Channel(tls, handler, **options)
