@@ -291,6 +291,8 @@ def _message_fields(message: Outgoing, sender: str, **where: str | None) -> dict
     """The fields of a live ``message``/``private`` frame, in the order history uses."""
     fields: dict[str, Any] = {"id": message.id, "ts": message.ts, "from": sender, **where}
     fields["text"] = message.text
+    if message.action:
+        fields["action"] = True
     fields["stored"] = message.keep
     if message.seq is not None:
         fields["seq"] = message.seq

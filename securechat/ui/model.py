@@ -80,6 +80,14 @@ class ChatModel:
         buffer.unread = 0
         buffer.highlight = False
 
+    def close(self, buffer: Buffer) -> None:
+        """Close a conversation's buffer, showing the one before it; it opens again
+        with the next message."""
+        index = self.buffers.index(buffer)
+        self.buffers.remove(buffer)
+        if buffer is self.current:
+            self.show(self.buffers[index - 1])
+
     def switch_to_number(self, number: int) -> None:
         """Show buffer ``number`` as numbered in the status line (1 is the server)."""
         if 1 <= number <= len(self.buffers):
