@@ -152,3 +152,30 @@ def test_an_away_text_too_long_or_with_control_characters_is_refused(
     bob.send("away", text=text)
     assert bob.expect("error").get("code") in ("too_long", "bad_text")
     assert _online(bob) == (["bob"], {})
+
+
+@pytest.mark.cluster
+def test_list_and_away_reach_across_the_servers_of_a_cluster(
+    make_server: Callable[..., Server], raw_client: Factory, postgres_url: str, redis_url: str
+) -> None:
+    first, second = (make_server(store=postgres_url, bus=redis_url).address[1] for _ in range(2))
+    alice, bob, bob_here = raw_client(first), raw_client(second), raw_client(first)
+    alice.login("alice")
+    bob.login("bob")
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    while _online(alice)[0] != ["alice", "bob"]:
+        assert time.monotonic() < deadline, "bob never listed on the first server"
+    bob_here.login("bob")
+    bob.send("away", text="on the other server")
+    assert bob_here.expect("system", event="away").get("away") == "on the other server"
+    assert _online(alice) == (["alice", "bob"], {"bob": "on the other server"})
+    alice.send("msg", to="bob", text="ping")
+    assert alice.expect("system", event="away").get("text") == "bob is away: on the other server"
+    bob_here.close()
+    bob.close()
+    while _online(alice)[0] != ["alice"]:
+        assert time.monotonic() < deadline, "bob still listed"
+    raw_client(second).login("bob")
+    while _online(alice)[0] != ["alice", "bob"]:
+        assert time.monotonic() < deadline, "bob never listed again"
+    assert _online(alice)[1] == {}  # away ended with bob's last session, on every server
