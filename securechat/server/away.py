@@ -15,17 +15,27 @@ Handlers run under the hub's lock and never wait (see :mod:`securechat.server.hu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..wire.names import MAX_AWAY_CHARS, check_text, fold
 from ..wire.protocol import Frame, encode
 
 if TYPE_CHECKING:
+    from ..errors import StoreError
     from .accounts import Identity
     from .hub import Hub
     from .sessions import Session
+    from .writer import Outgoing
 
-__all__ = ["away", "away_texts", "online_names", "set_away", "tell_away"]
+__all__ = [
+    "away",
+    "away_texts",
+    "deliver_then_tell_away",
+    "online_names",
+    "set_away",
+    "tell_away",
+]
 
 
 def away(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
@@ -63,6 +73,21 @@ def set_away(
                 text=said,
             )
         )
+
+
+def deliver_then_tell_away(
+    hub: Hub, session: Session, target: Identity, rid: int | None
+) -> Callable[[Outgoing, StoreError | None], None]:
+    """The ``on_done`` of a private message: deliver it, then tell the sender if the
+    recipient is away, below their own message as IRC clients show it."""
+
+    def _done(message: Outgoing, error: StoreError | None) -> None:
+        hub.delivery.private(session, target, rid, message, error)
+        if error is None and not message.duplicate:
+            with hub.lock:  # on the writer thread
+                tell_away(session, target)
+
+    return _done
 
 
 def tell_away(session: Session, target: Identity) -> None:

@@ -25,7 +25,7 @@ from ..wire.names import (
 )
 from ..wire.protocol import Frame, encode
 from .accounts import Identity
-from .away import away, away_texts, online_names, tell_away
+from .away import away, away_texts, deliver_then_tell_away, online_names
 from .hub import Hub, error_frame
 from .lists import send_list
 from .presence import describe_session, presence, present_count, present_names, tell_rename
@@ -96,10 +96,9 @@ def private(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
             recipient=target.id,
             key=_message_key(frame),
             action=action,
-            on_done=partial(hub.delivery.private, session, target, rid),
+            on_done=deliver_then_tell_away(hub, session, target, rid),
         ),
     )
-    tell_away(session, target)
 
 
 def _action(frame: Frame) -> bool:
