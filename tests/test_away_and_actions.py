@@ -106,6 +106,8 @@ def test_away_belongs_to_the_account_and_a_private_message_tells_the_sender(
     assert (said.get("user"), said.get("text")) == ("bob", "you are marked as away: in a meeting")
     assert bob2.expect("system", event="away").get("away") == "in a meeting"
     alice.send("msg", to="bob", text="ping")
+    alice.expect("private", text="ping")
+    assert not [f for f in alice.frames if f.get("event") == "away"]  # below the echo, as IRC
     notice = alice.expect("system", event="away")
     assert (notice.get("user"), notice.get("away"), notice.get("text")) == (
         "bob",

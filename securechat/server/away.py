@@ -34,7 +34,6 @@ __all__ = [
     "deliver_then_tell_away",
     "online_names",
     "set_away",
-    "tell_away",
 ]
 
 
@@ -83,26 +82,19 @@ def deliver_then_tell_away(
 
     def _done(message: Outgoing, error: StoreError | None) -> None:
         hub.delivery.private(session, target, rid, message, error)
-        if error is None and not message.duplicate:
-            with hub.lock:  # on the writer thread
-                tell_away(session, target)
-
-    return _done
-
-
-def tell_away(session: Session, target: Identity) -> None:
-    """Tell the sender of a private message that its recipient is away (IRC's
-    RPL_AWAY), if they are."""
-    if target.away:
-        session.send(
-            encode(
+        away = target.away
+        if error is None and not message.duplicate and away:
+            # IRC's RPL_AWAY, queued behind the sender's echo.
+            notice = encode(
                 "system",
                 event="away",
                 user=target.name,
-                away=target.away,
-                text=f"{target.name} is away: {target.away}",
+                away=away,
+                text=f"{target.name} is away: {away}",
             )
-        )
+            hub.delivery.send_after(session, notice)
+
+    return _done
 
 
 def online_names(hub: Hub) -> list[str]:

@@ -157,6 +157,11 @@ class Delivery:
         else:
             session.send(data)
 
+    def send_after(self, session: Session, data: bytes) -> None:
+        """Queue ``data`` behind what this commit group already queued for ``session``."""
+        with self._lock:
+            self._deliver(session, None, 0, data)
+
     def room(
         self, session: Session, rid: int | None, message: Outgoing, error: StoreError | None
     ) -> None:
