@@ -356,6 +356,8 @@ class Hub:
         if self.cluster is not None:
             publish_presence(self, identity.id, "")
             first = first and not self.cluster.remote_sessions(identity.id)
+        if first:
+            identity.away = ""  # a new arrival is here, whatever a late event said
         rooms = self.rooms.arrive(session)
         unread_by_room = {fold(u.conversation): u.unread for u in unread if u.is_room}
         session.send(

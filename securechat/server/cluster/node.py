@@ -440,8 +440,12 @@ class Cluster:
     def _away(self, event: Event) -> None:
         """The account was marked away (or back) on another server."""
         identity = self._hub.accounts.get(int(event["account"]))
-        if identity is not None:
-            set_away(self._hub, identity, str(event["text"]))
+        if identity is None:
+            return
+        # Arriving after the account's last session left (events of two servers race):
+        # away has ended already.
+        online = self._hub.sessions.count(identity.id) + self.remote_sessions(identity.id)
+        set_away(self._hub, identity, str(event["text"]) if online else "")
 
     def _gone(self, event: Event) -> None:
         self._drop_server(str(event["o"]), "server shut down")
