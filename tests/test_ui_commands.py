@@ -135,6 +135,18 @@ def test_away_notices_go_to_the_conversation_and_own_changes_where_the_user_look
     assert texts(model)[-1] == "you are marked as away: out"
 
 
+def test_away_is_set_again_after_a_reconnect_and_not_once_back() -> None:
+    model = logged_in()
+    mine = {"event": "away", "user": "alice", "text": "you are marked as away: out"}
+    model.apply(event("system", **mine, away="out"))
+    model.apply(event("disconnected", reason="server shutting down"))
+    outcome = model.apply(event("connected", user="alice", server="s", tls_version="TLSv1.3"))
+    assert Request("away", {"text": "out"}) in outcome.requests
+    model.apply(event("system", **{**mine, "text": "you are no longer marked as away"}, away=""))
+    outcome = model.apply(event("connected", user="alice", server="s", tls_version="TLSv1.3"))
+    assert not [r for r in outcome.requests if r.type == "away"]
+
+
 def test_own_private_message_sent_from_elsewhere_marks_its_buffer() -> None:
     model = logged_in("bob")
     model.apply(private(7, "psst", sender="alice", to="bob"))

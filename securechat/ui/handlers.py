@@ -104,6 +104,8 @@ def _connected(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float
         for buffer in model.buffers:
             if buffer.kind == "room":
                 outcome.requests.append(model.ask_quietly("who", {"room": buffer.name}))
+        if model.away:  # away ends with the last session: stay away, as irssi does
+            outcome.requests.append(Request("away", {"text": model.away}))
     model.was_connected = True
 
 
@@ -182,6 +184,8 @@ def _away(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> 
     """Our own away state changed (an answer), or someone we wrote to is away."""
     user = str(d.get("user", ""))
     own = fold(user) == fold(model.user)
+    if own:
+        model.away = str(d.get("away") or "")
     buffer = model.current if own else model.open_private(user)
     model.notice(buffer, str(d.get("text", "")))
 

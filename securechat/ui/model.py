@@ -43,6 +43,8 @@ class ChatModel:
         """Answers to requests the UI made itself, applied without a line: (type, folded room)."""
         self.was_connected = False
         """Connected before: the next ``connected`` event is a reconnection."""
+        self.away = ""
+        """The account's away text (/away), set again after a reconnect."""
 
     # -- buffers -----------------------------------------------------------------------
 
