@@ -189,3 +189,26 @@ def test_gap_fill_follows_a_private_partner_who_renamed(scripted: ScriptedServer
     assert [e["text"] for e in log.of("private")] == ["before", "missed"]
     assert not log.of("error")
     client.close()
+
+
+def test_gap_fill_for_a_partner_renamed_while_away_shows_no_false_error(
+    scripted: ScriptedServer, pki: Pki
+) -> None:
+    log = EventLog()
+    client, connecting = start_client(pki, scripted.port, log, reconnect_delay=0.05)
+    first = scripted.accept()
+    first.greet_and_welcome()
+    connecting.join(10)
+    stamp = "2026-12-01T10:00:00.000Z"
+    first.send("private", id=5, ts=stamp, to="alice", text="before", **{"from": "bob"})
+    log.wait_for("private", text="before")
+    first.close()  # bob renames to robert while alice is away: she never sees the nick
+    second = scripted.accept()
+    second.greet_and_welcome()
+    fill = second.expect("history")
+    assert fill.get("user") == "bob"
+    second.send("error", rid=fill.get("rid"), code="no_such_user", text="there is no user bob")
+    second.send("system", event="notice", text="after the fill")
+    log.wait_for("system", text="after the fill")
+    assert not log.of("error")
+    client.close()

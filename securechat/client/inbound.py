@@ -83,9 +83,7 @@ class Inbound:
 
     def _joined(self, frame: Frame) -> None:
         gap_fill = self._resync.is_gap_fill(frame.int_field("rid", optional=True))
-        shown = self._state.joined(frame, gap_fill=gap_fill)
-        if shown is not None:
-            self._deliver(shown)
+        self._deliver(self._state.joined(frame, gap_fill=gap_fill))
 
     def _parted(self, frame: Frame) -> None:
         self._deliver(self._state.parted(frame))

@@ -97,14 +97,10 @@ def _connected(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float
         model.notice(model.server, f"server certificate: {d['cert_subject']}")
         model.notice(model.server, f"issued by: {d.get('cert_issuer', '')}")
         model.notice(model.server, f"SHA-256 fingerprint: {d.get('cert_sha256', '')}")
-    # The room list lets Tab complete /join with rooms that exist.
+    # The room list lets Tab complete /join with rooms that exist. Who is in our rooms
+    # after a reconnect comes with each room's (re)join: a /who sent now could reach a
+    # restarted server before the rejoin and be refused.
     outcome.requests.append(model.ask_quietly("rooms", {}))
-    if model.was_connected:
-        # The core rejoins silently after a reconnect: who left meanwhile is unknown.
-        for buffer in model.buffers:
-            if buffer.kind == "room":
-                outcome.requests.append(model.ask_quietly("who", {"room": buffer.name}))
-    model.was_connected = True
 
 
 def _disconnected(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
@@ -189,6 +185,15 @@ def _joined(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -
         model.switch(buffer)
     model.notice(buffer, str(d.get("text", "")))
     outcome.requests.append(model.ask_quietly("who", {"room": room}))
+
+
+def _rejoined(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+    """Back in a room after a reconnect: who is there now, without moving the user."""
+    buffer = model.open_room(str(d["room"]))
+    users = d.get("users")
+    if isinstance(users, list):
+        buffer.members = {fold(u): u for u in users if isinstance(u, str)}
+    buffer.topic = str(d.get("topic") or "")
 
 
 def _parted(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
@@ -442,6 +447,7 @@ _HANDLERS: dict[str, _Handler] = {
 
 _SYSTEM_HANDLERS: dict[str, _Handler] = {
     "joined": _joined,
+    "rejoined": _rejoined,
     "parted": _parted,
     "join": _member_change,
     "part": _member_change,

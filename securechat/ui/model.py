@@ -41,8 +41,6 @@ class ChatModel:
         self.history = InputHistory()
         self._quiet: Counter[tuple[str, str]] = Counter()
         """Answers to requests the UI made itself, applied without a line: (type, folded room)."""
-        self.was_connected = False
-        """Connected before: the next ``connected`` event is a reconnection."""
 
     # -- buffers -----------------------------------------------------------------------
 

@@ -1,0 +1,49 @@
+"""The full-screen client's behaviour around restarts, pastes and confirmations.
+
+Headless: the real prompt_toolkit Application (keys from a pipe) over a real
+ChatClient talking to real servers over TLS, driven as in tests/test_ui.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from securechat.server.listener import Server
+from tests.conftest import RawClient, free_port
+from tests.test_ui import UI, run_ui, texts
+
+__all__ = ["run_ui"]  # the fixture, found by pytest here
+
+
+def test_who_after_a_server_restart_answers_and_no_false_no_such_room(
+    make_server: Callable[..., Server],
+    raw_client: Callable[..., RawClient],
+    run_ui: Callable[..., int],
+    tmp_path: Path,
+) -> None:
+    port, db = free_port(), tmp_path / "restart.db"
+    servers = [make_server(db=db, port=port)]
+
+    async def scenario(ui: UI) -> None:
+        ui.type("/join #dev\r")
+        await ui.until(lambda: ui.model.current.name == "#dev", "#dev to open")
+        await ui.until(lambda: "alice" in ui.model.current.members, "alice in #dev")
+        servers[0].stop()
+        await ui.until(lambda: ui.model.status.state != "connected", "the drop")
+        servers.append(make_server(db=tmp_path / "fresh.db", port=port))
+        await ui.until(lambda: ui.model.status.state == "connected", "the reconnect")
+        bob = raw_client(port)
+        bob.login("bob")
+        bob.send("join", room="#dev")
+        bob.expect("joined", room="#dev")
+        await ui.until(lambda: "bob" in ui.model.current.members, "bob in #dev")
+        ui.type("/who\r")
+        await ui.until(
+            lambda: any(t.startswith("in #dev: ") for t in texts(ui.model, "#dev")),
+            "the /who answer",
+        )
+        everything = [t for b in ui.model.buffers for t in texts(ui.model, b.name)]
+        assert not [t for t in everything if "there is no" in t], everything
+
+    assert run_ui(servers[0], scenario) == 0
