@@ -10,8 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from securechat.server.listener import Server
+from securechat.ui.render import (
+    members_fragments,
+    pane_fragments,
+    status_fragments,
+    title_fragments,
+)
 from tests.conftest import RawClient, free_port
-from tests.test_ui import UI, run_ui, texts
+from tests.test_ui import UI, event, joined, logged_in, plain, run_ui, texts
+
+HOSTILE = "\x1b]0;PWNED\x07\x1b[2J\u202e"
 
 __all__ = ["run_ui"]  # the fixture, found by pytest here
 
@@ -47,3 +55,23 @@ def test_who_after_a_server_restart_answers_and_no_false_no_such_room(
         assert not [t for t in everything if "there is no" in t], everything
 
     assert run_ui(servers[0], scenario) == 0
+
+
+def test_every_field_of_every_listing_is_drawn_sanitised() -> None:
+    model = logged_in()
+    model.apply(joined("#dev", "alice", HOSTILE))
+    model.apply(event("rooms", rooms=[{"name": HOSTILE, "users": HOSTILE, "topic": HOSTILE}]))
+    model.apply(event("users", room="#dev", users=[HOSTILE]))
+    model.apply(event("sessions", sessions=[{"session": HOSTILE, "peer": HOSTILE, "since": 1}]))
+    model.apply(event("unread", rooms=[{"room": HOSTILE, "unread": HOSTILE, "first": HOSTILE}]))
+    model.apply(event("bans", bans=[{"account": HOSTILE, "reason": HOSTILE, "until": HOSTILE}]))
+    transfer = {"id": 1, "name": HOSTILE, "peer": HOSTILE, "direction": "send"}
+    model.apply(event("files", transfers=[{**transfer, "state": HOSTILE, "bytes": HOSTILE}]))
+    model.apply(event("system", event="topic", room="#dev", topic=HOSTILE, text=HOSTILE))
+    model.apply(event("error", code=HOSTILE, text=HOSTILE))
+    drawn = "".join(
+        plain(pane_fragments(buffer, model, 200)[0]) for buffer in model.buffers
+    ) + plain(title_fragments(model) + status_fragments(model, 0.0))
+    drawn += plain(members_fragments(model.current, model))
+    assert "PWNED" in drawn
+    assert not set(drawn) & {"\x1b", "\x07", "\u202e"}

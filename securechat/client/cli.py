@@ -25,6 +25,8 @@ import getpass
 import io
 import os
 import sys
+import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -237,6 +239,21 @@ def _name_advice(
     return exc
 
 
+def _login_errors_on_stderr(on_event: Callable[[Event], None]) -> Callable[[Event], None]:
+    """``on_event`` without the errors that come before the first ``connected``: a
+    refused login ends the client, and :func:`main` says why once, on standard error
+    (``--json`` keeps the ``error`` event for scripts)."""
+    connected = threading.Event()
+
+    def filtered(item: Event) -> None:
+        if item.type == "connected":
+            connected.set()
+        if connected.is_set() or item.type != "error":
+            on_event(item)
+
+    return filtered
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the client; see the module docstring for exit statuses."""
     args = build_parser().parse_args(argv)
@@ -271,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     asking = not args.json and sys.stdin.isatty()
 
     def make_client(trust: ServerTrust, login: Login) -> ChatClient:
-        on_event = printer.emit if ui is None else ui.post_event
+        on_event: Callable[[Event], None] = printer.emit if ui is None else ui.post_event
+        if not args.json:
+            on_event = _login_errors_on_stderr(on_event)
         client = ChatClient(
             servers=servers,
             context=trust,

@@ -93,10 +93,14 @@ class HumanPrinter(Printer):
         self.client = client
 
     def format(self, event: Event) -> str:
-        """``event`` as a line a person reads."""
+        """``event`` as a line a person reads: every field from the network, whatever
+        its type, reaches the terminal only through the one sanitiser."""
+        return sanitize(self._line(event))
+
+    def _line(self, event: Event) -> str:
         d = event.data
         stamp = _local_time(d.get("ts"))
-        s = {k: sanitize(v) if isinstance(v, str) else v for k, v in d.items()}
+        s = {k: str(v) for k, v in d.items()}
         me = self.client.user if self.client else ""
         current = self.client.current_room if self.client else None
         if d.get("history"):
@@ -109,7 +113,7 @@ class HumanPrinter(Printer):
                 return f"[{stamp}] -> *{s['to']}* {s['text']}"
             return f"[{stamp}] *{s['from']}* {s['text']}"
         if event.type == "users":
-            names = ", ".join(sanitize(str(u)) for u in d.get("users", []))
+            names = ", ".join(str(u) for u in d.get("users", []))
             return f"[{stamp}] -- in {s['room']}: {names}"
         if event.type == "rooms":
             rooms = [_room_line(r) for r in d.get("rooms", []) if isinstance(r, dict)]
@@ -129,21 +133,25 @@ class HumanPrinter(Printer):
             return f"[{stamp}] -- connected to {s['server']} as {s['user']} ({s['tls_version']})"
         if event.type == "disconnected":
             return f"[{stamp}] -- disconnected: {s['reason']}"
+        room = d.get("room")
+        if isinstance(room, str) and room != current and room not in s.get("text", ""):
+            # A notice about another room (a quit comes once per shared room) says which.
+            return f"[{stamp}] -- {room}: {s.get('text', '')}"
         return f"[{stamp}] -- {s.get('text', '')}"
 
 
 def _transfer_line(item: dict[str, Any]) -> str:
     arrow = "to" if item.get("direction") == "send" else "from"
     return (
-        f"#{item.get('id')} {sanitize(str(item.get('name')))} {arrow} "
-        f"{sanitize(str(item.get('peer')))} ({item.get('state')}, "
+        f"#{item.get('id')} {item.get('name')} {arrow} "
+        f"{item.get('peer')} ({item.get('state')}, "
         f"{item.get('bytes')}/{item.get('size')} bytes)"
     )
 
 
 def _session_line(item: dict[str, Any]) -> str:
     this = " (this one)" if item.get("current") is True else ""
-    peer, since = sanitize(str(item.get("peer", ""))), sanitize(str(item.get("since", "")))
+    peer, since = item.get("peer", ""), item.get("since", "")
     web = " (web)" if item.get("web") is True else ""
     return f"#{item.get('session')} {peer}{web} since {since}{this}"
 
@@ -151,14 +159,14 @@ def _session_line(item: dict[str, Any]) -> str:
 def _unread_line(item: Any) -> str:
     if not isinstance(item, dict):
         return "?"
-    where = sanitize(str(item.get("room") or item.get("user") or ""))
+    where = item.get("room") or item.get("user") or ""
     return f"{where} {item.get('unread')} (from message {item.get('first')})"
 
 
 def _room_line(room: dict[str, Any]) -> str:
-    line = f"{sanitize(str(room.get('name', '')))} ({room.get('users', 0)})"
+    line = f"{room.get('name', '')} ({room.get('users', 0)})"
     topic = room.get("topic")
-    return f"{line} {sanitize(topic)}" if isinstance(topic, str) and topic else line
+    return f"{line} {topic}" if isinstance(topic, str) and topic else line
 
 
 def _local_time(ts: Any, *, with_date: bool = False) -> str:
