@@ -75,3 +75,66 @@ def test_every_field_of_every_listing_is_drawn_sanitised() -> None:
     drawn += plain(members_fragments(model.current, model))
     assert "PWNED" in drawn
     assert not set(drawn) & {"\x1b", "\x07", "\u202e"}
+
+
+def bracketed(text: str) -> str:
+    """``text`` as a terminal with bracketed paste sends a paste."""
+    return f"\x1b[200~{text}\x1b[201~"
+
+
+def test_a_multi_line_paste_with_tabs_shows_asks_then_sends_every_line_in_order(
+    server: Server, raw_client: Callable[..., RawClient], run_ui: Callable[..., int]
+) -> None:
+    bob = raw_client(server.address[1])
+    bob.login("bob")
+
+    async def scenario(ui: UI) -> None:
+        await ui.until(lambda: ui.model.current.name == "#general", "#general")
+        ui.type(bracketed("def f():\r\n\treturn 1\r\nprint(f())"))
+        await ui.until(lambda: ui.app.input.document.line_count == 3, "the paste in the input")
+        assert "\t" not in ui.app.input.text
+        ui.type("\r")
+        await ui.until(lambda: "send 3 lines to #general? [y/N]" in plain(ui.app._prompt()), "ask")
+        ui.type("y\r")
+        await ui.until(lambda: "<alice> print(f())" in ui.pane(), "the last line's echo")
+        assert "control character" not in ui.pane()
+
+    assert run_ui(server, scenario) == 0
+    said = [bob.expect("message", **{"from": "alice"}).get("text") for _ in range(3)]
+    assert said == ["def f():", "        return 1", "print(f())"]
+
+
+def test_a_paste_answered_no_or_with_a_bad_line_sends_nothing(
+    server: Server, raw_client: Callable[..., RawClient], run_ui: Callable[..., int]
+) -> None:
+    bob = raw_client(server.address[1])
+    bob.login("bob")
+
+    async def scenario(ui: UI) -> None:
+        await ui.until(lambda: ui.model.current.name == "#general", "#general")
+        ui.type(bracketed("first\nsecond") + "\r" + "n\r")
+        await ui.until(lambda: "nothing was sent" in ui.pane(), "the refusal")
+        ui.type(bracketed("one\n/frob\nthree") + "\r" + "y\r")
+        await ui.until(lambda: "line 2 of 3: unknown command /frob" in ui.pane(), "the error")
+        ui.type("only this\r")
+        await ui.until(lambda: "<alice> only this" in ui.pane(), "the echo")
+
+    assert run_ui(server, scenario) == 0
+    assert bob.expect("message", **{"from": "alice"}).get("text") == "only this"
+
+
+def test_history_forget_asks_first(server: Server, run_ui: Callable[..., int]) -> None:
+    async def scenario(ui: UI) -> None:
+        await ui.until(lambda: ui.model.current.name == "#general", "#general")
+        ui.type("kept\r")
+        await ui.until(lambda: "<alice> kept" in ui.pane(), "the echo")
+        ui.type("/history forget\r")
+        await ui.until(lambda: "[y/N]" in plain(ui.app._prompt()), "the question")
+        assert "erase every message you have sent" in plain(ui.app._prompt())
+        ui.type("\r")  # an empty answer is a no
+        await ui.until(lambda: "nothing was sent" in ui.pane(), "the refusal")
+        ui.type("/history forget\r" + "y\r")
+        await ui.until(lambda: ui.model.current.lines[-1].kind != "message", "the answer")
+        await ui.until(lambda: "erased" in ui.model.current.lines[-1].text, "the erasure")
+
+    assert run_ui(server, scenario) == 0

@@ -37,6 +37,7 @@ from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.key_binding.bindings.completion import generate_completions
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.layout import (
     ConditionalContainer,
     Dimension,
@@ -58,9 +59,10 @@ from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost
 from .actions import OpenConversation, interpret
 from .complete import ChatCompleter
-from .dialogue import Dialogue, delete_dialogue, password_dialogue
+from .dialogue import Dialogue, confirm_dialogue, delete_dialogue, password_dialogue
 from .linemode import execute_local
 from .model import ChatModel
+from .paste import MAX_INPUT_ROWS, clean_paste, paste_lines
 from .render import (
     STYLE,
     members_fragments,
@@ -293,12 +295,31 @@ class ChatApp:
     # -- input ---------------------------------------------------------------------------
 
     def submit(self, text: str) -> None:
-        """Act on what the user typed; a paste of several lines is several inputs."""
+        """Act on what the user typed; a paste of several lines asks first, then is
+        several inputs."""
         self.model.history.add(text)
-        for line in text.splitlines():
-            if line.strip():
-                self._execute(line)
+        lines = paste_lines(text)
+        if len(lines) > 1:
+            where = self.model.current.name
+            question = f"send {len(lines)} lines to {where}? [y/N] "
+            self._dialogue = confirm_dialogue(question, partial(self._execute_all, lines))
+        elif lines:
+            self._execute(lines[0])
         self.application.invalidate()
+
+    def _execute_all(self, lines: list[str]) -> None:
+        """Every line of a paste, or, if one cannot go out, none: its error then shows
+        in place of the lines, not among lines already sent."""
+        actions: list[tuple[str, Request | Local | OpenConversation]] = []
+        for number, line in enumerate(lines, 1):
+            try:
+                actions.append((line, interpret(line, self.model)))
+            except ChatError as exc:
+                text = f"line {number} of {len(lines)}: {exc.text}; nothing was sent"
+                self.model.apply(Event("error", {"code": exc.code, "text": text}))
+                return
+        for line, action in actions:
+            self._perform(line, action)
 
     def _execute(self, line: str) -> None:
         try:
@@ -306,6 +327,9 @@ class ChatApp:
         except ChatError as exc:
             self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
             return
+        self._perform(line, action)
+
+    def _perform(self, line: str, action: Request | Local | OpenConversation) -> None:
         if isinstance(action, OpenConversation):
             self.model.switch(self.model.open_private(action.name))
         elif isinstance(action, Local):
@@ -319,6 +343,10 @@ class ChatApp:
             elif self._client is not None:
                 keys = action.kind == "help" and not line.partition(" ")[2].strip()
                 self._worker.submit(partial(_execute_local, self._client, action, keys=keys))
+        elif action.type == "forget":
+            # Erasing everything one ever sent cannot be undone: ask, as for /account delete.
+            question = "erase every message you have sent, in every room? [y/N] "
+            self._dialogue = confirm_dialogue(question, lambda: action, refused="nothing erased")
         else:
             if action.type == "msg":
                 self.model.switch(self.model.open_private(action.fields["to"]))
@@ -338,8 +366,9 @@ class ChatApp:
             self._dialogue = None
             self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
         else:
-            if request is not None:
+            if dialogue.finished and self._dialogue is dialogue:
                 self._dialogue = None
+            if request is not None:
                 self._send(request, quiet=False)
         self.application.invalidate()
 
@@ -403,7 +432,8 @@ class ChatApp:
                     ),
                 ],
             ),
-            height=1,
+            # One row, or as many as a pasted text has (up to MAX_INPUT_ROWS).
+            height=lambda: Dimension.exact(min(self.input.document.line_count, MAX_INPUT_ROWS)),
         )
         screen = HSplit(
             [
@@ -463,6 +493,11 @@ class ChatApp:
         kb.add("up", filter=~menu_open)(redraw_after(partial(self._history, True)))
         kb.add("down", filter=~menu_open)(redraw_after(partial(self._history, False)))
         kb.add("tab")(generate_completions)
+
+        @kb.add(Keys.BracketedPaste)
+        def _(event: KeyPressEvent) -> None:
+            self.input.insert_text(clean_paste(event.data))
+
         kb.add("s-tab")(redraw_after(self.input.complete_previous))
         kb.add("pageup")(redraw_after(lambda: self.scroll(self._page())))
         kb.add("pagedown")(redraw_after(lambda: self.scroll(-self._page())))
