@@ -8,14 +8,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from securechat.client.cli import EXIT_TLS
 from securechat.client.core import Event
 from securechat.server.listener import Server
 from securechat.ui.linemode import HumanPrinter
 from tests.conftest import EVENT_TIMEOUT, Pki, RawClient, offline_account
 from tests.scripted import ScriptedServer
+from tests.test_client_moderation import Terminal
 
 HOSTILE = "\x1b]0;PWNED\x07\x1b[2J\u202e"
 
@@ -89,3 +92,24 @@ def test_a_quit_in_another_room_names_the_room() -> None:
     ]
     joined = printer.format(Event("system", {"event": "join", "room": "#a", "text": "x joined #a"}))
     assert joined.endswith("] -- x joined #a")
+
+
+def test_a_wrong_ca_is_reported_before_the_password_is_asked(
+    server: Server, other_ca_pem: Path
+) -> None:
+    port = str(server.address[1])
+    term = Terminal(["--ca", str(other_ca_pem), "--port", port, "--user", "alice"])
+    term.wait_for("certificate", "stderr")
+    assert term.proc.wait(EVENT_TIMEOUT) == EXIT_TLS
+    assert b"password" not in term.seen["tty"]
+    os.close(term.master)
+
+
+def test_the_password_is_asked_once_the_certificate_verified(server: Server, pki: Pki) -> None:
+    port = str(server.address[1])
+    term = Terminal(["--ca", str(pki.ca_pem), "--port", port, "--user", "alice", "--register"])
+    term.wait_for("password for alice: ", "tty")
+    term.type("pw")
+    term.wait_for("-- connected to", "stdout")
+    status, _ = term.finish()
+    assert status == 0

@@ -39,6 +39,7 @@ from ..tls import client_context, pinning_context, sha256_fingerprint
 from ..ui.linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
 from ..wire.protocol import DEFAULT_PORT
 from .core import ChatClient, Event
+from .lifecycle import CONNECT_TIMEOUT
 from .profiles import default_config_path, load_profile
 from .registration import (
     EXIT_NO_ACCOUNT,
@@ -57,6 +58,7 @@ from .trust import (
     config_dir,
     fetch_certificate,
     pin_on_first_use,
+    verify_before_login,
 )
 
 __all__ = ["EXIT_CONNECT", "EXIT_LOGIN", "EXIT_TLS", "build_parser", "main"]
@@ -158,6 +160,11 @@ def read_password(args: argparse.Namespace) -> str | None:
 def _password_given(args: argparse.Namespace) -> bool:
     """True if the password came from the environment or a file, not typed at a prompt."""
     return bool(os.environ.get(PASSWORD_ENV)) or args.password_file is not None
+
+
+def _password_typed(args: argparse.Namespace) -> bool:
+    """True if :func:`read_password` will ask for the password at a prompt."""
+    return not _password_given(args) and args.cert is None and sys.stdin.isatty()
 
 
 def server_addresses(args: argparse.Namespace) -> list[ServerAddress]:
@@ -268,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         servers = server_addresses(args)
         trust, known = server_trust(args)
-        password = read_password(args)
+        # A typed password is asked for once the server's certificate verified (connect).
+        password = None if _password_typed(args) else read_password(args)
         invite = read_invite(args.invite_file)
     except ConfigError as exc:
         print(f"securechat-client: {exc}", file=sys.stderr)
@@ -308,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         return client
 
     def connect(trust: ServerTrust) -> ChatClient:
+        nonlocal password
+        if password is None and _password_typed(args):
+            # A wrong --ca or an impostor is reported before the user types a secret.
+            verify_before_login(servers, trust, timeout=CONNECT_TIMEOUT)
+            password = read_password(args)
         return log_in(
             partial(make_client, trust),
             Login(password, register=args.register, invite=invite),
@@ -351,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             printer.emit(Event("disconnected", {"reason": str(exc)}))
         print(f"securechat-client: {exc}", file=sys.stderr)
         return status
+    except (KeyboardInterrupt, EOFError):  # at the password prompt
+        return 2
     try:
         if ui is not None:
             return ui.run(client)
