@@ -6,17 +6,21 @@ ChatClient talking to real servers over TLS, driven as in tests/test_ui.py.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from securechat.client.core import ChatClient
+from securechat.client.servers import ServerAddress
 from securechat.server.listener import Server
+from securechat.tls import client_context
 from securechat.ui.render import (
     members_fragments,
     pane_fragments,
     status_fragments,
     title_fragments,
 )
-from tests.conftest import RawClient, free_port
+from tests.conftest import Pki, RawClient, free_port
 from tests.test_ui import UI, event, joined, logged_in, plain, run_ui, texts
 
 HOSTILE = "\x1b]0;PWNED\x07\x1b[2J\u202e"
@@ -138,3 +142,46 @@ def test_history_forget_asks_first(server: Server, run_ui: Callable[..., int]) -
         await ui.until(lambda: "erased" in ui.model.current.lines[-1].text, "the erasure")
 
     assert run_ui(server, scenario) == 0
+
+
+def test_transfer_notices_go_to_the_conversation_with_the_senders_number(
+    server: Server, pki: Pki, tmp_path: Path, run_ui: Callable[..., int]
+) -> None:
+    first, second = tmp_path / "one.txt", tmp_path / "two.txt"
+    first.write_bytes(b"1" * 1000)
+    second.write_bytes(b"2" * 1000)
+    bob = ChatClient(
+        servers=[ServerAddress("localhost", server.address[1])],
+        context=client_context(ca=pki.ca_pem),
+        user="bob",
+        password="pw",
+        on_event=lambda e: None,
+        register=True,
+    )
+    bob.connect()
+    try:
+
+        async def scenario(ui: UI) -> None:
+            await ui.until(lambda: ui.model.status.state == "connected", "connected")
+            for source in (first, second):
+                await asyncio.to_thread(bob.send_file, "alice", source)
+            await ui.until(lambda: len(ui.model.transfers) == 2, "both offers")
+            numbers = {t["name"]: t["id"] for t in bob.transfers()}
+            assert set(ui.model.transfers) == set(numbers.values())  # the same numbers
+            ui.type(f"/accept {numbers['one.txt']}\r/cancel {numbers['two.txt']}\r")
+            conversation = ui.model.find("bob")
+            assert conversation is not None
+            await ui.until(
+                lambda: "cancelled two.txt" in texts(ui.model, "bob"), "the cancel notice"
+            )
+            await ui.until(lambda: "receiving one.txt from bob" in texts(ui.model, "bob"), "ok")
+            server_lines = texts(ui.model, ui.model.server.name)
+            assert not [t for t in server_lines if "one.txt" in t or "two.txt" in t]
+            await ui.until(
+                lambda: ui.model.transfers[numbers["one.txt"]].state == "done", "the end"
+            )
+            assert "[files:" not in plain(status_fragments(ui.model, 0.0))
+
+        run_ui(server, scenario)
+    finally:
+        bob.close()
