@@ -10,10 +10,15 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from securechat.client.core import ChatClient
+from securechat.client.profiles import load_profile
 from securechat.client.servers import ServerAddress
+from securechat.errors import ConfigError
 from securechat.server.listener import Server
 from securechat.tls import client_context
+from securechat.ui.model import BUSY_ROOM_MEMBERS
 from securechat.ui.render import (
     members_fragments,
     pane_fragments,
@@ -185,3 +190,48 @@ def test_transfer_notices_go_to_the_conversation_with_the_senders_number(
         run_ui(server, scenario)
     finally:
         bob.close()
+
+
+def test_join_part_quit_notices_are_filtered_in_busy_rooms_by_default() -> None:
+    model = logged_in()
+    crowd = [f"user{n}" for n in range(BUSY_ROOM_MEMBERS)]
+    model.apply(joined("#small", "alice", "bob"))
+    model.apply(joined("#busy", "alice", *crowd))
+    for room in ("#small", "#busy"):
+        text = f"carol joined {room}"
+        model.apply(event("system", event="join", room=room, user="carol", text=text))
+    assert "carol joined #small" in texts(model, "#small")
+    assert "carol joined #busy" not in texts(model, "#busy")
+    busy = model.find("#busy")
+    assert busy is not None and "carol" in busy.members  # the list still follows
+    model.join_filter = "off"
+    model.apply(event("system", event="quit", room="#busy", user="carol", text="carol left"))
+    assert "carol left" in texts(model, "#busy")
+    model.join_filter = "on"
+    model.apply(event("system", event="part", room="#small", user="bob", text="bob left #small"))
+    assert "bob left #small" not in texts(model, "#small")
+
+
+def test_filter_joins_command_and_profile_setting(
+    server: Server,
+    raw_client: Callable[..., RawClient],
+    run_ui: Callable[..., int],
+    tmp_path: Path,
+) -> None:
+    async def scenario(ui: UI) -> None:
+        await ui.until(lambda: ui.model.current.name == "#general", "#general")
+        ui.type("/filter joins on\r")
+        await ui.until(lambda: "hidden in every room" in ui.pane(), "the setting's answer")
+        raw_client(server.address[1]).login("bob")
+        await ui.until(lambda: "bob" in ui.model.current.members, "bob in the list")
+        assert "bob joined" not in ui.pane()
+        ui.type("/filter joins sometimes\r")
+        await ui.until(lambda: "usage: /filter joins on|off|auto" in ui.pane(), "the usage")
+
+    assert run_ui(server, scenario) == 0
+    config = tmp_path / "client.toml"
+    config.write_text('[profiles.busy]\nfilter_joins = "off"\n', encoding="utf-8")
+    assert load_profile(config, "busy").options == {"filter_joins": "off"}
+    config.write_text('[profiles.busy]\nfilter_joins = "never"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="filter_joins: must be one of on, off, auto"):
+        load_profile(config, "busy")

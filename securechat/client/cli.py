@@ -38,6 +38,7 @@ from ..errors import CertificateVerifyError, ChatError, ConfigError, ConnectionL
 from ..tls import client_context, pinning_context, sha256_fingerprint
 from ..ui.linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
 from ..wire.protocol import DEFAULT_PORT
+from .commands import JOIN_FILTERS
 from .core import ChatClient, Event
 from .lifecycle import CONNECT_TIMEOUT
 from .profiles import default_config_path, load_profile
@@ -123,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"read the password from this file's first line (after ${PASSWORD_ENV})",
     )
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
+    p.add_argument(
+        "--filter-joins",
+        choices=JOIN_FILTERS,
+        help="full-screen client: hide join/part/quit notices in every room (on), none (off), "
+        "or rooms of more than 50 members (auto, the default); /filter joins changes it",
+    )
     p.add_argument(
         "--download-dir",
         type=Path,
@@ -293,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..ui import ChatApp  # noqa: PLC0415
 
         ui = ChatApp()
+        ui.model.join_filter = args.filter_joins or "auto"
     asking = not args.json and sys.stdin.isatty()
 
     def make_client(trust: ServerTrust, login: Login) -> ChatClient:

@@ -61,7 +61,7 @@ from .actions import OpenConversation, interpret
 from .complete import ChatCompleter
 from .dialogue import Dialogue, confirm_dialogue, delete_dialogue, password_dialogue
 from .linemode import execute_local
-from .model import ChatModel
+from .model import ChatModel, join_filter_text
 from .paste import MAX_INPUT_ROWS, clean_paste, paste_lines
 from .render import (
     STYLE,
@@ -337,6 +337,9 @@ class ChatApp:
                 self.quit(action.arg)
             elif action.kind == "password":
                 self._dialogue = password_dialogue()
+            elif action.kind == "filter":
+                self.model.join_filter = action.arg
+                self.model.notice(self.model.current, join_filter_text(action.arg), "info")
             elif action.kind == "account_delete" and not action.target:
                 warning, self._dialogue = delete_dialogue(self.model.user)
                 self.model.apply(Event("system", {"event": "confirm", "text": warning}))

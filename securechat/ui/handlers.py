@@ -215,7 +215,8 @@ def _member_change(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: f
             buffer.members[fold(user)] = user
         else:
             buffer.members.pop(fold(user), None)
-    model.notice(buffer, str(d.get("text", "")))
+    if not model.hides_presence(buffer):  # /filter joins
+        model.notice(buffer, str(d.get("text", "")))
 
 
 def _topic(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:

@@ -317,6 +317,9 @@ def execute_local(client: ChatClient, action: Local) -> None:
         _file_action(client, action)
     elif action.kind in ("password", "account_delete"):
         _account_action(client, action)
+    elif action.kind == "filter":
+        text = "/filter joins is for the full-screen client: line mode prints every event"
+        client.show(Event("error", {"code": "needs_terminal", "text": text}))
     else:
         for text in action.lines:
             client.show(Event("system", {"event": "help", "text": text}))

@@ -23,7 +23,21 @@ from .buffers import Buffer, BufferKind, InputHistory, Line, LineKind, utc_now
 from .handlers import Outcome, apply_event
 from .status import Status, Transfer
 
-__all__ = ["ChatModel"]
+__all__ = ["BUSY_ROOM_MEMBERS", "ChatModel", "join_filter_text"]
+
+BUSY_ROOM_MEMBERS = 50
+"""``/filter joins auto`` hides join, part and quit notices in rooms with more members:
+there they are noise that scrolls the conversation away (WeeChat's smart filter)."""
+
+
+def join_filter_text(setting: str) -> str:
+    """What ``/filter joins SETTING`` does, as the client says it."""
+    if setting == "on":
+        return "join, part and quit notices are hidden in every room"
+    if setting == "off":
+        return "join, part and quit notices are shown in every room"
+    busy = f"rooms of more than {BUSY_ROOM_MEMBERS} members"
+    return f"join, part and quit notices are hidden in {busy}"
 
 
 class ChatModel:
@@ -38,6 +52,9 @@ class ChatModel:
         self.transfers: dict[int, Transfer] = {}
         self.known_rooms: dict[str, str] = {}
         """Rooms seen in /rooms answers and joins: folded name to name."""
+        self.join_filter = "auto"
+        """``/filter joins``: ``on`` hides join/part/quit notices, ``off`` shows them,
+        ``auto`` hides them in rooms of more than :data:`BUSY_ROOM_MEMBERS` members."""
         self.history = InputHistory()
         self._quiet: Counter[tuple[str, str]] = Counter()
         """Answers to requests the UI made itself, applied without a line: (type, folded room)."""
@@ -136,6 +153,12 @@ class ChatModel:
             size = item.get("size")
             if isinstance(size, int):
                 transfer.size = size
+
+    def hides_presence(self, buffer: Buffer) -> bool:
+        """True if join, part and quit notices are not shown in ``buffer``."""
+        if self.join_filter == "auto":
+            return len(buffer.members) > BUSY_ROOM_MEMBERS
+        return self.join_filter == "on"
 
     # -- events (see handlers.py) -------------------------------------------------------
 
