@@ -273,9 +273,9 @@ def test_search_results_are_a_listing_in_the_current_buffer() -> None:
     model.apply(message(5, "deploy done", history=True, search=True))
     model.apply(message(6, "x", room="#ops", search=True, history=True))
     last = model.current.lines[-2:]
-    assert [(line.where, line.text) for line in last] == [
-        ("#general", "deploy done"),
-        ("#ops", "x"),
+    assert [(line.where, line.text) for line in last] == [  # ids for /history before ID
+        ("[5] #general", "deploy done"),
+        ("[6] #ops", "x"),
     ]
 
 

@@ -235,3 +235,31 @@ def test_filter_joins_command_and_profile_setting(
     config.write_text('[profiles.busy]\nfilter_joins = "never"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="filter_joins: must be one of on, off, auto"):
         load_profile(config, "busy")
+
+
+def test_history_n_lists_messages_on_screen_as_a_block_with_their_ids(
+    server: Server, raw_client: Callable[..., RawClient], run_ui: Callable[..., int]
+) -> None:
+    bob = raw_client(server.address[1])
+    bob.login("bob")
+
+    async def scenario(ui: UI) -> None:
+        await ui.until(lambda: "bob" in ui.model.current.members, "bob in #general")
+        for text in ("one", "two", "three"):
+            bob.send("say", room="#general", text=text)
+        await ui.until(lambda: "<bob> three" in ui.pane(), "the live messages")
+        ids = [line.msg_id for line in ui.model.current.lines if line.kind == "message"]
+        ui.type("/history 2\r")
+        await ui.until(lambda: "/history before" in ui.pane(), "the end of the block")
+        rows = ui.pane().split("\n")
+        start = next(i for i, row in enumerate(rows) if row.endswith("history of #general:"))
+        block = rows[start + 1 : start + 4]
+        assert block[0].endswith(f"[{ids[-2]}] <bob> two")
+        assert block[1].endswith(f"[{ids[-1]}] <bob> three")
+        assert block[2].endswith(
+            f"-- end of history of #general: 2 messages; /history before {ids[-2]} shows older ones"
+        )
+        ui.type(f"/history before {ids[-2]} 1\r")
+        await ui.until(lambda: f"[{ids[-3]}] <bob> one" in ui.pane(), "the page before")
+
+    assert run_ui(server, scenario) == 0

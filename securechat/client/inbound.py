@@ -90,7 +90,14 @@ class Inbound:
 
     def _message(self, frame: Frame) -> None:
         if self._resync.first_showing(frame, self._state.user):
-            self._deliver(message_event(frame))
+            rid = frame.int_field("rid", optional=True)
+            requested = (
+                frame.get("history") is True
+                and frame.get("search") is not True
+                and rid is not None
+                and not self._resync.is_gap_fill(rid)
+            )
+            self._deliver(message_event(frame, requested=requested))
 
     def _history_end(self, frame: Frame) -> None:
         if not self._resync.is_gap_fill(frame.int_field("rid", optional=True)):

@@ -9,8 +9,12 @@ Where lines go
 --------------
 - Messages go to their room's buffer, private messages to the other party's,
   ordered by message id, so history replay and gap fill land in place; one id
-  is never shown twice in a buffer. Search results are a listing, not the
-  conversation: they go to the current buffer, each saying where it was said.
+  is never shown twice in a buffer. Answers to /history and search results are
+  a listing, not the conversation: a block at the bottom of the current buffer
+  (shown even if those messages are on screen already), each row with its
+  message id in brackets and, unless it belongs to the current buffer, where it
+  was said; /history's block opens with ``history of #dev:`` and ends with
+  the ``history_end`` notice naming the id ``/history before`` takes next.
 - Room notices (joins, parts, quits, topics) go to the room's buffer.
 - Answers to what the user just typed (errors, /help, /who, /rooms, /files,
   /time, /history status...) go to the current buffer, where they are looking.
@@ -46,8 +50,7 @@ __all__ = ["Outcome", "apply_event", "mentions"]
 
 # System events that answer something the user typed: shown where they typed it.
 _ANSWERS = frozenset(
-    {"time", "history_status", "forgotten", "export", "history_end", "session_closed"}
-    | {"done", "confirm"}
+    {"time", "history_status", "forgotten", "export", "session_closed"} | {"done", "confirm"}
 )
 
 
@@ -139,9 +142,8 @@ def _message(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) 
         mention=not own and mentions(text, model.user),
         unstored=d.get("stored") is False,
     )
-    if d.get("search") is True:
-        where = f"*{where}*" if private else where
-        model.add_line(model.current, dataclasses.replace(line, msg_id=None, where=where))
+    if d.get("search") is True or d.get("requested") is True:
+        _list_message(model, line, where, private=private, search=d.get("search") is True)
         return
     found = model.open_private(where) if private else model.find(where)
     if found is None:  # a room we are not in (/history #elsewhere): a listing
@@ -155,6 +157,35 @@ def _message(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) 
     outcome.bell = wanted and not line.history
 
 
+def _list_message(model: ChatModel, line: Line, where: str, *, private: bool, search: bool) -> None:
+    """A row of a /history or search answer: part of a block at the bottom of the current
+    buffer, shown even when the message is on screen already, with its id in brackets
+    for ``/history before ID``."""
+    if not search and model.listing_oldest is None:
+        model.notice(model.current, f"history of {where}:", "info")
+    here = not search and fold(where) == fold(model.current.name)
+    label = f"*{where}*" if private else where
+    label = f"[{line.msg_id}]" if here else f"[{line.msg_id}] {label}"
+    model.add_line(model.current, dataclasses.replace(line, msg_id=None, where=label))
+    if not search and line.msg_id is not None:
+        oldest = model.listing_oldest
+        model.listing_oldest = line.msg_id if oldest is None else min(oldest, line.msg_id)
+
+
+def _history_end(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+    """The end of a /history answer: under its block, with how to page further back."""
+    text = str(d.get("text", ""))
+    if model.listing_oldest is not None:
+        text += f"; /history before {model.listing_oldest} shows older ones"
+        model.listing_oldest = None
+        model.notice(model.current, text)
+        return
+    # Nothing was listed (no stored messages, or every row was a search's): as any answer.
+    where = d.get("room") or d.get("user")
+    found = model.find(where) if isinstance(where, str) else None
+    model.notice(found or model.current, text)
+
+
 def _system(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
     handler = _SYSTEM_HANDLERS.get(str(d.get("event", "")))
     if handler is not None:
@@ -164,7 +195,7 @@ def _system(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -
     if d.get("event") == "help":
         model.notice(model.current, text, "info")
     elif d.get("event") in _ANSWERS:
-        # The end of a /history answer goes where its messages went.
+        # An answer about a room or conversation goes to its buffer.
         where = d.get("room") or d.get("user")
         found = model.find(where) if isinstance(where, str) else None
         model.notice(found or model.current, text)
@@ -456,6 +487,7 @@ _SYSTEM_HANDLERS: dict[str, _Handler] = {
     "topic": _topic,
     "nick": _nick,
     "reconnecting": _reconnecting,
+    "history_end": _history_end,
     "server_changed": _server_changed,
     "file_offered": _file_offered,
     "file_accepted": _file_accepted,

@@ -52,6 +52,8 @@ class ChatModel:
         self.transfers: dict[int, Transfer] = {}
         self.known_rooms: dict[str, str] = {}
         """Rooms seen in /rooms answers and joins: folded name to name."""
+        self.listing_oldest: int | None = None
+        """The oldest message id of the /history answer being listed, None between them."""
         self.join_filter = "auto"
         """``/filter joins``: ``on`` hides join/part/quit notices, ``off`` shows them,
         ``auto`` hides them in rooms of more than :data:`BUSY_ROOM_MEMBERS` members."""
