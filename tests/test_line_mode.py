@@ -16,7 +16,7 @@ from securechat.client.cli import EXIT_TLS
 from securechat.client.core import Event
 from securechat.server.listener import Server
 from securechat.ui.linemode import HumanPrinter
-from tests.conftest import EVENT_TIMEOUT, Pki, RawClient, offline_account
+from tests.conftest import EVENT_TIMEOUT, ClientProcess, Pki, RawClient, offline_account
 from tests.scripted import ScriptedServer
 from tests.test_client_moderation import Terminal
 
@@ -113,3 +113,27 @@ def test_the_password_is_asked_once_the_certificate_verified(server: Server, pki
     term.wait_for("-- connected to", "stdout")
     status, _ = term.finish()
     assert status == 0
+
+
+def test_history_forget_asks_a_person_at_a_terminal_and_not_a_script(
+    server: Server, pki: Pki, client_process: Callable[..., ClientProcess]
+) -> None:
+    port = str(server.address[1])
+    term = Terminal(["--ca", str(pki.ca_pem), "--port", port, "--user", "alice", "--register"])
+    term.wait_for("password for alice: ", "tty")
+    term.type("pw")
+    term.wait_for("-- connected to", "stdout")
+    term.type("kept")
+    term.wait_for("<alice> kept", "stdout")
+    term.type("/history forget")
+    term.wait_for("-- erase every message you have sent, in every room? [y/N]", "stdout")
+    term.type("no")
+    term.wait_for("-- nothing erased", "stdout")
+    term.type("/history forget")
+    term.type("y")
+    term.wait_for("-- erased 1 messages you sent", "stdout")
+    assert term.finish()[0] == 0
+    script = client_process(server.address[1], "bob")  # --json, input from a pipe
+    script.wait_for("connected")
+    script.type("/history forget")
+    assert script.wait_for("system", event="forgotten")["count"] == 0

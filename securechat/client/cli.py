@@ -377,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ui is not None:
             return ui.run(client)
-        return run_line_mode(client, sys.stdin.fileno())
+        # A person at a terminal confirms /history forget; scripts (pipes, --json) do not.
+        return run_line_mode(client, sys.stdin.fileno(), confirm=asking)
     except KeyboardInterrupt:
         client.quit("interrupted")
         return 0

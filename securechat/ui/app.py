@@ -60,7 +60,7 @@ from ..errors import ChatError, ConnectionLost
 from .actions import OpenConversation, interpret
 from .complete import ChatCompleter
 from .dialogue import Dialogue, confirm_dialogue, delete_dialogue, password_dialogue
-from .linemode import execute_local
+from .linemode import FORGET_QUESTION, execute_local
 from .model import ChatModel, join_filter_text
 from .paste import MAX_INPUT_ROWS, clean_paste, paste_lines
 from .render import (
@@ -348,7 +348,7 @@ class ChatApp:
                 self._worker.submit(partial(_execute_local, self._client, action, keys=keys))
         elif action.type == "forget":
             # Erasing everything one ever sent cannot be undone: ask, as for /account delete.
-            question = "erase every message you have sent, in every room? [y/N] "
+            question = FORGET_QUESTION + " "
             self._dialogue = confirm_dialogue(question, lambda: action, refused="nothing erased")
         else:
             if action.type == "msg":

@@ -18,12 +18,19 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..client.account import SECRETS_NEED_A_TERMINAL, delete_confirmed
-from ..client.commands import Local, parse_input
+from ..client.commands import Local, Request, parse_input
 from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost, SecureChatError
 from ..wire.sanitize import sanitize
 
-__all__ = ["HumanPrinter", "JsonPrinter", "Printer", "execute_local", "run_line_mode"]
+__all__ = [
+    "FORGET_QUESTION",
+    "HumanPrinter",
+    "JsonPrinter",
+    "Printer",
+    "execute_local",
+    "run_line_mode",
+]
 
 _REPLY_TIMEOUT = 30.0
 """How long EOF waits for the server to acknowledge what was sent."""
@@ -180,11 +187,25 @@ def _local_time(ts: Any, *, with_date: bool = False) -> str:
     return datetime.datetime.now().strftime(fmt)
 
 
-def run_line_mode(client: ChatClient, fd: int) -> int:
+FORGET_QUESTION = "erase every message you have sent, in every room? [y/N]"
+"""What ``/history forget`` asks a person first (the full-screen client asks it too)."""
+
+
+def run_line_mode(client: ChatClient, fd: int, *, confirm: bool = False) -> int:
     """Feed input lines from file descriptor ``fd`` to ``client`` until EOF, /quit or
-    disconnect; returns the exit status."""
+    disconnect; returns the exit status. With ``confirm`` (a person at a terminal, not
+    a script) ``/history forget`` asks first, and the next line answers."""
+    asked: Request | None = None
     for raw in _input_lines(fd, client):
-        quit_reason = _handle_line(client, raw)
+        if asked is not None:
+            _answer(client, asked, raw)
+            asked = None
+            continue
+        quit_reason = _handle_line(client, raw, confirm=confirm)
+        if isinstance(quit_reason, Request):
+            asked = quit_reason
+            client.show(Event("system", {"event": "confirm", "text": FORGET_QUESTION}))
+            continue
         if quit_reason is not None:
             client.wait_for_replies(_REPLY_TIMEOUT)
             client.quit(quit_reason)
@@ -325,8 +346,17 @@ def execute_local(client: ChatClient, action: Local) -> None:
             client.show(Event("system", {"event": "help", "text": text}))
 
 
-def _handle_line(client: ChatClient, raw: bytes) -> str | None:
-    """Act on one input line; the quit reason if the user asked to quit."""
+def _answer(client: ChatClient, asked: Request, raw: bytes) -> None:
+    """Send ``asked`` if ``raw`` says yes; else say that nothing was done."""
+    if raw.decode("utf-8", "replace").strip().lower() in ("y", "yes"):
+        _send(client, asked)
+    else:
+        client.show(Event("system", {"event": "confirm", "text": "nothing erased"}))
+
+
+def _handle_line(client: ChatClient, raw: bytes, *, confirm: bool) -> str | Request | None:
+    """Act on one input line; the quit reason if the user asked to quit, or the request
+    to send once the user confirms it (``confirm``: /history forget)."""
     try:
         line = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
@@ -349,13 +379,19 @@ def _handle_line(client: ChatClient, raw: bytes) -> str | None:
             return action.arg
         execute_local(client, action)
         return None
+    if confirm and action.type == "forget":
+        return action
+    _send(client, action)
+    return None
+
+
+def _send(client: ChatClient, action: Request) -> None:
     try:
         rid = client.request(action.type, action.fields)
     except ConnectionLost:
-        return None
+        return
     except ChatError as exc:  # too much kept while reconnecting
         client.show(Event("error", {"code": exc.code, "text": exc.text}))
-        return None
+        return
     if action.waits:
         client.wait_for_reply(rid, _REPLY_TIMEOUT)
-    return None
