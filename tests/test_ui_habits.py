@@ -1,4 +1,5 @@
-"""The full-screen client's behaviour around restarts, pastes and confirmations.
+"""The full-screen client's behaviour: restarts, pastes, confirmations, transfers,
+busy rooms, history blocks and what it draws from a hostile server.
 
 Headless: the real prompt_toolkit Application (keys from a pipe) over a real
 ChatClient talking to real servers over TLS, driven as in tests/test_ui.py.
@@ -26,11 +27,19 @@ from securechat.ui.render import (
     title_fragments,
 )
 from tests.conftest import Pki, RawClient, free_port
-from tests.test_ui import UI, event, joined, logged_in, plain, run_ui, texts
+from tests.test_ui import (
+    UI,
+    event,
+    joined,
+    logged_in,
+    plain,
+    run_ui,
+    texts,
+)
 
 HOSTILE = "\x1b]0;PWNED\x07\x1b[2J\u202e"
 
-__all__ = ["run_ui"]  # the fixture, found by pytest here
+__all__ = ["run_ui"]  # test_ui.py's fixture, exported so that pytest finds it here
 
 
 def test_who_after_a_server_restart_answers_and_no_false_no_such_room(
