@@ -62,7 +62,7 @@ from .complete import ChatCompleter
 from .dialogue import Dialogue, confirm_dialogue, delete_dialogue, password_dialogue
 from .linemode import FORGET_QUESTION, execute_local
 from .model import ChatModel, join_filter_text
-from .paste import MAX_INPUT_ROWS, clean_paste, paste_lines
+from .paste import MAX_INPUT_ROWS, clean_paste, interpret_all, paste_lines
 from .render import (
     STYLE,
     members_fragments,
@@ -310,14 +310,11 @@ class ChatApp:
     def _execute_all(self, lines: list[str]) -> None:
         """Every line of a paste, or, if one cannot go out, none: its error then shows
         in place of the lines, not among lines already sent."""
-        actions: list[tuple[str, Request | Local | OpenConversation]] = []
-        for number, line in enumerate(lines, 1):
-            try:
-                actions.append((line, interpret(line, self.model)))
-            except ChatError as exc:
-                text = f"line {number} of {len(lines)}: {exc.text}; nothing was sent"
-                self.model.apply(Event("error", {"code": exc.code, "text": text}))
-                return
+        try:
+            actions = interpret_all(lines, partial(interpret, model=self.model))
+        except ChatError as exc:
+            self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
+            return
         for line, action in actions:
             self._perform(line, action)
 

@@ -11,7 +11,14 @@ between lines already sent. Plain state, no prompt_toolkit.
 
 from __future__ import annotations
 
-__all__ = ["MAX_INPUT_ROWS", "TAB_WIDTH", "clean_paste", "paste_lines"]
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..errors import ChatError
+
+__all__ = ["MAX_INPUT_ROWS", "TAB_WIDTH", "clean_paste", "interpret_all", "paste_lines"]
+
+_Action = TypeVar("_Action")
 
 TAB_WIDTH = 8
 """Columns a pasted tab stands for: the tab stops of a terminal, so columns still line up."""
@@ -29,3 +36,19 @@ def clean_paste(data: str) -> str:
 def paste_lines(text: str) -> list[str]:
     """The lines of ``text`` that would be sent: every one that is not blank."""
     return [line for line in text.splitlines() if line.strip()]
+
+
+def interpret_all(
+    lines: list[str], interpret: Callable[[str], _Action]
+) -> list[tuple[str, _Action]]:
+    """Each line with its action, or ChatError for the first line that cannot go out,
+    saying which it is and that nothing was sent."""
+    actions = []
+    for number, line in enumerate(lines, 1):
+        try:
+            actions.append((line, interpret(line)))
+        except ChatError as exc:
+            raise ChatError(
+                exc.code, f"line {number} of {len(lines)}: {exc.text}; nothing was sent"
+            ) from exc
+    return actions
