@@ -201,14 +201,14 @@ def run_line_mode(client: ChatClient, fd: int, *, confirm: bool = False) -> int:
             _answer(client, asked, raw)
             asked = None
             continue
-        quit_reason = _handle_line(client, raw, confirm=confirm)
-        if isinstance(quit_reason, Request):
-            asked = quit_reason
+        outcome = _handle_line(client, raw, confirm=confirm)
+        if isinstance(outcome, Request):
+            asked = outcome
             client.show(Event("system", {"event": "confirm", "text": FORGET_QUESTION}))
             continue
-        if quit_reason is not None:
+        if outcome is not None:
             client.wait_for_replies(_REPLY_TIMEOUT)
-            client.quit(quit_reason)
+            client.quit(outcome)
             return 0
     if not client.connected and not client.waiting:
         client.close()  # gone for good, or mid-reconnect with nothing left to send
