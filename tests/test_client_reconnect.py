@@ -212,3 +212,31 @@ def test_gap_fill_for_a_partner_renamed_while_away_shows_no_false_error(
     log.wait_for("system", text="after the fill")
     assert not log.of("error")
     client.close()
+
+
+def test_quiet_requests_are_answered_quietly_and_refused_or_lost_without_a_word(
+    scripted: ScriptedServer, pki: Pki
+) -> None:
+    log = EventLog()
+    client, connecting = start_client(pki, scripted.port, log, reconnect_delay=0.05)
+    first = scripted.accept()
+    first.greet_and_welcome()
+    connecting.join(10)
+    client.request("who", {"room": "#dev"}, quiet=True)
+    refused = first.expect("who")
+    first.send("error", rid=refused.get("rid"), code="no_such_room", text="there is no room #dev")
+    client.request("who", {"room": "#general"}, quiet=True)
+    quiet = first.expect("who")
+    first.send("users", rid=quiet.get("rid"), room="#general", users=["alice"])
+    client.request("who", {"room": "#general"})
+    asked = first.expect("who")
+    first.send("users", rid=asked.get("rid"), room="#general", users=["alice", "bob"])
+    log.wait_for("users", users=["alice", "bob"])
+    assert [e.get("quiet") for e in log.of("users")] == [True, None]
+    client.request("who", {"room": "#general"}, quiet=True)
+    first.expect("who")
+    first.close()  # the quiet /who is never answered: not a lost request of the user's
+    scripted.accept().greet_and_welcome()
+    log.wait_for_count("connected", 2)  # after the drop's notices, in event order
+    assert not log.of("error")
+    client.close()

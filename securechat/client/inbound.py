@@ -45,11 +45,14 @@ class Inbound:
         *,
         state: ChatState,
         resync: Resync,
+        quiet: Callable[[int | None], bool],
         deliver: Callable[[Event], None],
         connection: Callable[[], dict[str, Any]],
     ) -> None:
         self._state = state
         self._resync = resync
+        self._quiet = quiet
+        """Whether a request id is a front end's quiet request (see ChatClient.request)."""
         self._deliver = deliver
         self._connection = connection
         """The ``connected`` event's fields other than ``user``."""
@@ -112,7 +115,8 @@ class Inbound:
             self._deliver(bans_event([b for b in items if isinstance(b, dict)]))
             return
         room = frame.str_field("room") if key == "users" else None
-        self._deliver(event(key, room=room, **{key: items}))
+        quiet = self._quiet(frame.int_field("rid", optional=True)) or None
+        self._deliver(event(key, room=room, quiet=quiet, **{key: items}))
 
     def _nick(self, frame: Frame) -> None:
         self._resync.renamed(frame.str_field("old"), frame.str_field("new"))

@@ -138,6 +138,7 @@ class ConnectionLifecycle:
         self._inbound = Inbound(
             state=self._state,
             resync=self._resync,
+            quiet=self._requests.is_quiet,
             deliver=self._deliver,
             connection=lambda: {
                 "server": str(self._endpoint.server) if self._endpoint else None,
@@ -440,6 +441,8 @@ class ConnectionLifecycle:
             self._disk.submit(partial(self._transfers.refused, rid))
             if self._resync.fills_conversation(rid):
                 return  # the partner renamed or left while we were away: nothing to fill
+            if self._requests.is_quiet(rid):
+                return  # the front end's own refresh: nothing the user asked for
         # A ban's refusal says why and until when (null: until lifted).
         extra = {k: frame.get(k) for k in ("reason", "until") if k in frame.fields}
         self._emit("error", code=code, text=frame.str_field("text"), **extra)

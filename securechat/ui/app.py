@@ -385,16 +385,12 @@ class ChatApp:
         if self._client is None:
             return
         try:
-            self._client.request(request.type, request.fields)
+            self._client.request(request.type, request.fields, quiet=quiet)
         except ConnectionLost as exc:
-            if quiet:
-                self.model.cancel_quiet(request)
-            else:
+            if not quiet:
                 self.model.apply(Event("error", {"code": "not_connected", "text": str(exc)}))
         except ChatError as exc:  # too much kept while reconnecting
-            if quiet:
-                self.model.cancel_quiet(request)
-            else:
+            if not quiet:
                 self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
 
     def _history(self, older: bool) -> None:

@@ -74,7 +74,8 @@ def mentions(text: str, name: str) -> bool:
 
 @dataclass
 class Outcome:
-    """What applying an event asks of the app: ring the bell, send quiet requests."""
+    """What applying an event asks of the app: ring the bell, send quiet requests (the
+    UI's own, whose answers change the model without a line: see ChatClient.request)."""
 
     bell: bool = False
     requests: list[Request] = field(default_factory=list)
@@ -103,7 +104,7 @@ def _connected(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float
     # The room list lets Tab complete /join with rooms that exist. Who is in our rooms
     # after a reconnect comes with each room's (re)join: a /who sent now could reach a
     # restarted server before the rejoin and be refused.
-    outcome.requests.append(model.ask_quietly("rooms", {}))
+    outcome.requests.append(Request("rooms"))
 
 
 def _disconnected(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
@@ -215,7 +216,7 @@ def _joined(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -
     if new:  # not the server's rejoin of #general after a reconnect
         model.switch(buffer)
     model.notice(buffer, str(d.get("text", "")))
-    outcome.requests.append(model.ask_quietly("who", {"room": room}))
+    outcome.requests.append(Request("who", {"room": room}))
 
 
 def _rejoined(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
@@ -289,7 +290,7 @@ def _users(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) ->
     buffer = model.find(room)
     if buffer is not None and buffer.kind == "room":
         buffer.members = {fold(u): u for u in names}
-    if model.answered_quietly("users", room):
+    if d.get("quiet") is True:  # the UI's own /who: the list changes, no line
         return
     model.notice(model.current, f"in {room}: {', '.join(names)}", "info")
 
@@ -297,7 +298,7 @@ def _users(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) ->
 def _rooms(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
     rooms = [r for r in d.get("rooms", []) if isinstance(r, dict)]
     model.known_rooms.update((fold(str(r.get("name", ""))), str(r.get("name", ""))) for r in rooms)
-    if model.answered_quietly("rooms"):
+    if d.get("quiet") is True:
         return
     if not rooms:
         model.notice(model.current, "no rooms", "info")

@@ -12,11 +12,9 @@ Values are stored as the network sent them; render.py sanitises on display.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from ..client.commands import Request
 from ..client.core import Event
 from ..wire.names import fold
 from .buffers import Buffer, BufferKind, InputHistory, Line, LineKind, utc_now
@@ -58,8 +56,6 @@ class ChatModel:
         """``/filter joins``: ``on`` hides join/part/quit notices, ``off`` shows them,
         ``auto`` hides them in rooms of more than :data:`BUSY_ROOM_MEMBERS` members."""
         self.history = InputHistory()
-        self._quiet: Counter[tuple[str, str]] = Counter()
-        """Answers to requests the UI made itself, applied without a line: (type, folded room)."""
 
     # -- buffers -----------------------------------------------------------------------
 
@@ -138,10 +134,6 @@ class ChatModel:
         names.update((b.key, b.name) for b in self.buffers if b.kind == "room")
         return sorted(names.values(), key=fold)
 
-    def cancel_quiet(self, request: Request) -> None:
-        """A request from :class:`Outcome` could not be sent: its answer will not come."""
-        self._quiet[_answer_key(request.type, request.fields.get("room"))] -= 1
-
     def learn_transfers(self, listing: Iterable[dict[str, Any]]) -> None:
         """Fill in names and peers from the core's transfer list (progress events lack them)."""
         for item in listing:
@@ -189,20 +181,3 @@ class ChatModel:
         found = self.find(room) if isinstance(room, str) and room else None
         return found if found is not None and found.kind == "room" else fallback
 
-    def ask_quietly(self, type_: str, fields: dict[str, Any]) -> Request:
-        """A request of the UI's own, whose answer changes the model without a line."""
-        self._quiet[_answer_key(type_, fields.get("room"))] += 1
-        return Request(type_, fields)
-
-    def answered_quietly(self, type_: str, room: Any = None) -> bool:
-        """True (once) if this answer is to a request of the UI's own."""
-        key = _answer_key(type_, room)
-        if self._quiet[key] > 0:
-            self._quiet[key] -= 1
-            return True
-        return False
-
-
-def _answer_key(type_: str, room: Any) -> tuple[str, str]:
-    """Requests and their answers matched up: ``who #dev`` is answered by ``users #dev``."""
-    return ("users" if type_ == "who" else type_, fold(room) if isinstance(room, str) else "")
