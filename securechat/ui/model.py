@@ -180,4 +180,3 @@ class ChatModel:
         """The buffer of room ``room`` if it is open, else ``fallback``."""
         found = self.find(room) if isinstance(room, str) and room else None
         return found if found is not None and found.kind == "room" else fallback
-
