@@ -189,3 +189,54 @@ def test_gap_fill_follows_a_private_partner_who_renamed(scripted: ScriptedServer
     assert [e["text"] for e in log.of("private")] == ["before", "missed"]
     assert not log.of("error")
     client.close()
+
+
+def test_gap_fill_for_a_partner_renamed_while_away_shows_no_false_error(
+    scripted: ScriptedServer, pki: Pki
+) -> None:
+    log = EventLog()
+    client, connecting = start_client(pki, scripted.port, log, reconnect_delay=0.05)
+    first = scripted.accept()
+    first.greet_and_welcome()
+    connecting.join(10)
+    stamp = "2026-12-01T10:00:00.000Z"
+    first.send("private", id=5, ts=stamp, to="alice", text="before", **{"from": "bob"})
+    log.wait_for("private", text="before")
+    first.close()  # bob renames to robert while alice is away: she never sees the nick
+    second = scripted.accept()
+    second.greet_and_welcome()
+    fill = second.expect("history")
+    assert fill.get("user") == "bob"
+    second.send("error", rid=fill.get("rid"), code="no_such_user", text="there is no user bob")
+    second.send("system", event="notice", text="after the fill")
+    log.wait_for("system", text="after the fill")
+    assert not log.of("error")
+    client.close()
+
+
+def test_quiet_requests_are_answered_quietly_and_refused_or_lost_without_a_word(
+    scripted: ScriptedServer, pki: Pki
+) -> None:
+    log = EventLog()
+    client, connecting = start_client(pki, scripted.port, log, reconnect_delay=0.05)
+    first = scripted.accept()
+    first.greet_and_welcome()
+    connecting.join(10)
+    client.request("who", {"room": "#dev"}, quiet=True)
+    refused = first.expect("who")
+    first.send("error", rid=refused.get("rid"), code="no_such_room", text="there is no room #dev")
+    client.request("who", {"room": "#general"}, quiet=True)
+    quiet = first.expect("who")
+    first.send("users", rid=quiet.get("rid"), room="#general", users=["alice"])
+    client.request("who", {"room": "#general"})
+    asked = first.expect("who")
+    first.send("users", rid=asked.get("rid"), room="#general", users=["alice", "bob"])
+    log.wait_for("users", users=["alice", "bob"])
+    assert [e.get("quiet") for e in log.of("users")] == [True, None]
+    client.request("who", {"room": "#general"}, quiet=True)
+    first.expect("who")
+    first.close()  # the quiet /who is never answered: not a lost request of the user's
+    scripted.accept().greet_and_welcome()
+    log.wait_for_count("connected", 2)  # after the drop's notices, in event order
+    assert not log.of("error")
+    client.close()

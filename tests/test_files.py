@@ -351,10 +351,10 @@ def test_transfer_ids_cannot_be_guessed_by_third_parties(
         handles.append(bob.wait_for("file_offer")["id"])
     assert min(ids) > 2**20 and len(set(ids)) == 3
     assert sorted(ids) != list(range(ids[0], ids[0] + 3))
-    # ... while the person receiving them types short numbers.
-    assert handles == [1, 2, 3]
+    # ... while the person receiving them types short numbers: the ids' last digits.
+    assert handles == [tid % 10_000 for tid in ids]
     bob.type("/files")
-    assert [t["id"] for t in bob.wait_for("files")["transfers"]] == [1, 2, 3]
+    assert [t["id"] for t in bob.wait_for("files")["transfers"]] == sorted(handles)
 
 
 def test_unanswered_offers_are_capped_per_sender_not_per_recipient(
@@ -453,3 +453,23 @@ def test_file_result_without_a_boolean_ok_is_a_protocol_error(
     ]
     failed = alice.expect("file_failed", id=tid)
     assert failed.get("reason") == "bob disconnected"
+
+
+def test_sender_and_receiver_number_a_transfer_alike(
+    server: Server, raw_client: Factory, client_process: Clients, tmp_path: Path
+) -> None:
+    port = server.address[1]
+    bob = _receiver(client_process, port, tmp_path / "downloads")
+    carol = raw_client(port)
+    carol.login("carol")
+    carol.send("file_offer", to="bob", name="first", size=1, sha256=_sha(b"x"))
+    bob.wait_for("file_offer", name="first")  # bob has seen a transfer alice has not
+    alice = client_process(port, "alice")
+    alice.wait_for("connected")
+    source = tmp_path / "second.txt"
+    source.write_bytes(b"second")
+    alice.type(f"/sendfile bob {source}")
+    offered = alice.wait_for("system", event="file_offered")
+    offer = bob.wait_for("file_offer", name="second.txt")
+    assert offered["id"] == offer["id"]
+    assert f"/accept {offer['id']}" in offer["text"]

@@ -25,6 +25,8 @@ import getpass
 import io
 import os
 import sys
+import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -36,7 +38,9 @@ from ..errors import CertificateVerifyError, ChatError, ConfigError, ConnectionL
 from ..tls import client_context, pinning_context, sha256_fingerprint
 from ..ui.linemode import HumanPrinter, JsonPrinter, Printer, run_line_mode
 from ..wire.protocol import DEFAULT_PORT
+from .commands import JOIN_FILTERS
 from .core import ChatClient, Event
+from .lifecycle import CONNECT_TIMEOUT
 from .profiles import default_config_path, load_profile
 from .registration import (
     EXIT_NO_ACCOUNT,
@@ -55,6 +59,7 @@ from .trust import (
     config_dir,
     fetch_certificate,
     pin_on_first_use,
+    verify_before_login,
 )
 
 __all__ = ["EXIT_CONNECT", "EXIT_LOGIN", "EXIT_TLS", "build_parser", "main"]
@@ -120,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.add_argument(
+        "--filter-joins",
+        choices=JOIN_FILTERS,
+        help="full-screen client: hide join/part/quit notices in every room (on), none (off), "
+        "or rooms of more than 50 members (auto, the default); /filter joins changes it",
+    )
+    p.add_argument(
         "--download-dir",
         type=Path,
         help="where received files are saved (default ./downloads)",
@@ -156,6 +167,11 @@ def read_password(args: argparse.Namespace) -> str | None:
 def _password_given(args: argparse.Namespace) -> bool:
     """True if the password came from the environment or a file, not typed at a prompt."""
     return bool(os.environ.get(PASSWORD_ENV)) or args.password_file is not None
+
+
+def _password_typed(args: argparse.Namespace) -> bool:
+    """True if :func:`read_password` will ask for the password at a prompt."""
+    return not _password_given(args) and args.cert is None and sys.stdin.isatty()
 
 
 def server_addresses(args: argparse.Namespace) -> list[ServerAddress]:
@@ -237,6 +253,21 @@ def _name_advice(
     return exc
 
 
+def _login_errors_on_stderr(on_event: Callable[[Event], None]) -> Callable[[Event], None]:
+    """``on_event`` without the errors that come before the first ``connected``: a
+    refused login ends the client, and :func:`main` says why once, on standard error
+    (``--json`` keeps the ``error`` event for scripts)."""
+    connected = threading.Event()
+
+    def filtered(item: Event) -> None:
+        if item.type == "connected":
+            connected.set()
+        if connected.is_set() or item.type != "error":
+            on_event(item)
+
+    return filtered
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the client; see the module docstring for exit statuses."""
     args = build_parser().parse_args(argv)
@@ -251,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         servers = server_addresses(args)
         trust, known = server_trust(args)
-        password = read_password(args)
+        # A typed password is asked for once the server's certificate verified (connect).
+        password = None if _password_typed(args) else read_password(args)
         invite = read_invite(args.invite_file)
     except ConfigError as exc:
         print(f"securechat-client: {exc}", file=sys.stderr)
@@ -268,10 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         from ..ui import ChatApp  # noqa: PLC0415
 
         ui = ChatApp()
+        ui.model.join_filter = args.filter_joins or "auto"
     asking = not args.json and sys.stdin.isatty()
 
     def make_client(trust: ServerTrust, login: Login) -> ChatClient:
-        on_event = printer.emit if ui is None else ui.post_event
+        on_event: Callable[[Event], None] = printer.emit if ui is None else ui.post_event
+        if not args.json:
+            on_event = _login_errors_on_stderr(on_event)
         client = ChatClient(
             servers=servers,
             context=trust,
@@ -289,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         return client
 
     def connect(trust: ServerTrust) -> ChatClient:
+        nonlocal password
+        if password is None and _password_typed(args):
+            # A wrong --ca or an impostor is reported before the user types a secret.
+            verify_before_login(servers, trust, timeout=CONNECT_TIMEOUT)
+            password = read_password(args)
         return log_in(
             partial(make_client, trust),
             Login(password, register=args.register, invite=invite),
@@ -332,10 +372,13 @@ def main(argv: list[str] | None = None) -> int:
             printer.emit(Event("disconnected", {"reason": str(exc)}))
         print(f"securechat-client: {exc}", file=sys.stderr)
         return status
+    except (KeyboardInterrupt, EOFError):  # at the password prompt
+        return 2
     try:
         if ui is not None:
             return ui.run(client)
-        return run_line_mode(client, sys.stdin.fileno())
+        # A person at a terminal confirms /history forget; scripts (pipes, --json) do not.
+        return run_line_mode(client, sys.stdin.fileno(), confirm=asking)
     except KeyboardInterrupt:
         client.quit("interrupted")
         return 0

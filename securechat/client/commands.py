@@ -21,6 +21,7 @@ from .moderation_commands import MODERATION_COMMANDS, parse_moderation
 
 __all__ = [
     "COMMANDS",
+    "JOIN_FILTERS",
     "MAX_HISTORY_REQUEST",
     "Command",
     "Local",
@@ -31,6 +32,9 @@ __all__ = [
 
 MAX_HISTORY_REQUEST = 500
 """The most messages one /history asks for (the server's page limit)."""
+
+JOIN_FILTERS = ("on", "off", "auto")
+"""The settings of ``/filter joins`` and ``--filter-joins``."""
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -149,6 +153,12 @@ COMMANDS: tuple[Command, ...] = (
         "/stats",
         "the server's uptime, sessions, messages per second, store size and refusals (moderators)",
     ),
+    Command(
+        "filter joins",
+        "/filter joins on|off|auto",
+        "hide join, part and quit notices in every room, in none, or (auto, the default) "
+        "in rooms of more than 50 members (full-screen client)",
+    ),
     Command("help", "/help [command]", "list the commands, or explain one"),
     Command("quit", "/quit [reason]", "leave the chat"),
 )
@@ -217,6 +227,11 @@ def parse_input(line: str, *, current_room: str | None) -> Request | Local:
         return Request("part", {"room": _need_room(current_room)}, waits=True)
     if name == "list":
         return Request("who")
+    if name == "filter":
+        words = rest.lower().split()
+        if len(words) != 2 or words[0] != "joins" or words[1] not in JOIN_FILTERS:
+            raise ChatError("usage", f"usage: {_BY_NAME['filter joins'].usage}")
+        return Local("filter", arg=words[1])
     if name == "nolog":
         text = check_text(rest)
         return Request("say", {"room": _need_room(current_room), "text": text, "nolog": True})

@@ -111,13 +111,20 @@ class ChatClient(ConnectionLifecycle):
             raise
         self._go_live(attempt)
 
-    def request(self, type_: str, fields: dict[str, Any] | None = None) -> int:
+    def request(
+        self, type_: str, fields: dict[str, Any] | None = None, *, quiet: bool = False
+    ) -> int:
         """Send a request frame; returns its request id (``rid``).
 
         While the client is reconnecting the request is kept and sent, in order,
         once it is logged in and back in its rooms. Raises ConnectionLost once
         the client has stopped for good, and ChatError ``queue_full`` when too
         many requests are waiting already.
+
+        ``quiet``: the front end asks for itself (a /who refreshing a member
+        list), not for the user: its ``users`` or ``rooms`` answer carries
+        ``quiet: true``, and a refusal or its loss in a dropped connection is not
+        shown.
         """
         feature = _FEATURE_OF.get(type_)
         if feature is not None and feature not in self._server_features:
@@ -126,7 +133,7 @@ class ChatClient(ConnectionLifecycle):
                 f"this server does not support {type_!r} (it does not announce the "
                 f"{feature!r} feature); nothing was sent",
             )
-        return self._requests.submit(type_, fields or {})
+        return self._requests.submit(type_, fields or {}, quiet=quiet)
 
     def mark_shown(self, shown: Event) -> None:
         """A front end showed ``shown``: a message marks its conversation read up to

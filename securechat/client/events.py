@@ -53,8 +53,9 @@ def event(type_: str, **data: Any) -> Event:
     return Event(type_, {k: v for k, v in data.items() if v is not None})
 
 
-def message_event(frame: Frame) -> Event:
-    """The ``message`` or ``private`` event of a message frame."""
+def message_event(frame: Frame, *, requested: bool = False) -> Event:
+    """The ``message`` or ``private`` event of a message frame; ``requested`` marks a
+    row of the answer to the user's own /history."""
     data: dict[str, Any] = {"id": frame.get("id"), "ts": frame.get("ts")}
     if frame.type == "message":
         data["room"] = frame.str_field("room")
@@ -67,6 +68,8 @@ def message_event(frame: Frame) -> Event:
             data[flag] = True
     if frame.get("stored") is False:
         data["stored"] = False
+    if requested:
+        data["requested"] = True
     return Event(frame.type, data)
 
 

@@ -45,11 +45,14 @@ class Inbound:
         *,
         state: ChatState,
         resync: Resync,
+        quiet: Callable[[int | None], bool],
         deliver: Callable[[Event], None],
         connection: Callable[[], dict[str, Any]],
     ) -> None:
         self._state = state
         self._resync = resync
+        self._quiet = quiet
+        """Whether a request id is a front end's quiet request (see ChatClient.request)."""
         self._deliver = deliver
         self._connection = connection
         """The ``connected`` event's fields other than ``user``."""
@@ -83,16 +86,21 @@ class Inbound:
 
     def _joined(self, frame: Frame) -> None:
         gap_fill = self._resync.is_gap_fill(frame.int_field("rid", optional=True))
-        shown = self._state.joined(frame, gap_fill=gap_fill)
-        if shown is not None:
-            self._deliver(shown)
+        self._deliver(self._state.joined(frame, gap_fill=gap_fill))
 
     def _parted(self, frame: Frame) -> None:
         self._deliver(self._state.parted(frame))
 
     def _message(self, frame: Frame) -> None:
         if self._resync.first_showing(frame, self._state.user):
-            self._deliver(message_event(frame))
+            rid = frame.int_field("rid", optional=True)
+            requested = (
+                frame.get("history") is True
+                and frame.get("search") is not True
+                and rid is not None
+                and not self._resync.is_gap_fill(rid)
+            )
+            self._deliver(message_event(frame, requested=requested))
 
     def _history_end(self, frame: Frame) -> None:
         if not self._resync.is_gap_fill(frame.int_field("rid", optional=True)):
@@ -108,7 +116,8 @@ class Inbound:
             self._deliver(bans_event([b for b in items if isinstance(b, dict)]))
             return
         room = (frame.str_field("room", optional=True) or None) if key == "users" else None
-        self._deliver(event(key, room=room, **{key: items}, away=away or None))
+        quiet = self._quiet(frame.int_field("rid", optional=True)) or None
+        self._deliver(event(key, room=room, quiet=quiet, **{key: items}, away=away or None))
 
     def _nick(self, frame: Frame) -> None:
         self._resync.renamed(frame.str_field("old"), frame.str_field("new"))

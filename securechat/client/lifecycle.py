@@ -138,6 +138,7 @@ class ConnectionLifecycle:
         self._inbound = Inbound(
             state=self._state,
             resync=self._resync,
+            quiet=self._requests.is_quiet,
             deliver=self._deliver,
             connection=lambda: {
                 "server": str(self._endpoint.server) if self._endpoint else None,
@@ -265,18 +266,20 @@ class ConnectionLifecycle:
             self._give_up(str(exc))
             return
         if attempt is not None:
-            self._fill_gap(rejoin=not attempt.resumed)
+            # A resumed login is back in the rooms the server listed; the others it
+            # forgot (a new database), and the user never left them.
+            self._fill_gap(self._state.dropped_rooms if attempt.resumed else self._state.rooms)
             self._go_live(attempt)
 
     def _give_up(self, reason: str) -> None:
         self._emit("disconnected", reason=f"cannot reconnect: {reason}")
         self._finish()
 
-    def _fill_gap(self, *, rejoin: bool) -> None:
-        """Fetch what was missed (rejoining rooms to get theirs unless the login named
-        their resume points), marking those answers as gap fill."""
+    def _fill_gap(self, rejoin: list[str]) -> None:
+        """Fetch what was missed, rejoining the rooms in ``rejoin`` (those whose resume
+        points the login did not name), marking those answers as gap fill."""
         try:
-            for type_, fields in self._resync.requests(self._state.rooms, rejoin=rejoin):
+            for type_, fields in self._resync.requests(rejoin):
                 self._send(type_, fields, resync=True)
         except ConnectionLost:
             pass  # dropped again: the next reconnect fills the gap
@@ -436,6 +439,10 @@ class ConnectionLifecycle:
                     self._deliver(throttled_event(retry))
                 return
             self._disk.submit(partial(self._transfers.refused, rid))
+            if self._resync.fills_conversation(rid):
+                return  # the partner renamed or left while we were away: nothing to fill
+            if self._requests.is_quiet(rid):
+                return  # the front end's own refresh: nothing the user asked for
         # A ban's refusal says why and until when (null: until lifted).
         extra = {k: frame.get(k) for k in ("reason", "until") if k in frame.fields}
         self._emit("error", code=code, text=frame.str_field("text"), **extra)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .commands import JOIN_FILTERS
 from .trust import config_dir
 
 __all__ = ["CLIENT_CONFIG_FILE", "Profile", "default_config_path", "load_profile"]
@@ -32,7 +33,7 @@ __all__ = ["CLIENT_CONFIG_FILE", "Profile", "default_config_path", "load_profile
 CLIENT_CONFIG_FILE = "client.toml"
 
 _PATH_KEYS = ("ca", "cert", "key", "download_dir", "password_file")
-_KEYS = ("hosts", "port", "user", "trust_on_first_use", *_PATH_KEYS)
+_KEYS = ("hosts", "port", "user", "trust_on_first_use", "filter_joins", *_PATH_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,8 @@ class Profile:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
     """``hosts`` (list of str), ``port`` (int), ``user`` (str),
-    ``trust_on_first_use`` (bool), and the paths (Path, ``~`` expanded)."""
+    ``trust_on_first_use`` (bool), ``filter_joins`` (``on``, ``off`` or ``auto``), and
+    the paths (Path, ``~`` expanded)."""
 
 
 def default_config_path() -> Path:
@@ -97,6 +99,10 @@ def _value(path: Path, profile: str, key: str, value: Any) -> Any:
     if key == "trust_on_first_use":
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: must be true or false")
+        return value
+    if key == "filter_joins":
+        if value not in JOIN_FILTERS:
+            raise ConfigError(f"{where}: must be one of {', '.join(JOIN_FILTERS)}")
         return value
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: must be a non-empty string")

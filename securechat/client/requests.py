@@ -41,6 +41,8 @@ class Requests:
         self._stopped = stopped
         self._rids = itertools.count(1)
         self._pending: set[int] = set()
+        self._quiet: set[int] = set()
+        """Requests a front end made itself (a /who to refresh a member list)."""
         self._queue = SendQueue()
         self._timer_set = False
         self._progress_at = time.monotonic()
@@ -61,10 +63,11 @@ class Requests:
         with self._lock:
             self._pending.add(rid)
 
-    def submit(self, type_: str, fields: dict[str, Any]) -> int:
+    def submit(self, type_: str, fields: dict[str, Any], *, quiet: bool = False) -> int:
         """Queue a request (sent at once if the connection is live); its rid.
 
-        Messages get their idempotency key here. ChatError ``queue_full`` when
+        Messages get their idempotency key here. ``quiet``: the front end asks for
+        itself, not for the user (see :meth:`is_quiet`). ChatError ``queue_full`` when
         too many wait already, ConnectionLost once the client has stopped.
         """
         item_fields = dict(fields)
@@ -74,9 +77,16 @@ class Requests:
             if self._stopped():
                 raise ConnectionLost("the client has stopped; nothing sent")
             rid = next(self._rids)
+            if quiet:  # marked before it goes: the answer may come before we return
+                self._quiet.add(rid)
             self._queue.add(Outgoing(rid, type_, item_fields))
             self.send_due()
         return rid
+
+    def is_quiet(self, rid: int | None) -> bool:
+        """True if ``rid`` is a quiet request not yet fully answered."""
+        with self._lock:
+            return rid in self._quiet
 
     def send_due(self) -> None:
         """Send what the queue lets go now, in order (lock held, so nothing overtakes it)."""
@@ -106,6 +116,7 @@ class Requests:
         """The last frame answering ``rid`` arrived (a message's copy acknowledges it)."""
         with self._lock:
             self._pending.discard(rid)
+            self._quiet.discard(rid)
             if frame_type in ("message", "private"):
                 self._queue.acknowledged(rid)  # also a `duplicate` answer
             self._progress_at = time.monotonic()
@@ -125,7 +136,9 @@ class Requests:
         are kept to go again (``resend``) and not counted."""
         with self._lock:
             kept = self._queue.connection_lost(resend=resend)
-            lost = len(self._pending - kept)
+            # The user asked for none of the quiet ones: their loss is not reported.
+            lost = len(self._pending - kept - self._quiet)
+            self._quiet = {rid for rid in self._quiet if self._queue.holds(rid)}
             self._pending.clear()
             self._lock.notify_all()
             return lost
@@ -134,6 +147,7 @@ class Requests:
         """The client stopped: nothing more will be answered."""
         with self._lock:
             self._pending.clear()
+            self._quiet.clear()
             self._lock.notify_all()
 
     def wait_for_reply(self, rid: int, timeout: float) -> bool:

@@ -55,19 +55,18 @@ class Resync:
         marks = {room: self._last_seen.get(fold(room), newest) for room in rooms}
         return {room: since for room, since in marks.items() if since}
 
-    def requests(self, rooms: list[str], *, rejoin: bool) -> list[tuple[str, dict[str, Any]]]:
-        """The frames (type, fields) that fetch what was missed: rejoining ``rooms`` (if
-        ``rejoin``) and the history of every private conversation."""
+    def requests(self, rejoin: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """The frames (type, fields) that fetch what was missed: rejoining the rooms in
+        ``rejoin`` and the history of every private conversation."""
         with self._lock:
             wanted: list[tuple[str, dict[str, Any]]] = []
-            if rejoin:
-                marks = self._room_marks(rooms)
-                for room in rooms:
-                    since = marks.get(room)
-                    fields: dict[str, Any] = {"room": room}
-                    if since:
-                        fields["since"] = since
-                    wanted.append(("join", fields))
+            marks = self._room_marks(rejoin)
+            for room in rejoin:
+                since = marks.get(room)
+                fields: dict[str, Any] = {"room": room}
+                if since:
+                    fields["since"] = since
+                wanted.append(("join", fields))
             for key, seen in self._last_seen.items():
                 if key.startswith("@") and key[1:] in self._partners:
                     self._filling[key] = (seen, set())
@@ -80,6 +79,13 @@ class Resync:
         if given): its answers are not shown as such."""
         with self._lock:
             self._rids[rid] = None if partner is None else "@" + fold(partner)
+
+    def fills_conversation(self, rid: int | None) -> bool:
+        """True if ``rid`` asks for the history of a private conversation for the gap
+        fill: a refusal (the partner renamed or deleted their account while we were
+        away) only means there is nothing to fill."""
+        with self._lock:
+            return self._rids.get(rid or 0) is not None
 
     def is_gap_fill(self, rid: int | None) -> bool:
         """True if ``rid`` answers a gap-fill request."""

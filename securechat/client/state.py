@@ -27,6 +27,7 @@ class ChatState:
         self._user = user
         self._rooms: list[str] = []
         self._current: str | None = None
+        self._dropped: list[str] = []
         self._partial: dict[int, list[Any]] = {}
         self._partial_away: dict[int, dict[str, str]] = {}
 
@@ -41,6 +42,13 @@ class ChatState:
         """The rooms the user is in, in the order joined."""
         with self._lock:
             return list(self._rooms)
+
+    @property
+    def dropped_rooms(self) -> list[str]:
+        """Rooms we were in that the last ``welcome`` did not list: a server that lost
+        its state (a restart with a new database) forgot them, the user never left."""
+        with self._lock:
+            return list(self._dropped)
 
     @property
     def current_room(self) -> str | None:
@@ -65,15 +73,17 @@ class ChatState:
             self._user = frame.str_field("user")
             if rooms is None:
                 return False
+            listed = {fold(r) for r in rooms}
+            self._dropped = [r for r in self._rooms if fold(r) not in listed]
             self._rooms = rooms
             # Where the user was talking, if still a member; else the first room.
             if self._current is None or fold(self._current) not in map(fold, rooms):
                 self._current = rooms[0] if rooms else None
             return True
 
-    def joined(self, frame: Frame, *, gap_fill: bool) -> Event | None:
-        """We are in a room; the ``joined`` notice, or None for the quiet rejoin
-        of the gap fill after a reconnect (the user never left)."""
+    def joined(self, frame: Frame, *, gap_fill: bool) -> Event:
+        """We are in a room: the ``joined`` notice, or ``rejoined`` for the rejoin of
+        the gap fill after a reconnect (the user never left)."""
         room = frame.str_field("room")
         rid = frame.int_field("rid", optional=True)
         listed = frame.get("users")
@@ -88,7 +98,17 @@ class ChatState:
             if not gap_fill and (rid is not None or self._current is None):
                 self._current = room
         if gap_fill:
-            return None
+            # Quiet (the user never left), but front ends learn who is there now.
+            here = f"{count} here: {', '.join(users)}" if users is not None else f"{count} here"
+            return event(
+                "system",
+                event="rejoined",
+                room=room,
+                text=f"back in {room} ({here})",
+                users=users,
+                count=count,
+                topic=topic,
+            )
         if users is not None:
             text = f"you joined {room} ({count} here: {', '.join(users)})"
         else:

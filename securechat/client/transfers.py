@@ -30,6 +30,9 @@ __all__ = ["Transfers", "file_digest", "format_size"]
 
 _PROGRESS_EVERY = 1.0  # seconds between file_progress events of one transfer
 _STALL_TIMEOUT = 60.0  # an upload waiting this long for acknowledgements gives up
+_NUMBER_DIGITS = 4
+"""Digits of the server's transfer id a transfer's number keeps: short to type, and
+the same for sender and receiver (more only when two of one client's would clash)."""
 
 
 def file_digest(path: Path) -> tuple[int, str]:
@@ -161,15 +164,23 @@ class Transfers:
         return tid
 
     def _handle(self, tid: int) -> int:
-        """The short number the user sees for server transfer ``tid`` (1, 2, 3, ...).
+        """The short number the user sees for server transfer ``tid``: its last four
+        digits (``4821``), or more if another transfer this client knows has those.
 
         Server ids are random 16-digit numbers so that nobody else can address a
-        transfer; nobody should have to type one either.
+        transfer; nobody should have to type one either. Taken from the id rather
+        than counted, the number is the same for sender and receiver, so the two
+        can talk about "transfer 4821".
         """
         with self._lock:
             handle = self._handles.get(tid)
             if handle is None:
-                handle = self._handles[tid] = len(self._handles) + 1
+                modulus = 10**_NUMBER_DIGITS
+                handle = tid % modulus
+                while (handle == 0 or handle in self._server_ids) and modulus <= tid:
+                    modulus *= 10  # ends at the whole id
+                    handle = tid % modulus
+                self._handles[tid] = handle
                 self._server_ids[handle] = tid
             return handle
 

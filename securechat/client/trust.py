@@ -43,6 +43,7 @@ __all__ = [
     "config_dir",
     "fetch_certificate",
     "pin_on_first_use",
+    "verify_before_login",
 ]
 
 KNOWN_SERVERS_FILE = "known_servers"
@@ -168,10 +169,10 @@ class ServerTrust:
 def fetch_certificate(server: ServerAddress, context: ssl.SSLContext, *, timeout: float) -> bytes:
     """The DER certificate ``server`` presents, fetched over a connection closed at once.
 
-    ``context`` must not verify (:func:`securechat.tls.pinning_context`): the
-    certificate is only shown to the user, never trusted by this call.
-    Raises ConnectionLost if the server cannot be reached, TLSError if the
-    handshake fails.
+    With a context that does not verify (:func:`securechat.tls.pinning_context`)
+    the certificate is only shown to the user, never trusted by this call; with
+    one that verifies, a certificate that does not verify raises. Raises
+    ConnectionLost if the server cannot be reached, TLSError if the handshake fails.
     """
     try:
         raw = socket.create_connection((server.host, server.port), timeout=timeout)
@@ -187,6 +188,25 @@ def fetch_certificate(server: ServerAddress, context: ssl.SSLContext, *, timeout
     if not der:
         raise TLSError(f"{server} presented no certificate")
     return der
+
+
+def verify_before_login(
+    servers: Sequence[ServerAddress], trust: ServerTrust, *, timeout: float
+) -> None:
+    """Complete a TLS handshake with the first of ``servers`` that answers, verify its
+    certificate as the login will (CA, name, pin), and close: so a certificate that
+    does not verify is reported before the user types a password.
+
+    Raises TLSError (CertificateVerifyError for the certificate); servers that cannot
+    be reached are left for the login to report.
+    """
+    for server in servers:
+        try:
+            der = fetch_certificate(server, trust.context_for(server), timeout=timeout)
+        except ConnectionLost:
+            continue
+        trust.check_peer(server, der)
+        return
 
 
 def pin_on_first_use(

@@ -37,6 +37,7 @@ from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.key_binding.bindings.completion import generate_completions
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.layout import (
     ConditionalContainer,
     Dimension,
@@ -58,9 +59,10 @@ from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost
 from .actions import CloseConversation, OpenConversation, interpret
 from .complete import ChatCompleter
-from .dialogue import Dialogue, delete_dialogue, password_dialogue
-from .linemode import execute_local
-from .model import ChatModel
+from .dialogue import Dialogue, confirm_dialogue, delete_dialogue, password_dialogue
+from .linemode import FORGET_QUESTION, execute_local
+from .model import ChatModel, join_filter_text
+from .paste import MAX_INPUT_ROWS, clean_paste, interpret_all, paste_lines
 from .render import (
     STYLE,
     members_fragments,
@@ -293,12 +295,28 @@ class ChatApp:
     # -- input ---------------------------------------------------------------------------
 
     def submit(self, text: str) -> None:
-        """Act on what the user typed; a paste of several lines is several inputs."""
+        """Act on what the user typed; a paste of several lines asks first, then is
+        several inputs."""
         self.model.history.add(text)
-        for line in text.splitlines():
-            if line.strip():
-                self._execute(line)
+        lines = paste_lines(text)
+        if len(lines) > 1:
+            where = self.model.current.name
+            question = f"send {len(lines)} lines to {where}? [y/N] "
+            self._dialogue = confirm_dialogue(question, partial(self._execute_all, lines))
+        elif lines:
+            self._execute(lines[0])
         self.application.invalidate()
+
+    def _execute_all(self, lines: list[str]) -> None:
+        """Every line of a paste, or, if one cannot go out, none: its error then shows
+        in place of the lines, not among lines already sent."""
+        try:
+            actions = interpret_all(lines, partial(interpret, model=self.model))
+        except ChatError as exc:
+            self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
+            return
+        for line, action in actions:
+            self._perform(line, action)
 
     def _execute(self, line: str) -> None:
         try:
@@ -306,6 +324,11 @@ class ChatApp:
         except ChatError as exc:
             self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
             return
+        self._perform(line, action)
+
+    def _perform(
+        self, line: str, action: Request | Local | OpenConversation | CloseConversation
+    ) -> None:
         if isinstance(action, OpenConversation):
             self.model.switch(self.model.open_private(action.name))
             if action.then is not None:
@@ -319,12 +342,19 @@ class ChatApp:
                 self.quit(action.arg)
             elif action.kind == "password":
                 self._dialogue = password_dialogue()
+            elif action.kind == "filter":
+                self.model.join_filter = action.arg
+                self.model.notice(self.model.current, join_filter_text(action.arg), "info")
             elif action.kind == "account_delete" and not action.target:
                 warning, self._dialogue = delete_dialogue(self.model.user)
                 self.model.apply(Event("system", {"event": "confirm", "text": warning}))
             elif self._client is not None:
                 keys = action.kind == "help" and not line.partition(" ")[2].strip()
                 self._worker.submit(partial(_execute_local, self._client, action, keys=keys))
+        elif action.type == "forget":
+            # Erasing everything one ever sent cannot be undone: ask, as for /account delete.
+            question = FORGET_QUESTION + " "
+            self._dialogue = confirm_dialogue(question, lambda: action, refused="nothing erased")
         else:
             if action.type == "msg":
                 # As irssi and WeeChat: the conversation opens, and the view stays here.
@@ -345,8 +375,9 @@ class ChatApp:
             self._dialogue = None
             self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
         else:
-            if request is not None:
+            if dialogue.finished and self._dialogue is dialogue:
                 self._dialogue = None
+            if request is not None:
                 self._send(request, quiet=False)
         self.application.invalidate()
 
@@ -363,16 +394,12 @@ class ChatApp:
         if self._client is None:
             return
         try:
-            self._client.request(request.type, request.fields)
+            self._client.request(request.type, request.fields, quiet=quiet)
         except ConnectionLost as exc:
-            if quiet:
-                self.model.cancel_quiet(request)
-            else:
+            if not quiet:
                 self.model.apply(Event("error", {"code": "not_connected", "text": str(exc)}))
         except ChatError as exc:  # too much kept while reconnecting
-            if quiet:
-                self.model.cancel_quiet(request)
-            else:
+            if not quiet:
                 self.model.apply(Event("error", {"code": exc.code, "text": exc.text}))
 
     def _history(self, older: bool) -> None:
@@ -410,7 +437,8 @@ class ChatApp:
                     ),
                 ],
             ),
-            height=1,
+            # One row, or as many as a pasted text has (up to MAX_INPUT_ROWS).
+            height=lambda: Dimension.exact(min(self.input.document.line_count, MAX_INPUT_ROWS)),
         )
         screen = HSplit(
             [
@@ -470,6 +498,11 @@ class ChatApp:
         kb.add("up", filter=~menu_open)(redraw_after(partial(self._history, True)))
         kb.add("down", filter=~menu_open)(redraw_after(partial(self._history, False)))
         kb.add("tab")(generate_completions)
+
+        @kb.add(Keys.BracketedPaste)
+        def _(event: KeyPressEvent) -> None:
+            self.input.insert_text(clean_paste(event.data))
+
         kb.add("s-tab")(redraw_after(self.input.complete_previous))
         kb.add("pageup")(redraw_after(lambda: self.scroll(self._page())))
         kb.add("pagedown")(redraw_after(lambda: self.scroll(-self._page())))

@@ -9,8 +9,12 @@ Where lines go
 --------------
 - Messages go to their room's buffer, private messages to the other party's,
   ordered by message id, so history replay and gap fill land in place; one id
-  is never shown twice in a buffer. Search results are a listing, not the
-  conversation: they go to the current buffer, each saying where it was said.
+  is never shown twice in a buffer. Answers to /history and search results are
+  a listing, not the conversation: a block at the bottom of the current buffer
+  (shown even if those messages are on screen already), each row with its
+  message id in brackets and, unless it belongs to the current buffer, where it
+  was said; /history's block opens with ``history of #dev:`` and ends with
+  the ``history_end`` notice naming the id ``/history before`` takes next.
 - Room notices (joins, parts, quits, topics) go to the room's buffer.
 - Answers to what the user just typed (errors, /help, /who, /rooms, /files,
   /time, /history status...) go to the current buffer, where they are looking.
@@ -46,8 +50,7 @@ __all__ = ["Outcome", "apply_event", "mentions"]
 
 # System events that answer something the user typed: shown where they typed it.
 _ANSWERS = frozenset(
-    {"time", "history_status", "forgotten", "export", "history_end", "session_closed"}
-    | {"done", "confirm"}
+    {"time", "history_status", "forgotten", "export", "session_closed"} | {"done", "confirm"}
 )
 
 
@@ -71,7 +74,8 @@ def mentions(text: str, name: str) -> bool:
 
 @dataclass
 class Outcome:
-    """What applying an event asks of the app: ring the bell, send quiet requests."""
+    """What applying an event asks of the app: ring the bell, send quiet requests (the
+    UI's own, whose answers change the model without a line: see ChatClient.request)."""
 
     bell: bool = False
     requests: list[Request] = field(default_factory=list)
@@ -97,15 +101,13 @@ def _connected(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float
         model.notice(model.server, f"server certificate: {d['cert_subject']}")
         model.notice(model.server, f"issued by: {d.get('cert_issuer', '')}")
         model.notice(model.server, f"SHA-256 fingerprint: {d.get('cert_sha256', '')}")
-    # The room list lets Tab complete /join with rooms that exist.
-    outcome.requests.append(model.ask_quietly("rooms", {}))
-    if model.was_connected:
-        # The core rejoins silently after a reconnect: who left meanwhile is unknown.
-        for buffer in model.buffers:
-            if buffer.kind == "room":
-                outcome.requests.append(model.ask_quietly("who", {"room": buffer.name}))
-        if model.away:  # away ends with the last session: stay away, as irssi does
-            outcome.requests.append(Request("away", {"text": model.away}))
+    # The room list lets Tab complete /join with rooms that exist. Who is in our rooms
+    # after a reconnect comes with each room's (re)join: a /who sent now could reach a
+    # restarted server before the rejoin and be refused.
+    outcome.requests.append(Request("rooms"))
+    if model.was_connected and model.away:
+        # Away ends with the last session (a restart too): stay away, as irssi does.
+        outcome.requests.append(Request("away", {"text": model.away}))
     model.was_connected = True
 
 
@@ -146,9 +148,8 @@ def _message(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) 
         unstored=d.get("stored") is False,
         action=d.get("action") is True,
     )
-    if d.get("search") is True:
-        where = f"*{where}*" if private else where
-        model.add_line(model.current, dataclasses.replace(line, msg_id=None, where=where))
+    if d.get("search") is True or d.get("requested") is True:
+        _list_message(model, line, where, private=private, search=d.get("search") is True)
         return
     found = model.open_private(where) if private else model.find(where)
     if found is None:  # a room we are not in (/history #elsewhere): a listing
@@ -163,6 +164,35 @@ def _message(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) 
     outcome.bell = wanted and not line.history
 
 
+def _list_message(model: ChatModel, line: Line, where: str, *, private: bool, search: bool) -> None:
+    """A row of a /history or search answer: part of a block at the bottom of the current
+    buffer, shown even when the message is on screen already, with its id in brackets
+    for ``/history before ID``."""
+    if not search and model.listing_oldest is None:
+        model.notice(model.current, f"history of {where}:", "info")
+    here = not search and fold(where) == fold(model.current.name)
+    label = f"*{where}*" if private else where
+    label = f"[{line.msg_id}]" if here else f"[{line.msg_id}] {label}"
+    model.add_line(model.current, dataclasses.replace(line, msg_id=None, where=label))
+    if not search and line.msg_id is not None:
+        oldest = model.listing_oldest
+        model.listing_oldest = line.msg_id if oldest is None else min(oldest, line.msg_id)
+
+
+def _history_end(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+    """The end of a /history answer: under its block, with how to page further back."""
+    text = str(d.get("text", ""))
+    if model.listing_oldest is not None:
+        text += f"; /history before {model.listing_oldest} shows older ones"
+        model.listing_oldest = None
+        model.notice(model.current, text)
+        return
+    # Nothing was listed (no stored messages, or every row was a search's): as any answer.
+    where = d.get("room") or d.get("user")
+    found = model.find(where) if isinstance(where, str) else None
+    model.notice(found or model.current, text)
+
+
 def _system(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
     handler = _SYSTEM_HANDLERS.get(str(d.get("event", "")))
     if handler is not None:
@@ -172,7 +202,7 @@ def _system(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -
     if d.get("event") == "help":
         model.notice(model.current, text, "info")
     elif d.get("event") in _ANSWERS:
-        # The end of a /history answer goes where its messages went.
+        # An answer about a room or conversation goes to its buffer.
         where = d.get("room") or d.get("user")
         found = model.find(where) if isinstance(where, str) else None
         model.notice(found or model.current, text)
@@ -202,7 +232,16 @@ def _joined(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -
     if new:  # not the server's rejoin of #general after a reconnect
         model.switch(buffer)
     model.notice(buffer, str(d.get("text", "")))
-    outcome.requests.append(model.ask_quietly("who", {"room": room}))
+    outcome.requests.append(Request("who", {"room": room}))
+
+
+def _rejoined(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+    """Back in a room after a reconnect: who is there now, without moving the user."""
+    buffer = model.open_room(str(d["room"]))
+    users = d.get("users")
+    if isinstance(users, list):
+        buffer.members = {fold(u): u for u in users if isinstance(u, str)}
+    buffer.topic = str(d.get("topic") or "")
 
 
 def _parted(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
@@ -224,7 +263,8 @@ def _member_change(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: f
             buffer.members[fold(user)] = user
         else:
             buffer.members.pop(fold(user), None)
-    model.notice(buffer, str(d.get("text", "")))
+    if not model.hides_presence(buffer):  # /filter joins
+        model.notice(buffer, str(d.get("text", "")))
 
 
 def _topic(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
@@ -266,7 +306,7 @@ def _users(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) ->
     buffer = model.find(room) if room else None
     if buffer is not None and buffer.kind == "room":
         buffer.members = {fold(u): u for u in names}
-    if model.answered_quietly("users", room or None):
+    if d.get("quiet") is True:  # the UI's own /who: the list changes, no line
         return
     where = f"in {room}" if room else "online"  # without a room: /list
     model.notice(model.current, f"{where}: {users_text(names, d.get('away'))}", "info")
@@ -275,7 +315,7 @@ def _users(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) ->
 def _rooms(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
     rooms = [r for r in d.get("rooms", []) if isinstance(r, dict)]
     model.known_rooms.update((fold(str(r.get("name", ""))), str(r.get("name", ""))) for r in rooms)
-    if model.answered_quietly("rooms"):
+    if d.get("quiet") is True:
         return
     if not rooms:
         model.notice(model.current, "no rooms", "info")
@@ -457,6 +497,7 @@ _HANDLERS: dict[str, _Handler] = {
 
 _SYSTEM_HANDLERS: dict[str, _Handler] = {
     "joined": _joined,
+    "rejoined": _rejoined,
     "parted": _parted,
     "join": _member_change,
     "part": _member_change,
@@ -465,6 +506,7 @@ _SYSTEM_HANDLERS: dict[str, _Handler] = {
     "nick": _nick,
     "away": _away,
     "reconnecting": _reconnecting,
+    "history_end": _history_end,
     "server_changed": _server_changed,
     "file_offered": _file_offered,
     "file_accepted": _file_accepted,

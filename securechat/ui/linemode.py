@@ -18,13 +18,20 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..client.account import SECRETS_NEED_A_TERMINAL, delete_confirmed
-from ..client.commands import Local, parse_input
+from ..client.commands import Local, Request, parse_input
 from ..client.core import ChatClient, Event
 from ..client.events import users_text
 from ..errors import ChatError, ConnectionLost, SecureChatError
 from ..wire.sanitize import sanitize
 
-__all__ = ["HumanPrinter", "JsonPrinter", "Printer", "execute_local", "run_line_mode"]
+__all__ = [
+    "FORGET_QUESTION",
+    "HumanPrinter",
+    "JsonPrinter",
+    "Printer",
+    "execute_local",
+    "run_line_mode",
+]
 
 _REPLY_TIMEOUT = 30.0
 """How long EOF waits for the server to acknowledge what was sent."""
@@ -94,10 +101,14 @@ class HumanPrinter(Printer):
         self.client = client
 
     def format(self, event: Event) -> str:
-        """``event`` as a line a person reads."""
+        """``event`` as a line a person reads: every field from the network, whatever
+        its type, reaches the terminal only through the one sanitiser."""
+        return sanitize(self._line(event))
+
+    def _line(self, event: Event) -> str:
         d = event.data
         stamp = _local_time(d.get("ts"))
-        s = {k: sanitize(v) if isinstance(v, str) else v for k, v in d.items()}
+        s = {k: str(v) for k, v in d.items()}
         me = self.client.user if self.client else ""
         current = self.client.current_room if self.client else None
         if d.get("history"):
@@ -134,21 +145,25 @@ class HumanPrinter(Printer):
             return f"[{stamp}] -- connected to {s['server']} as {s['user']} ({s['tls_version']})"
         if event.type == "disconnected":
             return f"[{stamp}] -- disconnected: {s['reason']}"
+        room = d.get("room")
+        if isinstance(room, str) and room != current and room not in s.get("text", ""):
+            # A notice about another room (a quit comes once per shared room) says which.
+            return f"[{stamp}] -- {room}: {s.get('text', '')}"
         return f"[{stamp}] -- {s.get('text', '')}"
 
 
 def _transfer_line(item: dict[str, Any]) -> str:
     arrow = "to" if item.get("direction") == "send" else "from"
     return (
-        f"#{item.get('id')} {sanitize(str(item.get('name')))} {arrow} "
-        f"{sanitize(str(item.get('peer')))} ({item.get('state')}, "
+        f"#{item.get('id')} {item.get('name')} {arrow} "
+        f"{item.get('peer')} ({item.get('state')}, "
         f"{item.get('bytes')}/{item.get('size')} bytes)"
     )
 
 
 def _session_line(item: dict[str, Any]) -> str:
     this = " (this one)" if item.get("current") is True else ""
-    peer, since = sanitize(str(item.get("peer", ""))), sanitize(str(item.get("since", "")))
+    peer, since = item.get("peer", ""), item.get("since", "")
     web = " (web)" if item.get("web") is True else ""
     return f"#{item.get('session')} {peer}{web} since {since}{this}"
 
@@ -156,14 +171,14 @@ def _session_line(item: dict[str, Any]) -> str:
 def _unread_line(item: Any) -> str:
     if not isinstance(item, dict):
         return "?"
-    where = sanitize(str(item.get("room") or item.get("user") or ""))
+    where = item.get("room") or item.get("user") or ""
     return f"{where} {item.get('unread')} (from message {item.get('first')})"
 
 
 def _room_line(room: dict[str, Any]) -> str:
-    line = f"{sanitize(str(room.get('name', '')))} ({room.get('users', 0)})"
+    line = f"{room.get('name', '')} ({room.get('users', 0)})"
     topic = room.get("topic")
-    return f"{line} {sanitize(topic)}" if isinstance(topic, str) and topic else line
+    return f"{line} {topic}" if isinstance(topic, str) and topic else line
 
 
 def _local_time(ts: Any, *, with_date: bool = False) -> str:
@@ -177,14 +192,28 @@ def _local_time(ts: Any, *, with_date: bool = False) -> str:
     return datetime.datetime.now().strftime(fmt)
 
 
-def run_line_mode(client: ChatClient, fd: int) -> int:
+FORGET_QUESTION = "erase every message you have sent, in every room? [y/N]"
+"""What ``/history forget`` asks a person first (the full-screen client asks it too)."""
+
+
+def run_line_mode(client: ChatClient, fd: int, *, confirm: bool = False) -> int:
     """Feed input lines from file descriptor ``fd`` to ``client`` until EOF, /quit or
-    disconnect; returns the exit status."""
+    disconnect; returns the exit status. With ``confirm`` (a person at a terminal, not
+    a script) ``/history forget`` asks first, and the next line answers."""
+    asked: Request | None = None
     for raw in _input_lines(fd, client):
-        quit_reason = _handle_line(client, raw)
-        if quit_reason is not None:
+        if asked is not None:
+            _answer(client, asked, raw)
+            asked = None
+            continue
+        outcome = _handle_line(client, raw, confirm=confirm)
+        if isinstance(outcome, Request):
+            asked = outcome
+            client.show(Event("system", {"event": "confirm", "text": FORGET_QUESTION}))
+            continue
+        if outcome is not None:
             client.wait_for_replies(_REPLY_TIMEOUT)
-            client.quit(quit_reason)
+            client.quit(outcome)
             return 0
     if not client.connected and not client.waiting:
         client.close()  # gone for good, or mid-reconnect with nothing left to send
@@ -323,13 +352,25 @@ def execute_local(client: ChatClient, action: Local) -> None:
         _account_action(client, action)
     elif action.kind in _SCREEN_ACTIONS:
         client.show(Event("system", {"event": "help", "text": _SCREEN_ACTIONS[action.kind]}))
+    elif action.kind == "filter":
+        text = "/filter joins is for the full-screen client: line mode prints every event"
+        client.show(Event("error", {"code": "needs_terminal", "text": text}))
     else:
         for text in action.lines:
             client.show(Event("system", {"event": "help", "text": text}))
 
 
-def _handle_line(client: ChatClient, raw: bytes) -> str | None:
-    """Act on one input line; the quit reason if the user asked to quit."""
+def _answer(client: ChatClient, asked: Request, raw: bytes) -> None:
+    """Send ``asked`` if ``raw`` says yes; else say that nothing was done."""
+    if raw.decode("utf-8", "replace").strip().lower() in ("y", "yes"):
+        _send(client, asked)
+    else:
+        client.show(Event("system", {"event": "confirm", "text": "nothing erased"}))
+
+
+def _handle_line(client: ChatClient, raw: bytes, *, confirm: bool) -> str | Request | None:
+    """Act on one input line; the quit reason if the user asked to quit, or the request
+    to send once the user confirms it (``confirm``: /history forget)."""
     try:
         line = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
@@ -352,13 +393,19 @@ def _handle_line(client: ChatClient, raw: bytes) -> str | None:
             return action.arg
         execute_local(client, action)
         return None
+    if confirm and action.type == "forget":
+        return action
+    _send(client, action)
+    return None
+
+
+def _send(client: ChatClient, action: Request) -> None:
     try:
         rid = client.request(action.type, action.fields)
     except ConnectionLost:
-        return None
+        return
     except ChatError as exc:  # too much kept while reconnecting
         client.show(Event("error", {"code": exc.code, "text": exc.text}))
-        return None
+        return
     if action.waits:
         client.wait_for_reply(rid, _REPLY_TIMEOUT)
-    return None

@@ -12,18 +12,30 @@ Values are stored as the network sent them; render.py sanitises on display.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from ..client.commands import Request
 from ..client.core import Event
 from ..wire.names import fold
 from .buffers import Buffer, BufferKind, InputHistory, Line, LineKind, utc_now
 from .handlers import Outcome, apply_event
 from .status import Status, Transfer
 
-__all__ = ["ChatModel"]
+__all__ = ["BUSY_ROOM_MEMBERS", "ChatModel", "join_filter_text"]
+
+BUSY_ROOM_MEMBERS = 50
+"""``/filter joins auto`` hides join, part and quit notices in rooms with more members:
+there they are noise that scrolls the conversation away (WeeChat's smart filter)."""
+
+
+def join_filter_text(setting: str) -> str:
+    """What ``/filter joins SETTING`` does, as the client says it."""
+    if setting == "on":
+        return "join, part and quit notices are hidden in every room"
+    if setting == "off":
+        return "join, part and quit notices are shown in every room"
+    busy = f"rooms of more than {BUSY_ROOM_MEMBERS} members"
+    return f"join, part and quit notices are hidden in {busy}"
 
 
 class ChatModel:
@@ -38,9 +50,12 @@ class ChatModel:
         self.transfers: dict[int, Transfer] = {}
         self.known_rooms: dict[str, str] = {}
         """Rooms seen in /rooms answers and joins: folded name to name."""
+        self.listing_oldest: int | None = None
+        """The oldest message id of the /history answer being listed, None between them."""
+        self.join_filter = "auto"
+        """``/filter joins``: ``on`` hides join/part/quit notices, ``off`` shows them,
+        ``auto`` hides them in rooms of more than :data:`BUSY_ROOM_MEMBERS` members."""
         self.history = InputHistory()
-        self._quiet: Counter[tuple[str, str]] = Counter()
-        """Answers to requests the UI made itself, applied without a line: (type, folded room)."""
         self.was_connected = False
         """Connected before: the next ``connected`` event is a reconnection."""
         self.away = ""
@@ -131,10 +146,6 @@ class ChatModel:
         names.update((b.key, b.name) for b in self.buffers if b.kind == "room")
         return sorted(names.values(), key=fold)
 
-    def cancel_quiet(self, request: Request) -> None:
-        """A request from :class:`Outcome` could not be sent: its answer will not come."""
-        self._quiet[_answer_key(request.type, request.fields.get("room"))] -= 1
-
     def learn_transfers(self, listing: Iterable[dict[str, Any]]) -> None:
         """Fill in names and peers from the core's transfer list (progress events lack them)."""
         for item in listing:
@@ -148,6 +159,12 @@ class ChatModel:
             size = item.get("size")
             if isinstance(size, int):
                 transfer.size = size
+
+    def hides_presence(self, buffer: Buffer) -> bool:
+        """True if join, part and quit notices are not shown in ``buffer``."""
+        if self.join_filter == "auto":
+            return len(buffer.members) > BUSY_ROOM_MEMBERS
+        return self.join_filter == "on"
 
     # -- events (see handlers.py) -------------------------------------------------------
 
@@ -175,21 +192,3 @@ class ChatModel:
         """The buffer of room ``room`` if it is open, else ``fallback``."""
         found = self.find(room) if isinstance(room, str) and room else None
         return found if found is not None and found.kind == "room" else fallback
-
-    def ask_quietly(self, type_: str, fields: dict[str, Any]) -> Request:
-        """A request of the UI's own, whose answer changes the model without a line."""
-        self._quiet[_answer_key(type_, fields.get("room"))] += 1
-        return Request(type_, fields)
-
-    def answered_quietly(self, type_: str, room: Any = None) -> bool:
-        """True (once) if this answer is to a request of the UI's own."""
-        key = _answer_key(type_, room)
-        if self._quiet[key] > 0:
-            self._quiet[key] -= 1
-            return True
-        return False
-
-
-def _answer_key(type_: str, room: Any) -> tuple[str, str]:
-    """Requests and their answers matched up: ``who #dev`` is answered by ``users #dev``."""
-    return ("users" if type_ == "who" else type_, fold(room) if isinstance(room, str) else "")
