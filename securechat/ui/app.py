@@ -1,7 +1,10 @@
 """The full-screen client: a prompt_toolkit Application over the client core.
 
 Layout, top to bottom: the buffer's title (room and topic), the message pane
-with the room's members beside it, the status line, and the input line.
+with the buffer list left of it (toggled with F9 or Alt+Shift+B) and the room's
+members right of it, the status line, and the input line. Everything but the
+input line is drawn by :class:`~securechat.ui.cells.CellRows`, one grapheme
+cluster per cell, so emoji do not shift the columns (see cells.py).
 
 Threading
 ---------
@@ -31,10 +34,9 @@ from typing import TYPE_CHECKING
 
 from prompt_toolkit.application import Application
 from prompt_toolkit.buffer import Buffer as InputBuffer
-from prompt_toolkit.data_structures import Point
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
-from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.formatted_text import StyleAndTextTuples, fragment_list_width, split_lines
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.key_binding.bindings.completion import generate_completions
 from prompt_toolkit.layout import (
@@ -42,7 +44,6 @@ from prompt_toolkit.layout import (
     Dimension,
     Float,
     FloatContainer,
-    FormattedTextControl,
     HSplit,
     Layout,
     VSplit,
@@ -52,23 +53,27 @@ from prompt_toolkit.layout.controls import BufferControl
 from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.layout.processors import BeforeInput, ConditionalProcessor, PasswordProcessor
 from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
+from prompt_toolkit.utils import get_cwidth
 
 from ..client.commands import Local, Request
 from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost
 from .actions import OpenConversation, interpret
+from .cells import CellRows
 from .complete import ChatCompleter
 from .dialogue import Dialogue, delete_dialogue, password_dialogue
 from .linemode import execute_local
 from .model import ChatModel
 from .render import (
     STYLE,
+    buflist_rows,
     members_fragments,
-    pane_fragments,
+    pane_rows,
     prompt_fragments,
     status_fragments,
     title_fragments,
 )
+from .wrap import fragments_width, text_width
 
 if TYPE_CHECKING:  # defined for type checkers only
     from prompt_toolkit.key_binding.key_bindings import NotImplementedOrNone
@@ -81,15 +86,19 @@ MAX_MEMBERS_WIDTH = 20
 MIN_COLUMNS_FOR_MEMBERS = 60
 """Narrower terminals give the whole width to messages."""
 
+MAX_BUFLIST_WIDTH = 20
+"""The buffer list never takes more columns than this; longer names are cut."""
+
+MIN_COLUMNS_FOR_BUFLIST = 100
+"""Below this width the buffer list starts hidden (the status line still numbers buffers)."""
+
 WHEEL_ROWS = 3
 """Rows one notch of the mouse wheel scrolls, as in most terminals."""
-
-WRAP_INDENT = len("12:34:56 ")
-"""Columns a wrapped message row is indented by."""
 
 KEY_HELP = (
     "Keys: Enter sends; Up/Down recall input; Tab completes; PageUp/PageDown (or the wheel) scroll",
     "Ctrl+N/Ctrl+P next/previous buffer; Alt+1..9, Alt+0 buffer by number; Alt+A activity",
+    "End or Alt+End: the newest line; F9 or Alt+Shift+B shows or hides the buffer list",
     "Ctrl+L redraws; /quit, Ctrl+D on an empty line or Ctrl+C leaves",
 )
 """The keys, listed after /help."""
@@ -129,40 +138,6 @@ def _execute_local(client: ChatClient, action: Local, *, keys: bool) -> None:
         client.show(Event("system", {"event": "help", "text": text}))
 
 
-class _PaneControl(FormattedTextControl):
-    """The current buffer's newest rows, bottom-aligned; the mouse wheel scrolls it.
-
-    The cursor (hidden) sits on the last row, so the window shows the bottom
-    even when long lines wrap.
-    """
-
-    def __init__(self, chat: ChatApp) -> None:
-        self._chat = chat
-        self._rows = 0
-        super().__init__(
-            self._pane_fragments,
-            focusable=False,
-            show_cursor=False,
-            get_cursor_position=lambda: Point(x=0, y=max(0, self._rows - 1)),
-        )
-
-    def _pane_fragments(self) -> StyleAndTextTuples:
-        model = self._chat.model
-        height = self._chat.application.output.get_size().rows  # at least the pane's height
-        fragments, self._rows = pane_fragments(model.current, model, height)
-        return fragments
-
-    def mouse_handler(self, mouse_event: MouseEvent) -> NotImplementedOrNone:
-        """Scroll on the wheel; anything else as FormattedTextControl does."""
-        if mouse_event.event_type == MouseEventType.SCROLL_UP:
-            self._chat.scroll(WHEEL_ROWS)
-            return None
-        if mouse_event.event_type == MouseEventType.SCROLL_DOWN:
-            self._chat.scroll(-WHEEL_ROWS)
-            return None
-        return super().mouse_handler(mouse_event)
-
-
 class ChatApp:
     """The full-screen chat client.
 
@@ -188,13 +163,11 @@ class ChatApp:
             completer=ChatCompleter(self.model),
             complete_while_typing=False,
         )
-        self._pane_window = Window(
-            _PaneControl(self),
-            wrap_lines=True,
-            always_hide_cursor=True,
-            # Wrapped rows start under the text, clear of the timestamps' column.
-            get_line_prefix=lambda line, wrap_count: " " * WRAP_INDENT if wrap_count else "",
-        )
+        self._pane_shows = 0
+        """How many of the current buffer's rows the pane showed last (a page)."""
+        self._pane = CellRows(self._pane_rows, on_mouse=self.mouse_handler)
+        self.buflist_shown: bool | None = None
+        """The buffer list toggled on or off; None until then (shown on wide terminals)."""
         self.application: Application[None] = Application(
             layout=self._layout(),
             key_bindings=self._key_bindings(),
@@ -250,10 +223,22 @@ class ChatApp:
 
     def scroll(self, rows: int) -> None:
         """Scroll the message pane up (positive) or down by ``rows``."""
-        info = self._pane_window.render_info
-        on_screen = len(set(info.displayed_lines)) if info is not None else 1
-        self.model.scroll(rows, keep=on_screen)
+        self.model.scroll(rows, keep=max(1, self._pane_shows))
         self.application.invalidate()
+
+    def mouse_handler(self, mouse_event: MouseEvent) -> NotImplementedOrNone:
+        """The message pane's mouse: the wheel scrolls it."""
+        if mouse_event.event_type == MouseEventType.SCROLL_UP:
+            self.scroll(WHEEL_ROWS)
+            return None
+        if mouse_event.event_type == MouseEventType.SCROLL_DOWN:
+            self.scroll(-WHEEL_ROWS)
+            return None
+        return NotImplemented
+
+    def _pane_rows(self, width: int, height: int) -> list[StyleAndTextTuples]:
+        rows, self._pane_shows = pane_rows(self.model.current, self.model, width, height)
+        return rows
 
     def _drain(self) -> None:
         with self._lock:
@@ -376,13 +361,22 @@ class ChatApp:
     # -- layout and keys -----------------------------------------------------------------
 
     def _layout(self) -> Layout:
+        buflist = ConditionalContainer(
+            VSplit(
+                [
+                    CellRows(lambda w, h: buflist_rows(self.model), width=self._buflist_width),
+                    Window(width=1, char="│", style="class:separator"),
+                ]
+            ),
+            filter=Condition(self._show_buflist),
+        )
         members = ConditionalContainer(
             VSplit(
                 [
                     Window(width=1, char="│", style="class:separator"),
-                    Window(
-                        FormattedTextControl(
-                            lambda: members_fragments(self.model.current, self.model)
+                    CellRows(
+                        lambda w, h: list(
+                            split_lines(members_fragments(self.model.current, self.model))
                         ),
                         width=self._members_width,
                     ),
@@ -404,17 +398,14 @@ class ChatApp:
                 ],
             ),
             height=1,
+            get_horizontal_scroll=self._input_scroll,
         )
         screen = HSplit(
             [
-                Window(
-                    FormattedTextControl(lambda: title_fragments(self.model)),
-                    height=1,
-                    style="class:title",
-                ),
-                VSplit([self._pane_window, members]),
-                Window(
-                    FormattedTextControl(lambda: status_fragments(self.model, time.monotonic())),
+                CellRows(lambda w, h: [title_fragments(self.model)], height=1, style="class:title"),
+                VSplit([buflist, self._pane, members]),
+                CellRows(
+                    lambda w, h: [status_fragments(self.model, time.monotonic())],
                     height=1,
                     style="class:status",
                 ),
@@ -424,14 +415,38 @@ class ChatApp:
         menu = Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=8))
         return Layout(FloatContainer(screen, floats=[menu]), focused_element=input_window)
 
+    def _input_scroll(self, window: Window) -> int:
+        """Where the input line starts: at the prompt whenever the prompt and the text up to
+        the cursor fit, so a long line sent (or a buffer switched) never leaves the prompt
+        scrolled out of view; beyond that, prompt_toolkit keeps the cursor visible.
+        Measured as prompt_toolkit draws this line."""
+        info = window.render_info
+        columns = info.window_width if info is not None else 0
+        before = fragment_list_width(self._prompt())
+        before += get_cwidth(self.input.document.text_before_cursor)
+        return 0 if before < columns else window.horizontal_scroll
+
     def _show_members(self) -> bool:
         columns = self.application.output.get_size().columns
         return self.model.current.kind == "room" and columns >= MIN_COLUMNS_FOR_MEMBERS
 
     def _members_width(self) -> Dimension:
         # As wide as the longest name, so the messages get every other column.
-        longest = max((len(n) for n in self.model.current.members.values()), default=0)
+        longest = max((text_width(n) for n in self.model.current.members.values()), default=0)
         return Dimension.exact(min(longest + 1, MAX_MEMBERS_WIDTH))
+
+    def _show_buflist(self) -> bool:
+        if self.buflist_shown is not None:
+            return self.buflist_shown
+        return self.application.output.get_size().columns >= MIN_COLUMNS_FOR_BUFLIST
+
+    def toggle_buflist(self) -> None:
+        """Show the buffer list if hidden, hide it if shown."""
+        self.buflist_shown = not self._show_buflist()
+
+    def _buflist_width(self) -> Dimension:
+        widest = max(fragments_width(row) for row in buflist_rows(self.model))
+        return Dimension.exact(min(widest + 1, MAX_BUFLIST_WIDTH))
 
     def _key_bindings(self) -> KeyBindings:
         kb = KeyBindings()
@@ -477,9 +492,17 @@ class ChatApp:
         kb.add("c-c", filter=~asking)(lambda event: self.quit("interrupted"))
         kb.add("<sigint>")(lambda event: self.quit("interrupted"))
         kb.add("c-l")(lambda event: self.application.renderer.clear())
+        kb.add("escape", "end")(redraw_after(model.jump_to_newest))
+        kb.add("end")(redraw_after(self._end))
+        kb.add("f9")(redraw_after(self.toggle_buflist))
+        kb.add("escape", "B")(redraw_after(self.toggle_buflist))
         return kb
+
+    def _end(self) -> None:
+        """End: the cursor to the end of the input, and the pane to the newest line."""
+        self.input.cursor_position = len(self.input.text)
+        self.model.jump_to_newest()
 
     def _page(self) -> int:
         """Rows in a page: what the pane shows, less one line kept for context."""
-        info = self._pane_window.render_info
-        return max(1, len(set(info.displayed_lines)) - 1) if info is not None else 10
+        return max(1, self._pane_shows - 1) if self._pane_shows else 10
