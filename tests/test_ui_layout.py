@@ -11,6 +11,7 @@ import datetime
 import io
 from collections.abc import Callable
 
+import pyte
 from prompt_toolkit.data_structures import Size
 from prompt_toolkit.output.vt100 import Vt100_Output
 
@@ -225,6 +226,36 @@ def test_emoji_keep_every_column_where_the_terminal_draws_it(
         separators = {text_width(row[: row.index("│")]) for row in rows}
         assert len(separators) == 1  # the member list does not move
         assert screen_rows(ui.app)[-1].startswith("[#general]")
+
+    assert run_ui(server, scenario, output=output) == 0
+
+
+def test_a_terminal_that_draws_emoji_wider_keeps_the_member_list_and_input_in_place(
+    server: Server, raw_client: Callable[..., RawClient], run_ui: Callable[..., int]
+) -> None:
+    # pyte, like tmux 3.3 or an older xterm, gives 👋🏽 four columns and 👨‍👩‍👧 six.
+    written, output = terminal(80)
+    emulator = pyte.Screen(80, 24)
+
+    def shown() -> list[str]:
+        emulator.reset()
+        pyte.Stream(emulator).feed(written.getvalue())
+        return emulator.display
+
+    async def scenario(ui: UI) -> None:
+        await ui.until(lambda: ui.model.current.name == "#general", "#general")
+        bob = bob_joins(server, raw_client)
+        bob.send("say", room="#general", text=f"{WAVE}{FAMILY} after the emoji")
+        ui.type(f"draft {FAMILY} typed")
+        await ui.until(lambda: any("after the emoji" in r for r in shown()), "the message")
+        await ui.until(lambda: shown()[-1].startswith("[#general] draft"), "the input")
+        rows = shown()
+        cells = emulator.buffer
+        assert all(cells[y][73].data == "│" for y in range(1, 22)), rows
+        y = next(y for y, row in enumerate(rows) if "after the emoji" in row)
+        start = len("03:42 <bob> ") + 2 + 2 + 1  # the emoji as we count them
+        assert "".join(cells[y][x].data for x in range(start, start + 5)) == "after", rows
+        assert rows[-1].rstrip().endswith("typed")
 
     assert run_ui(server, scenario, output=output) == 0
 

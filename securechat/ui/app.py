@@ -59,7 +59,7 @@ from ..client.commands import Local, Request
 from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost
 from .actions import OpenConversation, interpret
-from .cells import CellRows
+from .cells import CellRows, SyncedColumns
 from .complete import ChatCompleter
 from .dialogue import Dialogue, delete_dialogue, password_dialogue
 from .linemode import execute_local
@@ -413,7 +413,9 @@ class ChatApp:
             ]
         )
         menu = Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=8))
-        return Layout(FloatContainer(screen, floats=[menu]), focused_element=input_window)
+        return Layout(
+            SyncedColumns(FloatContainer(screen, floats=[menu])), focused_element=input_window
+        )
 
     def _input_scroll(self, window: Window) -> int:
         """Where the input line starts: at the prompt whenever the prompt and the text up to

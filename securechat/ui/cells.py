@@ -22,12 +22,12 @@ from prompt_toolkit.layout.mouse_handlers import MouseHandlers
 from prompt_toolkit.layout.screen import Char, Screen, WritePosition
 from prompt_toolkit.mouse_events import MouseEvent
 
-from .wrap import cells
+from .wrap import cells, is_disputed
 
 if TYPE_CHECKING:  # defined for type checkers only
     from prompt_toolkit.key_binding.key_bindings import NotImplementedOrNone
 
-__all__ = ["CellRows", "GetRows"]
+__all__ = ["CellRows", "GetRows", "SyncedColumns"]
 
 GetRows = Callable[[int, int], list[StyleAndTextTuples]]
 """Given the width and height to fill, the rows to draw from the top."""
@@ -41,6 +41,12 @@ class _Cluster(Char):
     def __init__(self, cluster: str, style: str, columns: int) -> None:
         super().__init__(cluster, style)
         self.width = columns
+
+
+class _Disputed(_Cluster):
+    """A cluster some terminals draw wider than we do (see :func:`is_disputed`)."""
+
+    __slots__ = ()
 
 
 class CellRows(Container):
@@ -101,7 +107,8 @@ class CellRows(Container):
             for style, cluster, wide in cells(rows[y]) if y < len(rows) else ():
                 if x + wide > columns:
                     break
-                line[x0 + x] = _Cluster(cluster, f"{base} {style}", wide)
+                kind = _Disputed if is_disputed(cluster) else _Cluster
+                line[x0 + x] = kind(cluster, f"{base} {style}", wide)
                 for extra in range(1, wide):
                     line[x0 + x + extra] = Char("", base)  # covered by the wide cell
                 x += wide
@@ -115,3 +122,67 @@ class CellRows(Container):
     def get_children(self) -> list[Container]:
         """None: it draws itself."""
         return []
+
+
+_JOINERS = ("\u200d", "\ufe0f")
+"""In a cell prompt_toolkit drew (the input line), a ZWJ or VS16 merged into a code point
+means a terminal may join it with what follows, or widen it."""
+
+_MODIFIERS = range(0x1F3FB, 0x1F400)
+"""Emoji skin tone modifiers, which a terminal may join with the emoji before them."""
+
+
+def _is_disputed_cell(char: Char) -> bool:
+    if isinstance(char, _Cluster):
+        return isinstance(char, _Disputed)
+    text = char.char
+    return any(j in text for j in _JOINERS) or any(ord(c) in _MODIFIERS for c in text)
+
+
+class SyncedColumns(Container):
+    """``content``, with an absolute column move before every cell that follows a
+    disputed cluster on its row (see the module docstring)."""
+
+    def __init__(self, content: Container) -> None:
+        self._content = content
+
+    def reset(self) -> None:
+        """Reset the content."""
+        self._content.reset()
+
+    def preferred_width(self, max_available_width: int) -> Dimension:
+        """The content's."""
+        return self._content.preferred_width(max_available_width)
+
+    def preferred_height(self, width: int, max_available_height: int) -> Dimension:
+        """The content's."""
+        return self._content.preferred_height(width, max_available_height)
+
+    def write_to_screen(  # noqa: PLR0917  (prompt_toolkit's signature)
+        self,
+        screen: Screen,
+        mouse_handlers: MouseHandlers,
+        write_position: WritePosition,
+        parent_style: str,
+        erase_bg: bool,
+        z_index: int | None,
+    ) -> None:
+        """Draw the content, then mark the cells that need a column move."""
+        self._content.write_to_screen(
+            screen, mouse_handlers, write_position, parent_style, erase_bg, z_index
+        )
+        end = write_position.xpos + write_position.width
+        for y in range(write_position.ypos, write_position.ypos + write_position.height):
+            line = screen.data_buffer[y]
+            disputed = [x for x, char in line.items() if _is_disputed_cell(char)]
+            if not disputed:
+                continue
+            x = min(disputed)
+            x += line[x].width
+            while x < end:
+                screen.zero_width_escapes[y][x] = f"\x1b[{x + 1}G"  # CHA: 1-based column
+                x += line[x].width or 1
+
+    def get_children(self) -> list[Container]:
+        """The content."""
+        return [self._content]

@@ -15,9 +15,18 @@ from collections.abc import Iterator
 from functools import lru_cache
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
-from wcwidth import iter_graphemes, width
+from wcwidth import iter_graphemes, wcwidth, width
 
-__all__ = ["Cell", "cells", "clip", "cluster_width", "fragments_width", "text_width", "wrap"]
+__all__ = [
+    "Cell",
+    "cells",
+    "clip",
+    "cluster_width",
+    "fragments_width",
+    "is_disputed",
+    "text_width",
+    "wrap",
+]
 
 Cell = tuple[str, str, int]
 """One grapheme cluster to draw: its style, the cluster, and its width in columns."""
@@ -30,6 +39,16 @@ MIN_WRAPPED_TEXT = 12
 def cluster_width(cluster: str) -> int:
     """Columns a terminal gives one grapheme cluster (0 for a lone zero-width one)."""
     return max(0, width(cluster))
+
+
+@lru_cache(maxsize=4096)
+def is_disputed(cluster: str) -> bool:
+    """True for a cluster some terminals draw wider than :func:`cluster_width` says:
+    several code points whose own widths add up to something else (a skin tone modifier
+    drawn as a second emoji, each part of a ZWJ sequence drawn apart, a VS16 ignored)."""
+    if len(cluster) < 2:
+        return False
+    return sum(max(0, wcwidth(point)) for point in cluster) != cluster_width(cluster)
 
 
 def text_width(text: str) -> int:
