@@ -267,8 +267,8 @@ def test_buffer_list_shows_on_wide_screens_and_toggles_with_f9(
 
     async def scenario(ui: UI) -> None:
         await ui.until(lambda: ui.model.current.name == "#general", "#general")
-        await ui.until(lambda: screen_rows(ui.app)[1].startswith("1.server"), "the list")
-        assert screen_rows(ui.app)[2].startswith("2.#general")
+        await ui.until(lambda: screen_rows(ui.app)[2].startswith("2.#general"), "the list")
+        assert screen_rows(ui.app)[1].startswith("1.server")
         ui.app.post_event(private(9_000, "psst alice", sender="bob", to="alice"))
         await ui.until(
             lambda: screen_rows(ui.app)[3].startswith("3.bob (1) !1"), "the unread conversation"
