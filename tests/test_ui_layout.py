@@ -246,7 +246,7 @@ def test_a_terminal_that_draws_emoji_wider_keeps_the_member_list_and_input_in_pl
         await ui.until(lambda: ui.model.current.name == "#general", "#general")
         bob = bob_joins(server, raw_client)
         bob.send("say", room="#general", text=f"{WAVE}{FAMILY} after the emoji")
-        ui.type(f"draft {FAMILY} typed")
+        ui.type("draft typed")
         await ui.until(lambda: any("after the emoji" in r for r in shown()), "the message")
         await ui.until(lambda: shown()[-1].startswith("[#general] draft"), "the input")
         rows = shown()
@@ -256,6 +256,24 @@ def test_a_terminal_that_draws_emoji_wider_keeps_the_member_list_and_input_in_pl
         start = len("03:42 <bob> ") + 2 + 2 + 1  # the emoji as we count them
         assert "".join(cells[y][x].data for x in range(start, start + 5)) == "after", rows
         assert rows[-1].rstrip().endswith("typed")
+
+    assert run_ui(server, scenario, output=output) == 0
+
+
+def test_the_input_line_shows_disputed_emoji_apart_and_sends_them_whole(
+    server: Server, run_ui: Callable[..., int]
+) -> None:
+    _, output = terminal(80)
+
+    async def scenario(ui: UI) -> None:
+        await ui.until(lambda: ui.model.current.name == "#general", "#general")
+        ui.type(f"hi {WAVE} {FAMILY} there")
+        apart = "👋\u200b🏽 👨\u200b\u200d\u200b👩\u200b\u200d\u200b👧 there"
+        await ui.until(lambda: screen_rows(ui.app)[-1].rstrip().endswith(apart), "the input")
+        ui.type("\x1b[D" * len(" there") + "!")  # Left, so the cursor is mapped across them
+        await ui.until(lambda: ui.app.input.text.endswith(f"{FAMILY}! there"), "the insert")
+        ui.type(ENTER)
+        await ui.until(lambda: f"hi {WAVE} {FAMILY}! there" in ui.pane(), "the message whole")
 
     assert run_ui(server, scenario, output=output) == 0
 

@@ -59,7 +59,7 @@ from ..client.commands import Local, Request
 from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost
 from .actions import OpenConversation, interpret
-from .cells import CellRows, SyncedColumns
+from .cells import ApartClusters, CellRows, SyncedColumns
 from .complete import ChatCompleter
 from .dialogue import Dialogue, delete_dialogue, password_dialogue
 from .linemode import execute_local
@@ -395,6 +395,7 @@ class ChatApp:
                             lambda: self._dialogue is not None and self._dialogue.question.secret
                         ),
                     ),
+                    ApartClusters(),
                 ],
             ),
             height=1,

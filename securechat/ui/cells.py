@@ -17,17 +17,23 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.layout.utils import explode_text_fragments
 from prompt_toolkit.layout import Container, Dimension
 from prompt_toolkit.layout.mouse_handlers import MouseHandlers
+from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
 from prompt_toolkit.layout.screen import Char, Screen, WritePosition
 from prompt_toolkit.mouse_events import MouseEvent
+from wcwidth import iter_graphemes
 
-from .wrap import cells, is_disputed
+from .wrap import cells, code_point_width, is_disputed
 
 if TYPE_CHECKING:  # defined for type checkers only
     from prompt_toolkit.key_binding.key_bindings import NotImplementedOrNone
 
-__all__ = ["CellRows", "GetRows", "SyncedColumns"]
+__all__ = ["ZERO_WIDTH_SPACE", "ApartClusters", "CellRows", "GetRows", "SyncedColumns"]
+
+ZERO_WIDTH_SPACE = "\u200b"
+"""Ends a grapheme cluster (Unicode treats it as a control) and takes no column."""
 
 GetRows = Callable[[int, int], list[StyleAndTextTuples]]
 """Given the width and height to fill, the rows to draw from the top."""
@@ -124,19 +130,10 @@ class CellRows(Container):
         return []
 
 
-_JOINERS = ("\u200d", "\ufe0f")
-"""In a cell prompt_toolkit drew (the input line), a ZWJ or VS16 merged into a code point
-means a terminal may join it with what follows, or widen it."""
-
-_MODIFIERS = range(0x1F3FB, 0x1F400)
-"""Emoji skin tone modifiers, which a terminal may join with the emoji before them."""
-
-
-def _is_disputed_cell(char: Char) -> bool:
+def _restyled(char: Char, extra: str) -> Char:
     if isinstance(char, _Cluster):
-        return isinstance(char, _Disputed)
-    text = char.char
-    return any(j in text for j in _JOINERS) or any(ord(c) in _MODIFIERS for c in text)
+        return type(char)(char.char, char.style + extra, char.width)
+    return Char(char.char, char.style + extra)
 
 
 class SyncedColumns(Container):
@@ -174,11 +171,15 @@ class SyncedColumns(Container):
         end = write_position.xpos + write_position.width
         for y in range(write_position.ypos, write_position.ypos + write_position.height):
             line = screen.data_buffer[y]
-            disputed = [x for x, char in line.items() if _is_disputed_cell(char)]
-            if not disputed:
-                continue
-            x = min(disputed)
-            x += line[x].width
+            disputed = sorted(x for x, char in line.items() if isinstance(char, _Disputed))
+            for x in disputed:
+                # The columns a terminal may paint it over are styled after it, so they
+                # differ from the last screen and are drawn again whenever it is.
+                cluster = line[x].char
+                mark = " class:after-" + "-".join(f"{ord(c):x}" for c in cluster)
+                for shadow in range(x + line[x].width, min(end, x + code_point_width(cluster))):
+                    line[shadow] = _restyled(line[shadow], mark)
+            x = disputed[0] + line[disputed[0]].width if disputed else end
             while x < end:
                 screen.zero_width_escapes[y][x] = f"\x1b[{x + 1}G"  # CHA: 1-based column
                 x += line[x].width or 1
@@ -186,3 +187,44 @@ class SyncedColumns(Container):
     def get_children(self) -> list[Container]:
         """The content."""
         return [self._content]
+
+
+class ApartClusters(Processor):
+    """For the input line: a disputed cluster is shown with a zero-width space before
+    each of its parts after the first, which ends the cluster there, so every terminal
+    draws the parts apart, as wide as prompt_toolkit counts them. The text typed (and
+    sent) is unchanged."""
+
+    def apply_transformation(self, transformation_input: TransformationInput) -> Transformation:
+        """The fragments with the zero-width spaces, and the cursor mapped across them."""
+        fragments = explode_text_fragments(transformation_input.fragments)
+        text = "".join(fragment[1] for fragment in fragments)
+        joined: set[int] = set()
+        start = 0
+        for cluster in iter_graphemes(text):
+            if is_disputed(cluster):
+                joined.update(range(start + 1, start + len(cluster)))
+            start += len(cluster)
+        if not joined:
+            return Transformation(transformation_input.fragments)
+        out: StyleAndTextTuples = []
+        to_display: dict[int, int] = {}
+        for index, (style, char, *_) in enumerate(fragments):
+            to_display[index] = len(out)
+            if index in joined:
+                out.append((style, ZERO_WIDTH_SPACE))
+            out.append((style, char))
+        to_display[len(fragments)] = len(out)
+        to_source = {shown: index for index, shown in to_display.items()}
+
+        def display_to_source(position: int) -> int:
+            while position > 0 and position not in to_source:
+                position -= 1
+            return to_source.get(position, 0)
+
+        added = len(out) - len(fragments)
+        return Transformation(
+            out,
+            source_to_display=lambda position: to_display.get(position, position + added),
+            display_to_source=display_to_source,
+        )

@@ -22,6 +22,7 @@ __all__ = [
     "cells",
     "clip",
     "cluster_width",
+    "code_point_width",
     "fragments_width",
     "is_disputed",
     "text_width",
@@ -41,14 +42,19 @@ def cluster_width(cluster: str) -> int:
     return max(0, width(cluster))
 
 
+def code_point_width(text: str) -> int:
+    """Columns ``text`` takes where each code point is drawn apart (older terminals,
+    tmux 3.3, prompt_toolkit's own ``Window``)."""
+    return sum(max(0, wcwidth(point)) for point in text)
+
+
 @lru_cache(maxsize=4096)
 def is_disputed(cluster: str) -> bool:
-    """True for a cluster some terminals draw wider than :func:`cluster_width` says:
-    several code points whose own widths add up to something else (a skin tone modifier
-    drawn as a second emoji, each part of a ZWJ sequence drawn apart, a VS16 ignored)."""
-    if len(cluster) < 2:
-        return False
-    return sum(max(0, wcwidth(point)) for point in cluster) != cluster_width(cluster)
+    """True for a cluster some terminals draw wider or narrower than :func:`cluster_width`
+    says: several code points whose own widths add up to something else (a skin tone
+    modifier drawn as a second emoji, each part of a ZWJ sequence drawn apart, a VS16
+    ignored)."""
+    return len(cluster) > 1 and code_point_width(cluster) != cluster_width(cluster)
 
 
 def text_width(text: str) -> int:
