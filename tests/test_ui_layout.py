@@ -8,6 +8,7 @@ cluster as ``wcwidth`` does, would put every cell in the column the screen has i
 from __future__ import annotations
 
 import datetime
+import importlib
 import io
 from collections.abc import Callable
 
@@ -87,6 +88,16 @@ def check_columns(app: ChatApp) -> None:
 
 
 # -- layout without a screen ---------------------------------------------------------------
+
+
+def test_layout_modules_document_themselves() -> None:
+    for stem in ("cells", "screen", "wrap"):
+        module = importlib.import_module(f"securechat.ui.{stem}")
+        assert module.__doc__
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if callable(obj):
+                assert obj.__doc__, f"{module.__name__}.{name}"
 
 
 def test_wrap_breaks_between_words_under_the_message_text() -> None:

@@ -1,10 +1,8 @@
 """The full-screen client: a prompt_toolkit Application over the client core.
 
 Layout, top to bottom: the buffer's title (room and topic), the message pane
-with the buffer list left of it (toggled with F9 or Alt+Shift+B) and the room's
-members right of it, the status line, and the input line. Everything but the
-input line is drawn by :class:`~securechat.ui.cells.CellRows`, one grapheme
-cluster per cell, so emoji do not shift the columns (see cells.py).
+with the buffer list left of it and the room's members right of it, the status
+line (all in screen.py), and the input line.
 
 Threading
 ---------
@@ -27,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -36,21 +33,11 @@ from prompt_toolkit.application import Application
 from prompt_toolkit.buffer import Buffer as InputBuffer
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
-from prompt_toolkit.formatted_text import StyleAndTextTuples, fragment_list_width, split_lines
+from prompt_toolkit.formatted_text import StyleAndTextTuples, fragment_list_width
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.key_binding.bindings.completion import generate_completions
-from prompt_toolkit.layout import (
-    ConditionalContainer,
-    Dimension,
-    Float,
-    FloatContainer,
-    HSplit,
-    Layout,
-    VSplit,
-    Window,
-)
+from prompt_toolkit.layout import Layout, Window
 from prompt_toolkit.layout.controls import BufferControl
-from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.layout.processors import BeforeInput, ConditionalProcessor, PasswordProcessor
 from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
 from prompt_toolkit.utils import get_cwidth
@@ -59,38 +46,18 @@ from ..client.commands import Local, Request
 from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost
 from .actions import OpenConversation, interpret
-from .cells import ApartClusters, CellRows, SyncedColumns
+from .cells import ApartClusters
 from .complete import ChatCompleter
 from .dialogue import Dialogue, delete_dialogue, password_dialogue
 from .linemode import execute_local
 from .model import ChatModel
-from .render import (
-    STYLE,
-    buflist_rows,
-    members_fragments,
-    pane_rows,
-    prompt_fragments,
-    status_fragments,
-    title_fragments,
-)
-from .wrap import fragments_width, text_width
+from .render import STYLE, prompt_fragments
+from .screen import ScreenLayout
 
 if TYPE_CHECKING:  # defined for type checkers only
     from prompt_toolkit.key_binding.key_bindings import NotImplementedOrNone
 
 __all__ = ["KEY_HELP", "ChatApp"]
-
-MAX_MEMBERS_WIDTH = 20
-"""The side list never takes more columns than this (names are at most 32)."""
-
-MIN_COLUMNS_FOR_MEMBERS = 60
-"""Narrower terminals give the whole width to messages."""
-
-MAX_BUFLIST_WIDTH = 20
-"""The buffer list never takes more columns than this; longer names are cut."""
-
-MIN_COLUMNS_FOR_BUFLIST = 100
-"""Below this width the buffer list starts hidden (the status line still numbers buffers)."""
 
 WHEEL_ROWS = 3
 """Rows one notch of the mouse wheel scrolls, as in most terminals."""
@@ -163,11 +130,11 @@ class ChatApp:
             completer=ChatCompleter(self.model),
             complete_while_typing=False,
         )
-        self._pane_shows = 0
-        """How many of the current buffer's rows the pane showed last (a page)."""
-        self._pane = CellRows(self._pane_rows, on_mouse=self.mouse_handler)
-        self.buflist_shown: bool | None = None
-        """The buffer list toggled on or off; None until then (shown on wide terminals)."""
+        self.screen = ScreenLayout(
+            self.model,
+            columns=lambda: self.application.output.get_size().columns,
+            on_mouse=self.mouse_handler,
+        )
         self.application: Application[None] = Application(
             layout=self._layout(),
             key_bindings=self._key_bindings(),
@@ -223,7 +190,7 @@ class ChatApp:
 
     def scroll(self, rows: int) -> None:
         """Scroll the message pane up (positive) or down by ``rows``."""
-        self.model.scroll(rows, keep=max(1, self._pane_shows))
+        self.model.scroll(rows, keep=max(1, self.screen.pane_shows))
         self.application.invalidate()
 
     def mouse_handler(self, mouse_event: MouseEvent) -> NotImplementedOrNone:
@@ -235,10 +202,6 @@ class ChatApp:
             self.scroll(-WHEEL_ROWS)
             return None
         return NotImplemented
-
-    def _pane_rows(self, width: int, height: int) -> list[StyleAndTextTuples]:
-        rows, self._pane_shows = pane_rows(self.model.current, self.model, width, height)
-        return rows
 
     def _drain(self) -> None:
         with self._lock:
@@ -361,29 +324,6 @@ class ChatApp:
     # -- layout and keys -----------------------------------------------------------------
 
     def _layout(self) -> Layout:
-        buflist = ConditionalContainer(
-            VSplit(
-                [
-                    CellRows(lambda w, h: buflist_rows(self.model), width=self._buflist_width),
-                    Window(width=1, char="│", style="class:separator"),
-                ]
-            ),
-            filter=Condition(self._show_buflist),
-        )
-        members = ConditionalContainer(
-            VSplit(
-                [
-                    Window(width=1, char="│", style="class:separator"),
-                    CellRows(
-                        lambda w, h: list(
-                            split_lines(members_fragments(self.model.current, self.model))
-                        ),
-                        width=self._members_width,
-                    ),
-                ]
-            ),
-            filter=Condition(self._show_members),
-        )
         input_window = Window(
             BufferControl(
                 self.input,
@@ -401,22 +341,7 @@ class ChatApp:
             height=1,
             get_horizontal_scroll=self._input_scroll,
         )
-        screen = HSplit(
-            [
-                CellRows(lambda w, h: [title_fragments(self.model)], height=1, style="class:title"),
-                VSplit([buflist, self._pane, members]),
-                CellRows(
-                    lambda w, h: [status_fragments(self.model, time.monotonic())],
-                    height=1,
-                    style="class:status",
-                ),
-                input_window,
-            ]
-        )
-        menu = Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=8))
-        return Layout(
-            SyncedColumns(FloatContainer(screen, floats=[menu])), focused_element=input_window
-        )
+        return Layout(self.screen.container(input_window), focused_element=input_window)
 
     def _input_scroll(self, window: Window) -> int:
         """Where the input line starts: at the prompt whenever the prompt and the text up to
@@ -428,28 +353,6 @@ class ChatApp:
         before = fragment_list_width(self._prompt())
         before += get_cwidth(self.input.document.text_before_cursor)
         return 0 if before < columns else window.horizontal_scroll
-
-    def _show_members(self) -> bool:
-        columns = self.application.output.get_size().columns
-        return self.model.current.kind == "room" and columns >= MIN_COLUMNS_FOR_MEMBERS
-
-    def _members_width(self) -> Dimension:
-        # As wide as the longest name, so the messages get every other column.
-        longest = max((text_width(n) for n in self.model.current.members.values()), default=0)
-        return Dimension.exact(min(longest + 1, MAX_MEMBERS_WIDTH))
-
-    def _show_buflist(self) -> bool:
-        if self.buflist_shown is not None:
-            return self.buflist_shown
-        return self.application.output.get_size().columns >= MIN_COLUMNS_FOR_BUFLIST
-
-    def toggle_buflist(self) -> None:
-        """Show the buffer list if hidden, hide it if shown."""
-        self.buflist_shown = not self._show_buflist()
-
-    def _buflist_width(self) -> Dimension:
-        widest = max(fragments_width(row) for row in buflist_rows(self.model))
-        return Dimension.exact(min(widest + 1, MAX_BUFLIST_WIDTH))
 
     def _key_bindings(self) -> KeyBindings:
         kb = KeyBindings()
@@ -482,8 +385,8 @@ class ChatApp:
         kb.add("down", filter=~menu_open)(redraw_after(partial(self._history, False)))
         kb.add("tab")(generate_completions)
         kb.add("s-tab")(redraw_after(self.input.complete_previous))
-        kb.add("pageup")(redraw_after(lambda: self.scroll(self._page())))
-        kb.add("pagedown")(redraw_after(lambda: self.scroll(-self._page())))
+        kb.add("pageup")(redraw_after(lambda: self.scroll(self.screen.page())))
+        kb.add("pagedown")(redraw_after(lambda: self.scroll(-self.screen.page())))
         kb.add("c-n")(redraw_after(partial(model.cycle, 1)))
         kb.add("c-p")(redraw_after(partial(model.cycle, -1)))
         for digit in "1234567890":
@@ -497,15 +400,11 @@ class ChatApp:
         kb.add("c-l")(lambda event: self.application.renderer.clear())
         kb.add("escape", "end")(redraw_after(model.jump_to_newest))
         kb.add("end")(redraw_after(self._end))
-        kb.add("f9")(redraw_after(self.toggle_buflist))
-        kb.add("escape", "B")(redraw_after(self.toggle_buflist))
+        kb.add("f9")(redraw_after(self.screen.toggle_buflist))
+        kb.add("escape", "B")(redraw_after(self.screen.toggle_buflist))
         return kb
 
     def _end(self) -> None:
         """End: the cursor to the end of the input, and the pane to the newest line."""
         self.input.cursor_position = len(self.input.text)
         self.model.jump_to_newest()
-
-    def _page(self) -> int:
-        """Rows in a page: what the pane shows, less one line kept for context."""
-        return max(1, self._pane_shows - 1) if self._pane_shows else 10

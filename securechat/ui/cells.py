@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
-from prompt_toolkit.layout.utils import explode_text_fragments
 from prompt_toolkit.layout import Container, Dimension
 from prompt_toolkit.layout.mouse_handlers import MouseHandlers
 from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
 from prompt_toolkit.layout.screen import Char, Screen, WritePosition
+from prompt_toolkit.layout.utils import explode_text_fragments
 from prompt_toolkit.mouse_events import MouseEvent
 from wcwidth import iter_graphemes
 
@@ -30,7 +30,7 @@ from .wrap import cells, code_point_width, is_disputed
 if TYPE_CHECKING:  # defined for type checkers only
     from prompt_toolkit.key_binding.key_bindings import NotImplementedOrNone
 
-__all__ = ["ZERO_WIDTH_SPACE", "ApartClusters", "CellRows", "GetRows", "SyncedColumns"]
+__all__ = ["ZERO_WIDTH_SPACE", "ApartClusters", "CellRows", "SyncedColumns"]
 
 ZERO_WIDTH_SPACE = "\u200b"
 """Ends a grapheme cluster (Unicode treats it as a control) and takes no column."""
