@@ -14,6 +14,7 @@ text out (wrapping, clipping) happens before, in wrap.py and render.py.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
@@ -53,6 +54,13 @@ class _Disputed(_Cluster):
     """A cluster some terminals draw wider than we do (see :func:`is_disputed`)."""
 
     __slots__ = ()
+
+
+@lru_cache(maxsize=65536)
+def _cell(cluster: str, style: str, columns: int) -> _Cluster:
+    """The cell for ``cluster`` (cells are never changed once made, so they are shared)."""
+    kind = _Disputed if is_disputed(cluster) else _Cluster
+    return kind(cluster, style, columns)
 
 
 class CellRows(Container):
@@ -113,8 +121,7 @@ class CellRows(Container):
             for style, cluster, wide in cells(rows[y]) if y < len(rows) else ():
                 if x + wide > columns:
                     break
-                kind = _Disputed if is_disputed(cluster) else _Cluster
-                line[x0 + x] = kind(cluster, f"{base} {style}", wide)
+                line[x0 + x] = _cell(cluster, f"{base} {style}", wide)
                 for extra in range(1, wide):
                     line[x0 + x + extra] = Char("", base)  # covered by the wide cell
                 x += wide
