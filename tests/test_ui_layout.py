@@ -27,7 +27,7 @@ from securechat.ui.render import (
     pane_rows,
     status_fragments,
 )
-from securechat.ui.wrap import clip, text_width, wrap
+from securechat.ui.wrap import text_width, wrap
 
 from .conftest import RawClient
 from .test_ui import (
@@ -114,12 +114,11 @@ def test_wrap_breaks_between_words_under_the_message_text() -> None:
     assert [len(plain(row)) for row in long] == [20, 20, 12]  # only a too-long word is cut
 
 
-def test_wrap_and_clip_measure_emoji_as_terminals_do() -> None:
+def test_wrap_measures_emoji_as_terminals_do() -> None:
     assert text_width(FAMILY) == text_width(WAVE) == 2
     assert text_width("中文") == 4
     rows = wrap([("", f"{FAMILY}{FAMILY}{FAMILY} {WAVE}")], 6, 0)
     assert [plain(row) for row in rows] == [FAMILY * 3, WAVE]
-    assert plain(clip([("", "ab" + FAMILY + "cd")], 3)) == "ab"  # never half a cluster
 
 
 def test_pane_wraps_with_a_hanging_indent_and_counts_what_it_shows() -> None:

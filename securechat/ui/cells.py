@@ -7,8 +7,8 @@ drawn where the terminal's cursor is not, and later cursor moves land in the
 wrong columns (another row's input line ended up cut to ``[#gene``). A
 :class:`CellRows` writes each cluster as one cell as wide as
 :func:`~securechat.ui.wrap.cluster_width` says, and pads every row to its full
-width, so its screen and the terminal agree. It draws what it is given: laying
-text out (wrapping, clipping) happens before, in wrap.py and render.py.
+width, so its screen and the terminal agree. It draws what it is given, cut at
+its width (never through a cluster); wrapping happens before, in wrap.py.
 """
 
 from __future__ import annotations

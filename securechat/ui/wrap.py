@@ -20,7 +20,6 @@ from wcwidth import iter_graphemes, wcwidth, width
 __all__ = [
     "Cell",
     "cells",
-    "clip",
     "cluster_width",
     "code_point_width",
     "fragments_width",
@@ -75,18 +74,6 @@ def cells(fragments: StyleAndTextTuples) -> Iterator[Cell]:
             columns = cluster_width(cluster)
             if columns:
                 yield style, cluster, columns
-
-
-def clip(fragments: StyleAndTextTuples, columns: int) -> StyleAndTextTuples:
-    """``fragments`` cut to ``columns`` columns, never through a cluster."""
-    out: StyleAndTextTuples = []
-    used = 0
-    for style, cluster, wide in cells(fragments):
-        if used + wide > columns:
-            break
-        out.append((style, cluster))
-        used += wide
-    return out
 
 
 def _words(fragments: StyleAndTextTuples) -> Iterator[list[Cell]]:
