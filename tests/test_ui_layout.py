@@ -270,6 +270,41 @@ def test_a_terminal_that_draws_emoji_wider_keeps_the_member_list_and_input_in_pl
     assert run_ui(server, scenario, output=output) == 0
 
 
+def test_no_stale_part_of_a_disputed_emoji_is_left_when_the_pane_scrolls(
+    server: Server, run_ui: Callable[..., int]
+) -> None:
+    written, output = terminal(80)
+    emulator = pyte.Screen(80, 24)
+
+    def modifiers_left() -> list[tuple[int, int]]:
+        """Where the terminal shows a skin tone our screen does not have there."""
+        emulator.reset()
+        pyte.Stream(emulator).feed(written.getvalue())
+        ours = screen_rows(ui_ref[0].app)
+        return [
+            (y, x)
+            for y in range(24)
+            for x in range(80)
+            if "🏽" in emulator.buffer[y][x].data and WAVE not in ours[y]
+        ]
+
+    ui_ref: list[UI] = []
+
+    async def scenario(ui: UI) -> None:
+        ui_ref.append(ui)
+        await ui.until(lambda: ui.model.current.name == "#general", "#general")
+        for n in range(30):  # each pushes the earlier ones up a row, over blank columns
+            text = f"{n} {WAVE}" if n % 7 == 0 else f"p {n}"
+            ui.app.post_event(message(3000 + n, text))
+            await ui.until(
+                lambda text=text: any(f"<bob> {text} " in r for r in screen_rows(ui.app)),
+                text,
+            )
+        assert modifiers_left() == []
+
+    assert run_ui(server, scenario, output=output) == 0
+
+
 def test_the_input_line_shows_disputed_emoji_apart_and_sends_them_whole(
     server: Server, run_ui: Callable[..., int]
 ) -> None:
