@@ -1,7 +1,8 @@
 """The full-screen client: a prompt_toolkit Application over the client core.
 
 Layout, top to bottom: the buffer's title (room and topic), the message pane
-with the room's members beside it, the status line, and the input line.
+with the buffer list left of it and the room's members right of it, the status
+line (all in screen.py), and the input line.
 
 Threading
 ---------
@@ -24,74 +25,49 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.application import Application
 from prompt_toolkit.buffer import Buffer as InputBuffer
-from prompt_toolkit.data_structures import Point
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
-from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.formatted_text import StyleAndTextTuples, fragment_list_width
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.key_binding.bindings.completion import generate_completions
 from prompt_toolkit.keys import Keys
-from prompt_toolkit.layout import (
-    ConditionalContainer,
-    Dimension,
-    Float,
-    FloatContainer,
-    FormattedTextControl,
-    HSplit,
-    Layout,
-    VSplit,
-    Window,
-)
+from prompt_toolkit.layout import Dimension, Layout, Window
 from prompt_toolkit.layout.controls import BufferControl
-from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.layout.processors import BeforeInput, ConditionalProcessor, PasswordProcessor
 from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
+from prompt_toolkit.utils import get_cwidth
 
 from ..client.commands import Local, Request
 from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost
 from .actions import CloseConversation, OpenConversation, interpret
+from .cells import ApartClusters
 from .complete import ChatCompleter
 from .dialogue import Dialogue, confirm_dialogue, delete_dialogue, password_dialogue
 from .linemode import FORGET_QUESTION, execute_local
 from .model import ChatModel, join_filter_text
 from .paste import MAX_INPUT_ROWS, clean_paste, interpret_all, paste_lines
-from .render import (
-    STYLE,
-    members_fragments,
-    pane_fragments,
-    prompt_fragments,
-    status_fragments,
-    title_fragments,
-)
+from .render import STYLE, prompt_fragments
+from .screen import ScreenLayout
 
 if TYPE_CHECKING:  # defined for type checkers only
     from prompt_toolkit.key_binding.key_bindings import NotImplementedOrNone
 
 __all__ = ["KEY_HELP", "ChatApp"]
 
-MAX_MEMBERS_WIDTH = 20
-"""The side list never takes more columns than this (names are at most 32)."""
-
-MIN_COLUMNS_FOR_MEMBERS = 60
-"""Narrower terminals give the whole width to messages."""
-
 WHEEL_ROWS = 3
 """Rows one notch of the mouse wheel scrolls, as in most terminals."""
-
-WRAP_INDENT = len("12:34:56 ")
-"""Columns a wrapped message row is indented by."""
 
 KEY_HELP = (
     "Keys: Enter sends; Up/Down recall input; Tab completes; PageUp/PageDown (or the wheel) scroll",
     "Ctrl+N/Ctrl+P next/previous buffer; Alt+1..9, Alt+0 buffer by number; Alt+A activity",
+    "End or Alt+End: the newest line; F9 or Alt+Shift+B shows or hides the buffer list",
     "Ctrl+L redraws; /quit, Ctrl+D on an empty line or Ctrl+C leaves",
 )
 """The keys, listed after /help."""
@@ -131,40 +107,6 @@ def _execute_local(client: ChatClient, action: Local, *, keys: bool) -> None:
         client.show(Event("system", {"event": "help", "text": text}))
 
 
-class _PaneControl(FormattedTextControl):
-    """The current buffer's newest rows, bottom-aligned; the mouse wheel scrolls it.
-
-    The cursor (hidden) sits on the last row, so the window shows the bottom
-    even when long lines wrap.
-    """
-
-    def __init__(self, chat: ChatApp) -> None:
-        self._chat = chat
-        self._rows = 0
-        super().__init__(
-            self._pane_fragments,
-            focusable=False,
-            show_cursor=False,
-            get_cursor_position=lambda: Point(x=0, y=max(0, self._rows - 1)),
-        )
-
-    def _pane_fragments(self) -> StyleAndTextTuples:
-        model = self._chat.model
-        height = self._chat.application.output.get_size().rows  # at least the pane's height
-        fragments, self._rows = pane_fragments(model.current, model, height)
-        return fragments
-
-    def mouse_handler(self, mouse_event: MouseEvent) -> NotImplementedOrNone:
-        """Scroll on the wheel; anything else as FormattedTextControl does."""
-        if mouse_event.event_type == MouseEventType.SCROLL_UP:
-            self._chat.scroll(WHEEL_ROWS)
-            return None
-        if mouse_event.event_type == MouseEventType.SCROLL_DOWN:
-            self._chat.scroll(-WHEEL_ROWS)
-            return None
-        return super().mouse_handler(mouse_event)
-
-
 class ChatApp:
     """The full-screen chat client.
 
@@ -190,12 +132,10 @@ class ChatApp:
             completer=ChatCompleter(self.model),
             complete_while_typing=False,
         )
-        self._pane_window = Window(
-            _PaneControl(self),
-            wrap_lines=True,
-            always_hide_cursor=True,
-            # Wrapped rows start under the text, clear of the timestamps' column.
-            get_line_prefix=lambda line, wrap_count: " " * WRAP_INDENT if wrap_count else "",
+        self.screen = ScreenLayout(
+            self.model,
+            columns=lambda: self.application.output.get_size().columns,
+            on_mouse=self.mouse_handler,
         )
         self.application: Application[None] = Application(
             layout=self._layout(),
@@ -252,10 +192,18 @@ class ChatApp:
 
     def scroll(self, rows: int) -> None:
         """Scroll the message pane up (positive) or down by ``rows``."""
-        info = self._pane_window.render_info
-        on_screen = len(set(info.displayed_lines)) if info is not None else 1
-        self.model.scroll(rows, keep=on_screen)
+        self.model.scroll(rows, keep=max(1, self.screen.pane_shows))
         self.application.invalidate()
+
+    def mouse_handler(self, mouse_event: MouseEvent) -> NotImplementedOrNone:
+        """The message pane's mouse: the wheel scrolls it."""
+        if mouse_event.event_type == MouseEventType.SCROLL_UP:
+            self.scroll(WHEEL_ROWS)
+            return None
+        if mouse_event.event_type == MouseEventType.SCROLL_DOWN:
+            self.scroll(-WHEEL_ROWS)
+            return None
+        return NotImplemented
 
     def _drain(self) -> None:
         with self._lock:
@@ -410,20 +358,6 @@ class ChatApp:
     # -- layout and keys -----------------------------------------------------------------
 
     def _layout(self) -> Layout:
-        members = ConditionalContainer(
-            VSplit(
-                [
-                    Window(width=1, char="│", style="class:separator"),
-                    Window(
-                        FormattedTextControl(
-                            lambda: members_fragments(self.model.current, self.model)
-                        ),
-                        width=self._members_width,
-                    ),
-                ]
-            ),
-            filter=Condition(self._show_members),
-        )
         input_window = Window(
             BufferControl(
                 self.input,
@@ -435,38 +369,25 @@ class ChatApp:
                             lambda: self._dialogue is not None and self._dialogue.question.secret
                         ),
                     ),
+                    ApartClusters(),
                 ],
             ),
             # One row, or as many as a pasted text has (up to MAX_INPUT_ROWS).
             height=lambda: Dimension.exact(min(self.input.document.line_count, MAX_INPUT_ROWS)),
+            get_horizontal_scroll=self._input_scroll,
         )
-        screen = HSplit(
-            [
-                Window(
-                    FormattedTextControl(lambda: title_fragments(self.model)),
-                    height=1,
-                    style="class:title",
-                ),
-                VSplit([self._pane_window, members]),
-                Window(
-                    FormattedTextControl(lambda: status_fragments(self.model, time.monotonic())),
-                    height=1,
-                    style="class:status",
-                ),
-                input_window,
-            ]
-        )
-        menu = Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=8))
-        return Layout(FloatContainer(screen, floats=[menu]), focused_element=input_window)
+        return Layout(self.screen.container(input_window), focused_element=input_window)
 
-    def _show_members(self) -> bool:
-        columns = self.application.output.get_size().columns
-        return self.model.current.kind == "room" and columns >= MIN_COLUMNS_FOR_MEMBERS
-
-    def _members_width(self) -> Dimension:
-        # As wide as the longest name, so the messages get every other column.
-        longest = max((len(n) for n in self.model.current.members.values()), default=0)
-        return Dimension.exact(min(longest + 1, MAX_MEMBERS_WIDTH))
+    def _input_scroll(self, window: Window) -> int:
+        """Where the input line starts: at the prompt whenever the prompt and the text up to
+        the cursor fit, so a long line sent (or a buffer switched) never leaves the prompt
+        scrolled out of view; beyond that, prompt_toolkit keeps the cursor visible.
+        Measured as prompt_toolkit draws this line."""
+        info = window.render_info
+        columns = info.window_width if info is not None else 0
+        before = fragment_list_width(self._prompt())
+        before += get_cwidth(self.input.document.text_before_cursor)
+        return 0 if before < columns else window.horizontal_scroll
 
     def _key_bindings(self) -> KeyBindings:
         kb = KeyBindings()
@@ -504,8 +425,8 @@ class ChatApp:
             self.input.insert_text(clean_paste(event.data))
 
         kb.add("s-tab")(redraw_after(self.input.complete_previous))
-        kb.add("pageup")(redraw_after(lambda: self.scroll(self._page())))
-        kb.add("pagedown")(redraw_after(lambda: self.scroll(-self._page())))
+        kb.add("pageup")(redraw_after(lambda: self.scroll(self.screen.page())))
+        kb.add("pagedown")(redraw_after(lambda: self.scroll(-self.screen.page())))
         kb.add("c-n")(redraw_after(partial(model.cycle, 1)))
         kb.add("c-p")(redraw_after(partial(model.cycle, -1)))
         for digit in "1234567890":
@@ -517,9 +438,13 @@ class ChatApp:
         kb.add("c-c", filter=~asking)(lambda event: self.quit("interrupted"))
         kb.add("<sigint>")(lambda event: self.quit("interrupted"))
         kb.add("c-l")(lambda event: self.application.renderer.clear())
+        kb.add("escape", "end")(redraw_after(model.jump_to_newest))
+        kb.add("end")(redraw_after(self._end))
+        kb.add("f9")(redraw_after(self.screen.toggle_buflist))
+        kb.add("escape", "B")(redraw_after(self.screen.toggle_buflist))
         return kb
 
-    def _page(self) -> int:
-        """Rows in a page: what the pane shows, less one line kept for context."""
-        info = self._pane_window.render_info
-        return max(1, len(set(info.displayed_lines)) - 1) if info is not None else 10
+    def _end(self) -> None:
+        """End: the cursor to the end of the input, and the pane to the newest line."""
+        self.input.cursor_position = len(self.input.text)
+        self.model.jump_to_newest()

@@ -73,8 +73,9 @@ class Buffer:
     lines: list[Line] = field(default_factory=list)
     unread: int = 0
     """Messages that arrived while another buffer was shown."""
-    highlight: bool = False
-    """A mention, private message or file offer arrived while another buffer was shown."""
+    highlight: int = 0
+    """Mentions, private messages and file offers that arrived while another buffer was
+    shown (true if any)."""
     marker: int | None = None
     """Index of the first line that arrived while another buffer was shown."""
     members: dict[str, str] = field(default_factory=dict)
@@ -82,6 +83,8 @@ class Buffer:
     topic: str = ""
     scroll: int = 0
     """How many rows the view is scrolled up from the newest line."""
+    more: int = 0
+    """Messages that arrived while the view was scrolled up (``-MORE(n)-``)."""
     _ids: set[int] = field(default_factory=set, init=False, repr=False)
 
     @property
@@ -107,7 +110,7 @@ class Buffer:
         does not bring them back."""
         self.lines.clear()
         self.marker = None
-        self.scroll = 0
+        self.scroll = self.more = 0
 
     def add(self, line: Line) -> int | None:
         """Insert ``line`` where it belongs; its index, or None if its message is already here."""
@@ -130,6 +133,7 @@ class Buffer:
             self.marker += 1
         if self.scroll:
             self.scroll += 1  # keep a scrolled-up view where the reader left it
+            self.more += line.kind == "message"
         self._trim()
         return position
 

@@ -160,7 +160,7 @@ def _message(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) 
         return
     wanted = line.mention or private
     if wanted and buffer is not model.current:
-        buffer.highlight = True
+        buffer.highlight += 1
     outcome.bell = wanted and not line.history
 
 
@@ -374,7 +374,7 @@ def _read(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> 
     buffer = model.find(where) if isinstance(where, str) else None
     if buffer is not None:
         buffer.unread = 0
-        buffer.highlight = False
+        buffer.highlight = 0
 
 
 def _files(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
@@ -408,7 +408,7 @@ def _file_offer(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: floa
     buffer = _transfer_buffer(model, transfer)
     model.add_line(buffer, Line("notice", utc_now(), str(d.get("text", ""))), unread=True)
     if buffer is not model.current:
-        buffer.highlight = True
+        buffer.highlight += 1
     outcome.bell = True
 
 

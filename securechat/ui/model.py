@@ -95,7 +95,7 @@ class ChatModel:
         """Make ``buffer`` current and read, keeping the old buffer's marker."""
         self.current = buffer
         buffer.unread = 0
-        buffer.highlight = False
+        buffer.highlight = 0
 
     def close(self, buffer: Buffer) -> None:
         """Close a conversation's buffer, showing the one before it; it opens again
@@ -129,6 +129,12 @@ class ChatModel:
         keeping at least ``keep`` rows (a screenful) in view at the top."""
         buffer = self.current
         buffer.scroll = max(0, min(buffer.scroll + rows, buffer.rows - keep))
+        if not buffer.scroll:
+            buffer.more = 0
+
+    def jump_to_newest(self) -> None:
+        """Scroll the current buffer back down to its newest line."""
+        self.current.scroll = self.current.more = 0
 
     def users(self) -> list[str]:
         """Every user name the model knows of, except the user's own, sorted."""

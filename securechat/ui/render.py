@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime
 import zlib
+from collections.abc import Iterator
+from itertools import islice
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.styles import Style
@@ -23,17 +25,22 @@ from ..wire.sanitize import sanitize
 from .buffers import Buffer, Line
 from .model import ChatModel
 from .status import Transfer
+from .wrap import fragments_width, wrap
 
 __all__ = [
     "BAR_WIDTH",
     "MARKER_TEXT",
     "NICK_COLOURS",
     "STYLE",
+    "buflist_rows",
+    "day_separator",
     "format_duration",
     "line_fragments",
+    "line_parts",
     "members_fragments",
     "nick_style",
     "pane_fragments",
+    "pane_rows",
     "progress_fragments",
     "prompt_fragments",
     "status_fragments",
@@ -59,6 +66,8 @@ STYLE = Style.from_dict(
         "own": "bold",
         "mention": "bold fg:ansiyellow",
         "marker": "fg:ansired",
+        "day": "fg:ansicyan",
+        "buflist.current": "reverse",
         "where": "fg:ansicyan",
         "bar": "fg:ansigreen",
         "bar.failed": "fg:ansired",
@@ -108,39 +117,53 @@ def format_duration(seconds: float) -> str:
 
 
 def _stamp(line: Line) -> StyleAndTextTuples:
-    local = line.when.astimezone()
-    if line.history:
-        return [("class:history", local.strftime("%Y-%m-%d %H:%M") + " ")]
-    return [("class:timestamp", local.strftime("%H:%M:%S") + " ")]
+    # HH:MM for every line, replayed or live: the date is on the day separator above.
+    style = "class:history" if line.history else "class:timestamp"
+    return [(style, line.when.astimezone().strftime("%H:%M") + " ")]
 
 
-def line_fragments(line: Line, model: ChatModel) -> StyleAndTextTuples:
-    """One buffer line: timestamp, then the message, notice or progress bar."""
-    out = _stamp(line)
+def line_parts(line: Line, model: ChatModel) -> tuple[StyleAndTextTuples, StyleAndTextTuples]:
+    """One buffer line in two parts: what comes before its text (timestamp, nick), under
+    whose end wrapped rows are indented, and the text (message, notice or progress bar)."""
+    head = _stamp(line)
+    body: StyleAndTextTuples = []
     if line.kind == "message":
         if line.where:
-            out.append(("class:where", sanitize(line.where) + " "))
+            head.append(("class:where", sanitize(line.where) + " "))
         style = "class:own" if line.own else nick_style(line.sender)
         if line.mention:
             style += " reverse"
         if line.action:  # /me: "* alice waves", as IRC clients show an action
-            out += [("", "* "), (style, sanitize(line.sender)), ("", " ")]
+            head += [("", "* "), (style, sanitize(line.sender)), ("", " ")]
         else:
-            out += [("", "<"), (style, sanitize(line.sender)), ("", "> ")]
-        out.append(("class:mention" if line.mention else "", sanitize(line.text)))
+            head += [("", "<"), (style, sanitize(line.sender)), ("", "> ")]
+        body.append(("class:mention" if line.mention else "", sanitize(line.text)))
         if line.unstored:
-            out.append(("class:unstored", " (not stored)"))
+            body.append(("class:unstored", " (not stored)"))
     elif line.kind == "transfer":
         transfer = model.transfers.get(line.transfer or 0)
         if transfer is not None:
-            out += progress_fragments(transfer)
+            body += progress_fragments(transfer)
     elif line.kind == "notice":
-        out.append(("class:notice", "-- " + sanitize(line.text)))
+        head.append(("class:notice", "-- "))
+        body.append(("class:notice", sanitize(line.text)))
     elif line.kind == "error":
-        out.append(("class:error", "!! " + sanitize(line.text)))
+        head.append(("class:error", "!! "))
+        body.append(("class:error", sanitize(line.text)))
     else:
-        out.append(("class:info", sanitize(line.text)))
-    return out
+        body.append(("class:info", sanitize(line.text)))
+    return head, body
+
+
+def line_fragments(line: Line, model: ChatModel) -> StyleAndTextTuples:
+    """One buffer line: timestamp, then the message, notice or progress bar."""
+    head, body = line_parts(line, model)
+    return head + body
+
+
+def day_separator(day: datetime.date) -> StyleAndTextTuples:
+    """The line between two days' lines, such as ``──── Tuesday 1 December 2026 ────``."""
+    return [("class:day", f"──── {day:%A} {day.day} {day:%B %Y} ────")]
 
 
 def progress_fragments(transfer: Transfer) -> StyleAndTextTuples:
@@ -164,29 +187,63 @@ def progress_fragments(transfer: Transfer) -> StyleAndTextTuples:
     return [(style, f"[{bar}]"), ("", text)]
 
 
-def _row(buffer: Buffer, model: ChatModel, row: int) -> StyleAndTextTuples:
-    marker = buffer.marker
-    if marker is None or row < marker:
-        return line_fragments(buffer.lines[row], model)
-    if row == marker:
-        return [("class:marker", MARKER_TEXT)]
-    return line_fragments(buffer.lines[row - 1], model)
+_Row = tuple[StyleAndTextTuples, StyleAndTextTuples, bool]
+"""A row of the pane before wrapping: the part wrapped rows hang under, the rest, and
+whether it is one of :attr:`Buffer.rows` (a day separator is not)."""
+
+
+def _day(line: Line) -> datetime.date:
+    return line.when.astimezone().date()
+
+
+def _rows_back(buffer: Buffer, model: ChatModel, end: int) -> Iterator[_Row]:
+    """The pane's rows above row ``end`` (of :attr:`Buffer.rows`), newest first, with a
+    day separator above the first line of each day (and above the oldest line, unless
+    it is from today)."""
+    marker, lines = buffer.marker, buffer.lines
+    today = datetime.date.today()
+    for row in range(end - 1, -1, -1):
+        if row == marker:
+            yield [], [("class:marker", MARKER_TEXT)], True
+            continue
+        index = row if marker is None or row < marker else row - 1
+        line = lines[index]
+        yield (*line_parts(line, model), True)
+        day = _day(line)
+        before = _day(lines[index - 1]) if index else today
+        if day != before:
+            yield [], day_separator(day), False
 
 
 def pane_fragments(buffer: Buffer, model: ChatModel, height: int) -> tuple[StyleAndTextTuples, int]:
-    """The last ``height`` rows above the buffer's scroll position, and how many there are.
-
-    Only what can be on screen is formatted, so a long scrollback costs nothing
-    per redraw; wrapped lines make some rows taller, and the window shows the bottom.
-    """
-    end = max(0, buffer.rows - buffer.scroll)
-    start = max(0, end - height)
+    """The last ``height`` rows above the buffer's scroll position, unwrapped, and how many
+    there are (the text of the pane, for tests and for reading)."""
+    rows = list(islice(_rows_back(buffer, model, buffer.rows - buffer.scroll), height))
     out: StyleAndTextTuples = []
-    for row in range(start, end):
-        if row > start:
+    for head, body, _ in reversed(rows):
+        if out:
             out.append(("", "\n"))
-        out += _row(buffer, model, row)
-    return out, end - start
+        out += head + body
+    return out, len(rows)
+
+
+def pane_rows(
+    buffer: Buffer, model: ChatModel, width: int, height: int
+) -> tuple[list[StyleAndTextTuples], int]:
+    """The pane as drawn: the newest ``height`` screen rows above the scroll position,
+    each line word-wrapped to ``width`` with its continuation rows under its text; and
+    how many of the buffer's rows they show (what a page is, for scrolling).
+
+    Only what can be on screen is formatted, so a long scrollback costs nothing per redraw.
+    """
+    drawn: list[StyleAndTextTuples] = []
+    shown = 0
+    for head, body, counted in _rows_back(buffer, model, buffer.rows - buffer.scroll):
+        if len(drawn) >= height:
+            break
+        drawn[:0] = wrap(head + body, width, fragments_width(head))
+        shown += counted
+    return drawn[-height:] if height else [], shown
 
 
 def status_fragments(model: ChatModel, now: float) -> StyleAndTextTuples:
@@ -218,7 +275,8 @@ def status_fragments(model: ChatModel, now: float) -> StyleAndTextTuples:
         files = " ".join(f"#{t.id} {100 * t.bytes // t.size}%" for t in moving)
         out.append(("", f"[files: {files}] "))
     if model.current.scroll:
-        out.append(("class:status.highlight", f"-MORE({model.current.scroll})-"))
+        more = model.current.more
+        out.append(("class:status.highlight", f"-MORE({more})-" if more else "-MORE-"))
     return out
 
 
@@ -244,6 +302,21 @@ def members_fragments(buffer: Buffer, model: ChatModel) -> StyleAndTextTuples:
         own = fold(name) == fold(model.user)
         out += [("class:own" if own else nick_style(name), sanitize(name)), ("", "\n")]
     return out[:-1]
+
+
+def buflist_rows(model: ChatModel) -> list[StyleAndTextTuples]:
+    """The buffer list (the left bar): ``2.#general (4) !1`` per buffer, its number, name,
+    unread messages and highlights; the current buffer reversed."""
+    rows: list[StyleAndTextTuples] = []
+    for number, buffer in enumerate(model.buffers, 1):
+        style = "class:buflist.current" if buffer is model.current else ""
+        row: StyleAndTextTuples = [(style, f"{number}.{sanitize(buffer.name)}")]
+        if buffer.unread:
+            row.append(("class:status.activity", f" ({buffer.unread})"))
+        if buffer.highlight:
+            row.append(("class:status.highlight", f" !{buffer.highlight}"))
+        rows.append(row)
+    return rows
 
 
 def prompt_fragments(model: ChatModel) -> StyleAndTextTuples:
