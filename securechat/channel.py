@@ -120,6 +120,10 @@ class Channel:
         self._frame_deadline: float | None = None  # set while a frame is half received
         self._pending_write = b""
         self._events = 0
+        self._streaming = False  # frames flow (at once for TLS; after the upgrade for web)
+        self.routine_close = False
+        """True when the close is routine, not worth a warning (a browser done fetching
+        the web client's files); handlers read it in ``on_close``."""
         self.error: BaseException | None = None
         """The TLS or socket error that closed the channel, for callers that explain it."""
 
@@ -196,12 +200,21 @@ class Channel:
         self.deadline = None
         self._last_recv = time.monotonic()
         self._set_events(selectors.EVENT_READ)
+        self._tls_up()
+        self._flush()
+
+    def _tls_up(self) -> None:
+        """The handshake is done: frames flow at once (a web channel speaks HTTP first)."""
+        self._open_stream()
+
+    def _open_stream(self) -> None:
+        """Start the frame stream: from here on the peer is pinged and its frames handled."""
+        self._streaming = True
         try:
             self._call(self.handler.on_open)
         except ProtocolError as exc:
             # _call passes protocol errors on for the reader to answer; here we are it.
             self._refuse(f"{PROTOCOL_ERROR}: {exc}")
-        self._flush()
 
     def _discard_unread(self) -> None:
         """Read and drop what the peer already sent, so closing sends FIN, not RST.
@@ -233,29 +246,40 @@ class Channel:
                 self._abort("peer closed the connection")
                 return
             budget -= len(data)
-            now = self._last_recv = time.monotonic()
+            self._last_recv = time.monotonic()
             self._ping_sent_at = None
             if self.outbox.close_reason is not None:
                 continue  # closing: drain and ignore what the peer still sends
             try:
-                self.decoder.feed(data)
-                completed = False
-                while (frame := self.decoder.next_frame()) is not None:
-                    completed = True
-                    self._dispatch(frame)
-                    if self._state != self._OPEN or self.outbox.close_reason is not None:
-                        return
+                self._received(data)
             except ProtocolError as exc:
                 # Not logged here: the handler's on_close hears the reason and decides.
                 self._refuse(f"{PROTOCOL_ERROR}: {exc}")
                 return
-            if not self.decoder.buffered:
-                self._frame_deadline = None
-            elif completed or self._frame_deadline is None:
-                self._frame_deadline = now + self._frame_timeout  # a new frame has begun
+            if self._state != self._OPEN or self.outbox.close_reason is not None:
+                return
         if self._state == self._OPEN and self.sock.pending() and self.loop is not None:
             # OpenSSL holds decrypted bytes the selector cannot see: come back soon.
             self.loop.mark_dirty(self, read=True)
+
+    def _received(self, data: bytes) -> None:
+        """Bytes from the peer, decrypted (a web channel unwraps HTTP and WebSocket first)."""
+        self._feed_frames(data)
+
+    def _feed_frames(self, data: bytes) -> None:
+        """Decode and dispatch the frames in ``data``; ProtocolError for a broken stream."""
+        self.decoder.feed(data)
+        completed = False
+        while (frame := self.decoder.next_frame()) is not None:
+            completed = True
+            self._dispatch(frame)
+            if self._state != self._OPEN or self.outbox.close_reason is not None:
+                return
+        if not self.decoder.buffered:
+            self._frame_deadline = None
+        elif completed or self._frame_deadline is None:
+            # A new frame has begun.
+            self._frame_deadline = self._last_recv + self._frame_timeout
 
     def _refuse(self, reason: str) -> None:
         """Answer a protocol error with ``bad_frame`` and close: the stream is lost."""
@@ -280,7 +304,7 @@ class Channel:
         blocked = False
         while self._state == self._OPEN:
             if not self._pending_write:
-                self._pending_write = self.outbox.take(WRITE_CHUNK)
+                self._pending_write = self._next_output()
                 if not self._pending_write:
                     break
             try:
@@ -304,17 +328,30 @@ class Channel:
         if reason is None:
             return
         if not blocked and not self._pending_write:
+            farewell = self._farewell(reason)
+            if farewell:
+                self._pending_write = farewell
+                self._flush()  # writes it, and comes back here with nothing left
+                return
             self._abort(reason)
         elif self.deadline is None:
             # A peer that will not read its last frames must not hold the socket open.
             self.deadline = time.monotonic() + CLOSE_TIMEOUT
             self.deadline_reason = reason
 
+    def _next_output(self) -> bytes:
+        """The next bytes to hand to OpenSSL (a web channel wraps them in WebSocket messages)."""
+        return self.outbox.take(WRITE_CHUNK)
+
+    def _farewell(self, reason: str) -> bytes:
+        """Last bytes to send before closing (a WebSocket close message); once, then b""."""
+        return b""
+
     def _tick(self, now: float) -> None:
         if self.deadline is not None and now >= self.deadline:
             self._abort(self.deadline_reason)
             return
-        if self._state != self._OPEN:
+        if self._state != self._OPEN or not self._streaming:
             return
         if self._frame_deadline is not None and now >= self._frame_deadline:
             self._frame_deadline = None

@@ -242,12 +242,16 @@ class RawClient:
     def send(self, type_: str, **fields: Any) -> int:
         """Send a frame with a fresh rid; returns the rid."""
         self.rid += 1
-        self.sock.sendall(encode(type_, rid=self.rid, **fields))
+        self.send_raw(encode(type_, rid=self.rid, **fields))
         return self.rid
 
     def send_raw(self, data: bytes) -> None:
-        """Send bytes as they are."""
+        """Send bytes as they are (a web client: as one WebSocket message)."""
         self.sock.sendall(data)
+
+    def receive_bytes(self) -> bytes:
+        """The next bytes of the frame stream; b"" once the server has closed."""
+        return self.sock.recv(65536)
 
     def recv_frame(self, timeout: float = EVENT_TIMEOUT) -> Frame | None:
         """The next frame, or None when the server closed the connection."""
@@ -256,7 +260,7 @@ class RawClient:
             frame = self.decoder.next_frame()
             if frame is not None:
                 if frame.type == "ping":
-                    self.sock.sendall(encode("pong"))
+                    self.send_raw(encode("pong"))
                     continue
                 return frame
             remaining = deadline - time.monotonic()
@@ -264,7 +268,7 @@ class RawClient:
                 raise TimeoutError("no frame in time")
             self.sock.settimeout(remaining)
             try:
-                data = self.sock.recv(65536)
+                data = self.receive_bytes()
             except (ConnectionResetError, ssl.SSLError):
                 return None
             if not data:

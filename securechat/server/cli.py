@@ -76,6 +76,13 @@ def build_parser() -> OneLineParser:
         "--port", type=_PORT, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
     )
     p.add_argument(
+        "--web-port",
+        type=_PORT,
+        metavar="PORT",
+        help="also serve the web client on this port of --host, over HTTPS with the same "
+        "certificate (browsers open https://HOST:PORT/); default: no web client",
+    )
+    p.add_argument(
         "--db", type=Path, default=Path("securechat.db"), help="SQLite file (default securechat.db)"
     )
     p.add_argument(
@@ -277,6 +284,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         store=args.store,
         bus=args.bus,
         peer_port=args.peer_port,
+        web_port=args.web_port,
         peer_host=args.peer_host,
         peer_ca=args.peer_ca,
         client_ca=args.client_ca,

@@ -84,7 +84,9 @@ class ClientConnection:
     def on_close(self, channel: Channel, reason: str) -> None:
         """The channel is closed: free its slot, log why, and end its session."""
         self._ticket.release()
-        if self.session is None or reason.startswith(PROTOCOL_ERROR):
+        if channel.routine_close:
+            log.debug("%s: closed: %s", channel.peer, reason)
+        elif self.session is None or reason.startswith(PROTOCOL_ERROR):
             # Failed handshakes, plaintext and bad frames are what a flood is made of:
             # one line per second per kind of failure, with a count of the rest.
             kind = reason.partition(":")[0]

@@ -39,6 +39,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ..channel import CLOSE_TIMEOUT, FRAME_TIMEOUT, Channel
 from ..errors import ConfigError
@@ -46,6 +47,8 @@ from ..ioloop import IOLoop
 from ..outbox import OUTBOX_LIMIT
 from ..store.open import open_store
 from ..tls import server_context
+from ..web.channel import WebChannel
+from ..web.site import Site
 from ..wire.protocol import DEFAULT_PORT
 from . import chat, history_requests, moderation_requests
 from .cluster.bus import RedisBus
@@ -122,6 +125,8 @@ class ServerConfig:
     """The CA that signs every cluster server's certificate (required with ``peer_port``)."""
     registration: str = "open"
     """Who may create an account: ``open``, ``invite`` or ``closed`` (docs/server.md)."""
+    web_port: int | None = None
+    """Serve the web client over HTTPS on this port of ``host`` (0: any free port)."""
 
 
 class Server:
@@ -199,6 +204,8 @@ class Server:
         self._live_loops = list(self._loops)  # those still handed connections (accept thread)
         self._turn = 0
         self._listener: socket.socket | None = None
+        self._site = Site() if config.web_port is not None else None
+        self._web_listener: socket.socket | None = None
         self._stop_r, self._stop_w = os.pipe()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._stopped = threading.Event()
@@ -275,33 +282,29 @@ class Server:
         host, port = self._listener.getsockname()[:2]
         return host, port
 
+    @property
+    def web_address(self) -> tuple[str, int] | None:
+        """The (host, port) the web client is served on, if ``web_port`` was given."""
+        if self._web_listener is None:
+            return None
+        host, port = self._web_listener.getsockname()[:2]
+        return host, port
+
     def start(self) -> None:
-        """Bind the listener and start every thread. ConfigError if the port is taken."""
+        """Bind the listeners and start every thread. ConfigError if a port is taken."""
         _raise_fd_limit()
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        # A restarted server must bind at once, despite connections in TIME_WAIT.
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((self.config.host, self.config.port))
-            listener.listen(_BACKLOG)
-        except OSError as exc:
-            listener.close()
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"port {self.config.port} on {self.config.host} is in use: stop the other "
-                    "server or pass --port"
-                ) from exc
-            raise ConfigError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}"
-            ) from exc
+        listener = _listen(self.config.host, self.config.port, "--port")
         self._listener = listener
-        if self._peers is not None:
-            try:
+        try:
+            if self.config.web_port is not None:
+                self._web_listener = _listen(self.config.host, self.config.web_port, "--web-port")
+            if self._peers is not None:
                 self._peers.start()
-            except ConfigError:
-                listener.close()
-                raise
+        except ConfigError:
+            listener.close()
+            if self._web_listener is not None:
+                self._web_listener.close()
+            raise
             assert self._bus is not None
             self._bus.set_peer_address(self._peers.address)
         self._writer.start()
@@ -312,6 +315,10 @@ class Server:
         self._accept_thread.start()
         host, port = self.address
         log.info("securechat listening on %s:%d (TLS only)", host, port)
+        if self.web_address is not None:
+            host, port = self.web_address
+            shown = f"[{host}]" if ":" in host else host
+            log.info("web client on https://%s:%d/", shown, port)
 
     def stop(self, reason: str = "server shutting down", timeout: float = 5.0) -> None:
         """Stop accepting, tell every client why, and close within ``timeout`` seconds."""
@@ -348,32 +355,41 @@ class Server:
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
-        listener = self._listener
+        listeners = [self._listener]
+        if self._web_listener is not None:
+            listeners.append(self._web_listener)
         with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ)
+            for listener in listeners:
+                selector.register(listener, selectors.EVENT_READ)
             selector.register(self._stop_r, selectors.EVENT_READ)
-            while True:
+            running = True
+            while running:
                 ready = {key.fileobj for key, _ in selector.select(_LOG_FLUSH_INTERVAL)}
                 self._problems.flush()
                 if self._stop_r in ready:
                     break
-                if listener not in ready:
-                    continue
-                try:
-                    sock, addr = listener.accept()
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        self._problems.log(
-                            "accept", logging.ERROR, "cannot accept: %s; pausing", exc.strerror
+                for listener in listeners:
+                    if listener not in ready:
+                        continue
+                    try:
+                        sock, addr = listener.accept()
+                    except OSError as exc:
+                        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                            self._problems.log(
+                                "accept", logging.ERROR, "cannot accept: %s; pausing", exc.strerror
+                            )
+                            time.sleep(0.1)
+                        continue
+                    if not self._adopt(sock, addr, web=listener is self._web_listener):
+                        log.error(
+                            "no I/O loop is left running: not accepting connections any more"
                         )
-                        time.sleep(0.1)
-                    continue
-                if not self._adopt(sock, addr):
-                    log.error("no I/O loop is left running: not accepting connections any more")
-                    break
-        listener.close()
+                        running = False
+                        break
+        for listener in listeners:
+            listener.close()
 
-    def _adopt(self, sock: socket.socket, addr: tuple[str, int]) -> bool:
+    def _adopt(self, sock: socket.socket, addr: tuple[str, int], *, web: bool = False) -> bool:
         """Admit, wrap and hand over one accepted socket; False if no I/O loop is left."""
         peer = f"{addr[0]}:{addr[1]}"
         ticket = self.connection_caps.admit(addr[0])
@@ -400,21 +416,26 @@ class Server:
             sock.close()
             return True
         cfg = self.config
-        channel = Channel(
-            tls,
-            ClientConnection(
-                self.hub,
-                ticket,
-                self._problems,
-                mutual_tls=cfg.client_ca is not None,
-                login_timeout=cfg.login_timeout,
-            ),
-            peer=peer,
-            handshake_timeout=cfg.handshake_timeout,
-            ping_interval=cfg.ping_interval,
-            ping_timeout=cfg.ping_timeout,
-            outbox_limit=cfg.outbox_limit,
-            frame_timeout=cfg.frame_timeout,
+        handler = ClientConnection(
+            self.hub,
+            ticket,
+            self._problems,
+            mutual_tls=cfg.client_ca is not None,
+            login_timeout=cfg.login_timeout,
+        )
+        options: dict[str, Any] = {
+            "peer": peer,
+            "handshake_timeout": cfg.handshake_timeout,
+            "ping_interval": cfg.ping_interval,
+            "ping_timeout": cfg.ping_timeout,
+            "outbox_limit": cfg.outbox_limit,
+            "frame_timeout": cfg.frame_timeout,
+        }
+        # Browsers get the same channel, with HTTP and WebSocket between TLS and frames.
+        channel = (
+            WebChannel(tls, handler, site=self._site, **options)
+            if web and self._site is not None
+            else Channel(tls, handler, **options)
         )
         while self._live_loops:
             loop = self._live_loops[self._turn % len(self._live_loops)]
@@ -432,6 +453,25 @@ class Server:
         ticket.release()
         tls.close()
         return False
+
+
+def _listen(host: str, port: int, option: str) -> socket.socket:
+    """A listening TCP socket on ``host``:``port``; ConfigError naming ``option`` if taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    # A restarted server must bind at once, despite connections in TIME_WAIT.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(_BACKLOG)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is in use: stop the other server or pass {option}"
+            ) from exc
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return listener
 
 
 def _is_unspecified(host: str) -> bool:
