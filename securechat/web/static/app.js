@@ -331,6 +331,7 @@ class App {
     const dot = $("conn-dot");
     const labels = {
       idle: "",
+      ready: "",
       connecting: "Connecting…",
       login: "Signing in…",
       connected: "Connected",
@@ -339,7 +340,7 @@ class App {
     };
     banner.textContent = labels[state] || state;
     banner.dataset.state = state;
-    banner.hidden = state === "connected" || (state === "idle");
+    banner.hidden = ["connected", "idle", "ready"].includes(state);
     dot.dataset.state = state;
     dot.title = labels[state] || state;
     this.login.connectionState(state, labels[state]);

@@ -28,7 +28,7 @@ export class Connection extends EventTarget {
     this.model = model;
     this.url = url;
     this.ws = null;
-    this.state = "idle"; // idle, connecting, login, connected, reconnecting, closed
+    this.state = "idle"; // idle, connecting, ready, login, connected, reconnecting, closed
     this.hello = null;
     this.credentials = null;
     this.loggedIn = false; // this socket has had its welcome
@@ -168,6 +168,7 @@ export class Connection extends EventTarget {
         this.hello = frame;
         this.emit("hello", { hello: frame });
         if (this.credentials) this.sendLogin();
+        else this.setState("ready");
         return;
       case "welcome":
         return this.welcomed(frame);
