@@ -152,7 +152,8 @@ def browser(pki: Pki) -> Iterator[Browser]:
 
 def login(page: Page, user: str, password: str = "pw", *, register: bool = True) -> None:
     """Sign in through the form (creating the account first if ``register``)."""
-    expect(page.get_by_test_id("login-submit")).to_be_enabled()
+    # The server's hello names it: the page's script runs and is connected.
+    expect(page.locator("#login-server")).not_to_be_empty()
     if register:
         page.get_by_test_id("tab-register").click()
     page.fill("#login-user", user)
