@@ -18,6 +18,7 @@ import time
 
 from ..channel import PROTOCOL_ERROR, Channel
 from ..tls import peer_common_name
+from ..web.channel import WebChannel
 from ..wire.protocol import Frame
 from .hub import Hub
 from .limits import ConnectionTicket, RateLimitedLog
@@ -74,6 +75,7 @@ class ClientConnection:
             tls_version=sys.intern(channel.tls_version),
             source=sys.intern(self._ticket.source),
             cert_fingerprint=fingerprint,
+            web=isinstance(channel, WebChannel),
         )
 
     def on_frame(self, channel: Channel, frame: Frame) -> None:

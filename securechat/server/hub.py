@@ -201,11 +201,14 @@ class Hub:
         tls_version: str,
         source: str,
         cert_fingerprint: str | None = None,
+        web: bool = False,
     ) -> Session:
         """A new connection from ``source`` (its address, see ``limits.source_key``)
-        finished its TLS handshake: greet it, unless its address is banned."""
+        finished its TLS handshake (``web``: and its WebSocket upgrade): greet it,
+        unless its address is banned."""
         session = Session(link, cert_user=cert_user, tls_version=tls_version, source=source)
         session.cert_fingerprint = cert_fingerprint
+        session.web = web
         with self.lock:
             if self._closed:
                 link.send(encode("bye", reason="server shutting down"))

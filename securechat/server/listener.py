@@ -433,7 +433,9 @@ class Server:
         }
         # Browsers get the same channel, with HTTP and WebSocket between TLS and frames.
         channel = (
-            WebChannel(tls, handler, site=self._site, **options)
+            WebChannel(
+                tls, handler, site=self._site, request_timeout=cfg.handshake_timeout, **options
+            )
             if web and self._site is not None
             else Channel(tls, handler, **options)
         )

@@ -74,7 +74,14 @@ def tell_rename(hub: Hub, identity: Identity, old: str, new: str) -> None:
 def describe_session(session: Session) -> dict[str, Any]:
     """A session as ``/sessions`` lists it (without ``current``)."""
     since = datetime.datetime.fromtimestamp(session.since, datetime.UTC)
-    return {"session": session.number, "peer": session.link.peer, "since": utc_timestamp(since)}
+    found: dict[str, Any] = {
+        "session": session.number,
+        "peer": session.link.peer,
+        "since": utc_timestamp(since),
+    }
+    if session.web:
+        found["web"] = True
+    return found
 
 
 def presence(event: str, room: Room, name: str, reason: str = "") -> bytes:

@@ -74,6 +74,7 @@ class Session:
         "state",
         "streams",
         "tls_version",
+        "web",
     )
 
     def __init__(self, link: Peer, *, cert_user: str | None, tls_version: str, source: str) -> None:
@@ -84,6 +85,8 @@ class Session:
         self.cert_fingerprint: str | None = None
         """The SHA-256 of the client certificate (hex), in mutual-TLS mode."""
         self.tls_version = tls_version
+        self.web = False
+        """True for a browser, connected through the web port's WebSocket."""
         self.state = State.NEW
         self.identity: Identity | None = None
         self.number = 0

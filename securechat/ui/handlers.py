@@ -279,9 +279,11 @@ def _sessions(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float)
     items = [s for s in d.get("sessions", []) if isinstance(s, dict)]
     for item in items:
         this = " (this one)" if item.get("current") is True else ""
+        web = " (web)" if item.get("web") is True else ""
         model.notice(
             model.current,
-            f"session {item.get('session')}: {item.get('peer')}, since {item.get('since')}{this}",
+            f"session {item.get('session')}: {item.get('peer')}{web}, since {item.get('since')}"
+            f"{this}",
             "info",
         )
 

@@ -144,7 +144,8 @@ def _transfer_line(item: dict[str, Any]) -> str:
 def _session_line(item: dict[str, Any]) -> str:
     this = " (this one)" if item.get("current") is True else ""
     peer, since = sanitize(str(item.get("peer", ""))), sanitize(str(item.get("since", "")))
-    return f"#{item.get('session')} {peer} since {since}{this}"
+    web = " (web)" if item.get("web") is True else ""
+    return f"#{item.get('session')} {peer}{web} since {since}{this}"
 
 
 def _unread_line(item: Any) -> str:

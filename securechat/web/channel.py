@@ -11,7 +11,7 @@ a terminal client. Only what lies between TLS and the frame decoder differs.
    from the :class:`~securechat.web.site.Site` held in memory; the connection
    stays open for the next request (one at a time: a pipelined request waits
    until the previous answer is handed to OpenSSL, so at most one answer is
-   ever buffered). Each request must arrive whole within ``REQUEST_TIMEOUT``
+   ever buffered). Each request must arrive whole within the handshake timeout
    of the handshake or the previous answer, as the handshake itself must.
 2. ``GET /ws`` with a WebSocket upgrade, from the server's own origin
    (``Origin`` equal to ``https://`` plus the ``Host`` the browser asked),
@@ -64,7 +64,8 @@ MAX_REQUEST_HEAD = 8 * 1024
 
 REQUEST_TIMEOUT = 10.0
 """Seconds a browser gets to send a whole request, from the handshake or the previous
-answer; the same as the TLS handshake, so a slow or half-open request costs no more."""
+answer, unless told otherwise (the server passes its TLS handshake timeout, so a slow or
+half-open request costs no more than a slow handshake)."""
 
 MAX_REQUESTS = 100
 """Requests served on one connection before it is closed (the page has a dozen files)."""
@@ -77,10 +78,17 @@ class WebChannel(Channel):
     """One browser's connection: HTTP first, then the chat protocol over WebSocket."""
 
     def __init__(
-        self, sock: ssl.SSLSocket, handler: ChannelHandler, *, site: Site, **options: Any
+        self,
+        sock: ssl.SSLSocket,
+        handler: ChannelHandler,
+        *,
+        site: Site,
+        request_timeout: float = REQUEST_TIMEOUT,
+        **options: Any,
     ) -> None:
         super().__init__(sock, handler, **options)
         self._site = site
+        self._request_timeout = request_timeout
         self._http: h11.Connection | None = h11.Connection(
             h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD
         )
@@ -127,8 +135,8 @@ class WebChannel(Channel):
     # -- HTTP -------------------------------------------------------------------
 
     def _await_request(self) -> None:
-        self.deadline = time.monotonic() + REQUEST_TIMEOUT
-        self.deadline_reason = f"HTTP request not completed within {REQUEST_TIMEOUT:g} s"
+        self.deadline = time.monotonic() + self._request_timeout
+        self.deadline_reason = f"HTTP request not completed within {self._request_timeout:g} s"
 
     def _serve(self) -> None:
         """Answer the next buffered request, if the previous answer has left."""
