@@ -1,0 +1,246 @@
+"""The web client in a real headless Chromium against a real server, with real terminal
+clients (``securechat-client --json``) on the other side: signing in, chat and private
+messages both ways, scrolling back through history, search, and files both ways.
+
+One server and one browser serve the whole module; every test uses names of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.browser import (  # noqa: F401  (fixtures)
+    Browser,
+    WebServer,
+    browser,
+    expect,
+    login,
+    messages,
+    open_buffer,
+    screenshot,
+    type_line,
+    web_server,
+)
+from tests.conftest import ClientProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+StartClient = Callable[..., ClientProcess]
+
+
+def test_a_new_account_is_created_and_a_wrong_password_is_refused(
+    web_server: WebServer, browser: Browser
+) -> None:
+    page = browser.page(web_server.url)
+    expect(page.get_by_test_id("login-screen")).to_be_visible()
+    screenshot(page, "login")
+    login(page, "wanda")
+    expect(page.get_by_test_id("buffer-title")).to_have_text("#general")
+
+    other = browser.page(web_server.url)
+    login_error = other.get_by_test_id("login-error")
+    other.fill("#login-user", "wanda")
+    other.fill("#login-password", "not her password")
+    other.get_by_test_id("login-submit").click()
+    expect(login_error).to_contain_text("wrong password for wanda")
+
+    other.fill("#login-user", "nobody-here")
+    other.fill("#login-password", "pw")
+    other.get_by_test_id("login-submit").click()
+    expect(login_error).to_contain_text("no account")
+
+    other.get_by_test_id("tab-register").click()
+    other.fill("#login-user", "walter")
+    other.fill("#login-password", "one")
+    other.fill("#login-password2", "two")
+    other.get_by_test_id("login-submit").click()
+    expect(login_error).to_have_text("The two passwords differ.")
+
+
+def test_room_messages_flow_between_the_browser_and_a_terminal_client(
+    web_server: WebServer, browser: Browser, client_process: StartClient
+) -> None:
+    page = browser.page(web_server.url)
+    login(page, "bella")
+    term = client_process(web_server.port, "tom")
+    term.wait_for("connected")
+    expect(page.get_by_test_id("member").filter(has_text="tom")).to_be_visible()
+
+    term.type("hello from the terminal, bella")
+    expect(messages(page).filter(has_text="hello from the terminal")).to_have_count(1)
+    # Her name in it is marked as a mention.
+    expect(page.locator("mark.mention")).to_have_text("bella")
+
+    type_line(page, "hello from the browser")
+    event = term.wait_for("message", text="hello from the browser")
+    assert event["from"] == "bella" and event["room"] == "#general"
+    expect(messages(page).filter(has_text="hello from the browser")).to_have_count(1)
+
+
+def test_private_messages_flow_both_ways(
+    web_server: WebServer, browser: Browser, client_process: StartClient
+) -> None:
+    page = browser.page(web_server.url)
+    login(page, "petra")
+    term = client_process(web_server.port, "paul")
+    term.wait_for("connected")
+
+    term.type("/msg petra a secret for you")
+    item = page.locator('[data-testid="buffer-item"][data-name="paul"]')
+    expect(item.get_by_test_id("unread-badge")).to_have_text("1")
+    open_buffer(page, "paul")
+    expect(messages(page)).to_have_text(["a secret for you"])
+    expect(item.get_by_test_id("unread-badge")).to_have_count(0)
+
+    type_line(page, "and one for you")
+    event = term.wait_for("private", text="and one for you")
+    assert event["from"] == "petra" and event["to"] == "paul"
+
+    # /msg from the browser opens the conversation too.
+    open_buffer(page, "#general")
+    type_line(page, "/msg paul via the command")
+    term.wait_for("private", text="via the command")
+    expect(page.get_by_test_id("buffer-title")).to_have_text("@paul")
+
+
+def test_scrolling_up_pages_back_to_the_oldest_message(
+    web_server: WebServer, browser: Browser, client_process: StartClient
+) -> None:
+    term = client_process(web_server.port, "scribe")
+    term.wait_for("connected")
+    term.type("/join #archive", *[f"line {n:03d} of the archive" for n in range(120)])
+    term.wait_for("message", text="line 119 of the archive")
+
+    page = browser.page(web_server.url)
+    login(page, "reader")
+    type_line(page, "/join #archive")
+    expect(page.get_by_test_id("buffer-title")).to_have_text("#archive")
+    expect(messages(page).last).to_have_text("line 119 of the archive")
+    oldest = messages(page).filter(has_text="line 000 of the archive")
+    scroller = page.get_by_test_id("messages")
+    for _ in range(10):
+        if oldest.count():
+            break
+        shown = messages(page).count()
+        scroller.evaluate("el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); }")
+        expect(messages(page)).not_to_have_count(shown)
+    expect(oldest).to_have_count(1)
+    expect(messages(page)).to_have_count(120)  # every line exactly once
+    # One more page finds nothing older, and the view says so.
+    scroller.evaluate("el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); }")
+    expect(page.get_by_test_id("history-head")).to_contain_text("beginning of #archive")
+    expect(messages(page)).to_have_count(120)
+
+
+def test_search_shows_results_with_their_room_and_time(
+    web_server: WebServer, browser: Browser, client_process: StartClient
+) -> None:
+    page = browser.page(web_server.url)
+    login(page, "seeker")
+    type_line(page, "the purple elephant is in the room")
+    expect(messages(page).filter(has_text="purple elephant")).to_have_count(1)
+    page.get_by_test_id("search-input").fill("purple elephant")
+    page.get_by_test_id("search-input").press("Enter")
+    result = page.get_by_test_id("search-result").filter(has_text="purple elephant")
+    expect(result).to_have_count(1)
+    expect(result).to_contain_text("#general")
+    expect(result.locator("time")).to_have_text(re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d"))
+    expect(page.get_by_test_id("search-summary")).to_contain_text("1 result")
+
+    type_line(page, "/search nothing-matches-this")
+    expect(page.get_by_test_id("search-summary")).to_contain_text("0 results")
+
+
+def test_commands_answer_in_the_conversation(web_server: WebServer, browser: Browser) -> None:
+    page = browser.page(web_server.url)
+    login(page, "cmdr")
+    type_line(page, "/frobnicate")
+    expect(page.get_by_test_id("notice").last).to_contain_text("unknown command /frobnicate")
+    type_line(page, "/join #ops")
+    expect(page.get_by_test_id("buffer-title")).to_have_text("#ops")
+    type_line(page, "/topic deploys at noon")
+    expect(page.get_by_test_id("buffer-topic")).to_have_text("deploys at noon")
+    type_line(page, "/who")
+    expect(page.get_by_test_id("notice").last).to_contain_text("1 in #ops: cmdr")
+    type_line(page, "/history status")
+    expect(page.get_by_test_id("notice").last).to_contain_text("history:")
+    type_line(page, "/nolog off the record")
+    expect(page.locator(".msg .tag")).to_have_text("not stored")
+    type_line(page, "/help")
+    expect(page.get_by_test_id("notice").filter(has_text="/sendfile NAME")).to_have_count(1)
+    type_line(page, "/part")
+    expect(page.locator('[data-testid="buffer-item"][data-name="#ops"]')).to_have_count(0)
+
+
+def test_a_file_goes_from_the_browser_to_a_terminal_client(
+    web_server: WebServer, browser: Browser, client_process: StartClient, tmp_path: Path
+) -> None:
+    data = bytes(range(256)) * 1200 + b"tail"  # 307,204 bytes: several chunks
+    downloads = tmp_path / "dl"
+    term = client_process(web_server.port, "fred", extra=("--download-dir", str(downloads)))
+    term.wait_for("connected")
+    page = browser.page(web_server.url)
+    login(page, "fiona")
+    type_line(page, "/msg fred")
+    page.get_by_test_id("file-input").set_input_files(
+        files=[{"name": "report.bin", "mimeType": "application/octet-stream", "buffer": data}]
+    )
+    offer = term.wait_for("file_offer")
+    assert offer["name"] == "report.bin" and offer["size"] == len(data)
+    assert offer["sha256"] == hashlib.sha256(data).hexdigest()
+    card = page.get_by_test_id("file-card")
+    expect(card.get_by_test_id("file-status")).to_contain_text("waiting for an answer")
+    term.type(f"/accept {offer['id']}")
+    saved = term.wait_for("file_saved", timeout=30)
+    assert Path(saved["path"]).read_bytes() == data
+    expect(card.get_by_test_id("file-status")).to_contain_text("SHA-256 check passed")
+
+
+def test_a_file_goes_from_a_terminal_client_to_the_browser(
+    web_server: WebServer, browser: Browser, client_process: StartClient, tmp_path: Path
+) -> None:
+    data = hashlib.sha256(b"seed").digest() * 9000  # 288,000 bytes
+    path = tmp_path / "photo.raw"
+    path.write_bytes(data)
+    page = browser.page(web_server.url)
+    login(page, "gina")
+    term = client_process(web_server.port, "gus")
+    term.wait_for("connected")
+    term.type(f"/sendfile gina {path}")
+    item = page.locator('[data-testid="buffer-item"][data-name="gus"]')
+    expect(item.get_by_test_id("unread-badge")).to_be_visible()
+    open_buffer(page, "gus")
+    card = page.get_by_test_id("file-card")
+    expect(card.get_by_test_id("file-name")).to_have_text("photo.raw")
+    screenshot(page, "file-offer")
+    card.get_by_test_id("file-accept").click()
+    download_link = card.get_by_test_id("file-download")
+    expect(download_link).to_be_visible(timeout=30_000)
+    expect(card.get_by_test_id("file-status")).to_contain_text("SHA-256 verified")
+    with page.expect_download() as info:
+        download_link.click()
+    download = info.value
+    assert download.suggested_filename == "photo.raw"
+    assert hashlib.sha256(Path(download.path()).read_bytes()).digest() == hashlib.sha256(data).digest()
+    term.wait_for("file_sent", timeout=30)
+
+
+def test_a_declined_file_is_reported_to_the_sender(
+    web_server: WebServer, browser: Browser, client_process: StartClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "unwanted.txt"
+    path.write_bytes(b"no thanks")
+    page = browser.page(web_server.url)
+    login(page, "hilda")
+    term = client_process(web_server.port, "hank")
+    term.wait_for("connected")
+    term.type(f"/sendfile hilda {path}")
+    open_buffer(page, "hank")
+    page.get_by_test_id("file-reject").click()
+    term.wait_for("file_rejected")
+    expect(page.get_by_test_id("file-status")).to_contain_text("declined")
