@@ -74,6 +74,11 @@ class App {
       e.preventDefault();
       const words = $("search-input").value.trim();
       if (words) this.search(words);
+      document.body.classList.remove("search-open");
+    });
+    $("search-button").addEventListener("click", () => {
+      document.body.classList.toggle("search-open");
+      if (document.body.classList.contains("search-open")) $("search-input").focus();
     });
     $("theme-button").addEventListener("click", () => this.renderTheme(toggleTheme()));
     $("notify-button").addEventListener("click", async () => this.renderNotify(await this.notifier.toggle()));
@@ -150,8 +155,10 @@ class App {
   }
 
   join(room) {
+    // Already in it: just show it (the terminal client would ask again for the replay,
+    // but this view already holds everything since we joined).
     const existing = this.model.buffers.get(roomKey(room));
-    if (existing?.joined) this.select(existing.key);
+    if (existing?.joined) return this.select(existing.key);
     this.conn.send({ type: "join", room });
   }
 

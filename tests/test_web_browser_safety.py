@@ -1,0 +1,211 @@
+"""The web client under hostile text and lost connections, in a real headless Chromium:
+markup, scripts, ``javascript:`` links and bidi controls from other users stay inert text;
+a server restart is bridged without losing or repeating a message. Also takes the
+screenshots of docs/web.md (only with SECURECHAT_SCREENSHOTS=1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.browser import (  # noqa: F401  (fixtures)
+    DESKTOP,
+    PHONE,
+    Browser,
+    WebServer,
+    browser,
+    expect,
+    login,
+    messages,
+    open_buffer,
+    screenshot,
+    start_web_server,
+    type_line,
+    web_server,
+)
+from tests.conftest import ClientProcess, Pki, RawClient
+
+pytestmark = pytest.mark.timeout(120)
+
+IMG = "<img src=x onerror=window.__pwned=1>"
+SCRIPT = "<script>window.__pwned=1</script>"
+JS_LINK = "javascript:window.__pwned=1"
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: would make "txt.exe" read "exe.txt"
+
+NO_MARKUP_RAN = """() => ({
+    pwned: window.__pwned,
+    images: document.querySelectorAll('#app img:not(.brand img)').length,
+    scripts: document.querySelectorAll('body script').length,
+    jsLinks: [...document.querySelectorAll('a[href]')].filter(
+        a => !/^(https?|blob):/i.test(a.href)).length,
+})"""
+
+
+def assert_inert(page) -> None:  # type: ignore[no-untyped-def]
+    state = page.evaluate(NO_MARKUP_RAN)
+    assert state == {"pwned": None, "images": 0, "scripts": 0, "jsLinks": 0}, state
+
+
+def test_hostile_messages_topics_quit_reasons_and_file_names_stay_text(
+    web_server: WebServer,
+    browser: Browser,
+    client_process: Callable[..., ClientProcess],
+    tmp_path: Path,
+) -> None:
+    page = browser.page(web_server.url)
+    login(page, "victim")
+    type_line(page, "/join #xss")
+    mallory = client_process(web_server.port, "mallory")
+    mallory.wait_for("connected")
+    mallory.type("/join #xss")
+    mallory.wait_for("system", event="joined", room="#xss")
+    mallory.type(
+        f"look {IMG} here",
+        f"and {SCRIPT} there",
+        f"click {JS_LINK} or https://example.org/ok",
+        f"invoice{RLO}txt.exe",
+        f"/topic {IMG}{RLO}cipot",
+    )
+    texts = messages(page)
+    expect(texts.filter(has_text=f"look {IMG} here")).to_have_count(1)
+    expect(texts.filter(has_text=f"and {SCRIPT} there")).to_have_count(1)
+    expect(texts.filter(has_text="click javascript:window.__pwned=1 or")).to_have_count(1)
+    # The bidi override is shown, visibly, as the terminal client shows it.
+    bidi = texts.filter(has_text="invoice")
+    expect(bidi).to_have_text("invoice<U+202E>txt.exe")
+    expect(bidi.locator(".ctrl")).to_have_text("<U+202E>")
+    expect(page.get_by_test_id("buffer-topic")).to_have_text(f"{IMG}<U+202E>cipot")
+    # Only the http(s) URL became a link, and a safe one.
+    link = page.locator("#message-list a")
+    expect(link).to_have_count(1)
+    expect(link).to_have_attribute("href", "https://example.org/ok")
+    expect(link).to_have_attribute("rel", "noopener noreferrer")
+    expect(link).to_have_attribute("target", "_blank")
+
+    name = f"{IMG}{RLO}gpj.exe"
+    hostile = tmp_path / name
+    hostile.write_bytes(b"not really a picture")
+    mallory.type(f"/sendfile victim {hostile}")
+    open_buffer(page, "mallory")
+    card = page.get_by_test_id("file-card")
+    expect(card.get_by_test_id("file-name")).to_have_text(f"{IMG}<U+202E>gpj.exe")
+    card.get_by_test_id("file-accept").click()
+    with page.expect_download() as info:
+        card.get_by_test_id("file-download").click()
+    saved = info.value.suggested_filename
+    assert RLO not in saved and "<" not in saved and "/" not in saved, saved
+    assert hashlib.sha256(Path(info.value.path()).read_bytes()).hexdigest() == hashlib.sha256(
+        b"not really a picture"
+    ).hexdigest()
+
+    open_buffer(page, "#xss")
+    mallory.type(f"/quit {SCRIPT}{RLO}")
+    notice = page.get_by_test_id("notice").filter(has_text="mallory left")
+    expect(notice).to_contain_text(f"{SCRIPT}<U+202E>")
+    assert_inert(page)
+
+
+def test_a_server_restart_loses_and_repeats_nothing(
+    pki: Pki,
+    browser: Browser,
+    client_process: Callable[..., ClientProcess],
+    tmp_path: Path,
+) -> None:
+    server = start_web_server(pki, tmp_path)
+    try:
+        page = browser.page(server.url)
+        login(page, "rita")
+        ted = client_process(server.port, "ted")
+        ted.wait_for("connected")
+        ted.type("before the restart", "/msg rita private before")
+        expect(messages(page).filter(has_text="before the restart")).to_have_count(1)
+
+        assert server.stop() == 0
+        state = page.get_by_test_id("connection-state")
+        expect(state).to_contain_text("reconnecting")
+        type_line(page, "typed while the server was away")
+        server.start()  # the same ports and database
+
+        ted.wait_for("connected", timeout=30)
+        ted.type(*[f"after the restart {n}" for n in range(5)], "/msg rita private after")
+        ted.wait_for("message", text="typed while the server was away", timeout=30)
+        expect(state).to_be_hidden(timeout=30_000)
+        for n in range(5):
+            expect(messages(page).filter(has_text=f"after the restart {n}")).to_have_count(1)
+        expect(messages(page).filter(has_text="before the restart")).to_have_count(1)
+        expect(messages(page).filter(has_text="typed while the server was away")).to_have_count(1)
+        open_buffer(page, "ted")
+        expect(messages(page)).to_have_text(["private before", "private after"])
+    finally:
+        server.kill()
+
+
+def test_the_layout_themes_and_phone_drawer(
+    web_server: WebServer, browser: Browser, raw_client: Callable[..., RawClient]
+) -> None:
+    people = {name: raw_client(web_server.port) for name in ("alice", "bob", "carol", "dave")}
+    for name, client in people.items():
+        client.login(name)
+    page = browser.page(web_server.url)
+    login(page, "maya")
+    for name, client in people.items():
+        client.send("join", room="#design")
+    alice, bob, carol, dave = people.values()
+    script = [
+        (alice, "morning all! the new palette is up for review"),
+        (alice, "mock-ups: https://example.org/palette-v3"),
+        (bob, "looks great, the contrast on the sidebar is much better"),
+        (carol, "maya, can you check the dark theme before the release?"),
+        (dave, "I ran the accessibility checker: all AA except the muted grey"),
+        (dave, "bumping it from #8d94a1 to #7b8290 fixes it"),
+        (bob, "ship it!"),
+    ]
+    type_line(page, "/join #design")
+    for client, text in script:
+        client.send("say", room="#design", text=text)
+        client.expect("message", text=text)
+    type_line(page, "on it, carol: dark theme review this afternoon")
+    bob.send("topic", room="#design", text="Design system v3 · release Friday")
+    bob.send("join", room="#random")
+    bob.send("say", room="#random", text="anyone for lunch?")
+    page.locator("body").evaluate("() => 0")  # let the frames arrive
+    type_line(page, "/join #random")
+    type_line(page, "/join #design")
+    dave.send("msg", to="maya", text="got a minute for the icons?")
+    expect(page.locator('[data-name="dave"] [data-testid="unread-badge"]')).to_have_text("1")
+    expect(messages(page).last).to_contain_text("dark theme review")
+    expect(page.get_by_test_id("member")).to_have_count(5)
+    screenshot(page, "desktop-light")
+
+    page.get_by_test_id("theme-toggle").click()
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    screenshot(page, "desktop-dark")
+    page.get_by_test_id("search-input").fill("theme")
+    page.get_by_test_id("search-input").press("Enter")
+    expect(page.get_by_test_id("search-result")).to_have_count(2)
+    screenshot(page, "search-dark")
+    page.get_by_test_id("theme-toggle").click()
+    expect(page.locator("html")).to_have_attribute("data-theme", "light")
+
+    page.set_viewport_size(PHONE)
+    page.locator(".search-title button").click()
+    sidebar = page.locator("#sidebar")
+    expect(page.get_by_test_id("menu-button")).to_be_visible()
+    assert sidebar.bounding_box()["x"] < 0  # type: ignore[index]  # the drawer is closed
+    screenshot(page, "phone-light")
+    page.get_by_test_id("menu-button").click()
+    expect(sidebar).to_be_in_viewport(ratio=0.9)
+    screenshot(page, "phone-drawer")
+    page.locator('[data-testid="buffer-item"][data-name="dave"]').click()
+    expect(page.get_by_test_id("buffer-title")).to_have_text("@dave")
+    expect(sidebar).not_to_be_in_viewport()
+    page.get_by_test_id("menu-button").click()  # the theme switch lives in the drawer
+    page.get_by_test_id("theme-toggle").click()
+    page.locator("#scrim").click(position={"x": 380, "y": 400})
+    expect(sidebar).not_to_be_in_viewport()
+    screenshot(page, "phone-dark")
+    page.set_viewport_size(DESKTOP)
