@@ -119,7 +119,7 @@ const HANDLERS = {
 
   sessions(app, frame, model) {
     for (const s of frame.sessions || []) {
-      model.addNotice(model.current, `session ${s.session} from ${s.peer} since ${s.since}${s.current ? " (this one)" : ""}`, "list");
+      model.addNotice(model.current, `session ${s.session} from ${s.peer} since ${s.since}${s.web ? " (web)" : ""}${s.current ? " (this one)" : ""}`, "list");
     }
   },
 
