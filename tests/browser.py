@@ -123,7 +123,15 @@ class Browser:
         )
         self.contexts: list[Any] = []
 
-    def page(self, url: str, *, viewport: dict[str, int] = DESKTOP, dark: bool = False) -> Page:
+    def page(
+        self,
+        url: str,
+        *,
+        viewport: dict[str, int] = DESKTOP,
+        dark: bool = False,
+        permissions: tuple[str, ...] = (),
+        init_script: str | None = None,
+    ) -> Page:
         context = self.browser.new_context(
             viewport=viewport,
             color_scheme="dark" if dark else "light",
@@ -131,8 +139,12 @@ class Browser:
             device_scale_factor=1,
         )
         context.set_default_timeout(UI_TIMEOUT)
+        if permissions:
+            context.grant_permissions(list(permissions), origin=url.rstrip("/"))
         self.contexts.append(context)
         page = context.new_page()
+        if init_script:
+            page.add_init_script(init_script)
         page.goto(url)
         return page
 
@@ -154,10 +166,22 @@ def web_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 
 @pytest.fixture(scope="module")
 def browser(pki: Pki) -> Iterator[Browser]:
-    """One headless Chromium for the whole module."""
+    """One headless Chromium for the whole module; each test's pages close after it."""
     b = Browser(pki)
     yield b
     b.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_pages(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close the pages a test opened, so that later tests share the machine with fewer
+    live WebSockets."""
+    yield
+    if "browser" in request.fixturenames:
+        b: Browser = request.getfixturevalue("browser")
+        for context in b.contexts:
+            context.close()
+        b.contexts.clear()
 
 
 def login(page: Page, user: str, password: str = "pw", *, register: bool = True) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import (  # noqa: F401  (fixtures)
+    _close_pages,
     Browser,
     WebServer,
     browser,
@@ -26,7 +27,7 @@ from tests.browser import (  # noqa: F401  (fixtures)
     type_line,
     web_server,
 )
-from tests.conftest import ClientProcess
+from tests.conftest import ClientProcess, RawClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -244,3 +245,56 @@ def test_a_declined_file_is_reported_to_the_sender(
     page.get_by_test_id("file-reject").click()
     term.wait_for("file_rejected")
     expect(page.get_by_test_id("file-status")).to_contain_text("declined")
+
+
+def test_viewing_a_room_marks_it_read_for_the_other_sessions(
+    web_server: WebServer,
+    browser: Browser,
+    client_process: StartClient,
+    raw_client: Callable[..., RawClient],
+) -> None:
+    page = browser.page(web_server.url)
+    login(page, "sam")
+    other_session = client_process(web_server.port, "sam")
+    other_session.wait_for("connected")
+    sue = raw_client(web_server.port)
+    sue.login("sue")
+    sue.send("say", room="#general", text="are you there, sam?")
+    expect(messages(page).filter(has_text="are you there")).to_have_count(1)
+    said = sue.expect("message", text="are you there, sam?")
+    event = other_session.wait_for("read", room="#general")
+    assert event["id"] >= said.get("id")
+
+
+# Records notifications instead of showing them (the page's CSP does not apply to this).
+RECORD_NOTIFICATIONS = """
+window.__notes = [];
+const Real = window.Notification;
+window.Notification = class extends Real {
+  constructor(title, options) { super(title, options); window.__notes.push(`${title}|${options.body}`); }
+};
+"""
+
+
+def test_notifications_are_opt_in_and_come_for_mentions_and_private_messages(
+    web_server: WebServer, browser: Browser, raw_client: Callable[..., RawClient]
+) -> None:
+    page = browser.page(web_server.url, permissions=("notifications",), init_script=RECORD_NOTIFICATIONS)
+    login(page, "nora")
+    nick = raw_client(web_server.port)
+    nick.login("nick")
+    nick.send("say", room="#general", text="nora, before you turned them on")
+    expect(messages(page).filter(has_text="before you turned")).to_have_count(1)
+    toggle = page.get_by_test_id("notify-toggle")
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+
+    nick.send("msg", to="nora", text="a private word")
+    expect(page.locator('[data-name="nick"] [data-testid="unread-badge"]')).to_have_text("1")
+    open_buffer(page, "nick")
+    nick.send("say", room="#general", text="nora: look at this")
+    nick.send("say", room="#general", text="nothing for her")
+    expect(page.locator('[data-name="#general"] [data-testid="unread-badge"]')).to_have_text("1")
+    notes = page.evaluate("window.__notes")
+    assert notes == ["nick (private)|a private word", "nick in #general|nora: look at this"]

@@ -391,7 +391,11 @@ class App {
     // Fill the screen: if the history does not reach the top yet, fetch more.
     const s = $("messages");
     if (s.scrollHeight <= s.clientHeight + 200 && buffer.items.some((i) => i.kind === "msg")) this.loadOlder(buffer);
-    if (buffer.kind === "dm" && !buffer.items.length && buffer.hasMore) this.loadOlder(buffer);
+    // A conversation seen for the first time fetches its latest page once.
+    if (!buffer.fetched && buffer.kind === "dm" && this.conn.loggedIn) {
+      buffer.fetched = true;
+      this.loadOlder(buffer);
+    }
   }
 
   renderHeader(buffer) {
