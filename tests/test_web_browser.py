@@ -170,8 +170,15 @@ def test_commands_answer_in_the_conversation(web_server: WebServer, browser: Bro
     expect(page.get_by_test_id("notice").last).to_contain_text("1 in #ops: cmdr")
     type_line(page, "/history status")
     expect(page.get_by_test_id("notice").last).to_contain_text("history:")
+    type_line(page, "status: all green")
     type_line(page, "/nolog off the record")
     expect(page.locator(".msg .tag")).to_have_text("not stored")
+    with page.expect_download() as info:
+        type_line(page, "/history export")
+    exported = Path(info.value.path()).read_text("utf-8").splitlines()
+    assert [line for line in exported if '"from":"cmdr"' in line] == [
+        line for line in exported if '"text":"status: all green"' in line
+    ] != []  # the stored message, not the /nolog one
     type_line(page, "/help")
     expect(page.get_by_test_id("notice").filter(has_text="/sendfile NAME")).to_have_count(1)
     type_line(page, "/part")

@@ -15,9 +15,9 @@ import { renderSidebar } from "./view/sidebar.js";
 import { renderMembers, renderSearch } from "./view/panel.js";
 import { updateProgress } from "./view/filecard.js";
 import { LoginForm } from "./view/login.js";
+import * as requests from "./requests.js";
 
 const $ = (id) => document.getElementById(id);
-const PAGE = 50; // messages per history page when scrolling back
 const READ_EVERY = 1000; // ms: at most one read marker a second per conversation
 
 class App {
@@ -174,58 +174,15 @@ class App {
   }
 
   who(room, show) {
-    const users = [];
-    this.conn.send({ type: "who", room }, null, (frame) => {
-      if (frame.type === "error") return "done";
-      users.push(...frame.users);
-      if (frame.more) return "consumed";
-      const buffer = this.model.buffers.get(roomKey(room));
-      if (buffer?.joined) buffer.setMembers(users);
-      if (show) this.notice(`${users.length} in ${frame.room}: ${users.join(", ")}`, "list");
-      this.scheduleRender();
-      return "consumed-done";
-    });
+    return requests.who(this, room, show);
   }
 
   loadOlder(buffer) {
-    if (buffer.loading || !buffer.hasMore || buffer.kind === "server" || (buffer.kind === "room" && !buffer.joined)) return;
-    if (!this.conn.loggedIn) return;
-    buffer.loading = true;
-    const header = { type: "history", limit: PAGE, before: buffer.oldestId || undefined };
-    if (buffer.kind === "room") header.room = buffer.name;
-    else header.user = buffer.name;
-    this.conn.send(header, null, (frame) => {
-      if (frame.type === "message" || frame.type === "private") {
-        this.model.addMessage(frame);
-        return "consumed";
-      }
-      buffer.loading = false;
-      if (frame.type === "history_end") {
-        if (frame.count < PAGE) buffer.hasMore = false;
-      } else {
-        buffer.hasMore = false;
-        if (frame.type === "error" && frame.code !== "not_in_room") this.notice(frame.text, "error");
-      }
-      this.model.changed("items", buffer.key);
-      return "consumed-done";
-    });
-    this.scheduleRender();
+    return requests.loadOlder(this, buffer);
   }
 
   search(words) {
-    const state = { words, results: [], done: false, error: null };
-    this.searchState = state;
-    this.panel = "search";
-    document.body.classList.add("panel-open");
-    $("search-input").value = words;
-    this.conn.send({ type: "search", text: words }, null, (frame) => {
-      if (frame.type === "message" || frame.type === "private") state.results.push(frame);
-      else if (frame.type === "history_end") state.done = true;
-      else if (frame.type === "error") state.error = frame.text;
-      this.scheduleRender();
-      return frame.type === "message" || frame.type === "private" ? "consumed" : "consumed-done";
-    });
-    this.scheduleRender();
+    return requests.search(this, words);
   }
 
   jumpTo(frame) {
@@ -249,32 +206,11 @@ class App {
   }
 
   exportHistory() {
-    const lines = [];
-    const page = (after) => {
-      this.conn.send({ type: "export", after }, null, (frame) => {
-        if (frame.type === "message" || frame.type === "private") {
-          lines.push(JSON.stringify(frame, ["type", "id", "ts", "room", "from", "to", "text"]));
-          return "consumed";
-        }
-        if (frame.type === "history_end" && frame.count > 0) page(frame.last);
-        else if (frame.type === "history_end") this.saveExport(lines);
-        else this.notice(frame.text || "export failed", "error");
-        return "consumed-done";
-      });
-    };
-    this.notice("exporting your stored messages…");
-    page(0);
+    return requests.exportHistory(this);
   }
 
   saveExport(lines) {
-    const blob = new Blob(lines.map((l) => l + "\n"), { type: "application/x-ndjson" });
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(blob);
-    a.download = `securechat-export-${this.model.me}.jsonl`;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    this.notice(`exported ${lines.length} messages to ${a.download}`);
+    return requests.saveExport(this, lines);
   }
 
   quit(reason) {

@@ -195,6 +195,7 @@ export class Connection extends EventTarget {
 
   welcomed(frame) {
     const reconnect = this.everLoggedIn;
+    this.resumed = reconnect; // replays on this connection are what we missed
     this.loggedIn = true;
     this.everLoggedIn = true;
     this.attempt = 0;

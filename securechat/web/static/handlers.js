@@ -17,8 +17,9 @@ function chat(app, frame, model) {
   if (!buffer) return; // already shown (a replay overlapping what we had)
   const mine = model.me && sameName(frame.from, model.me);
   const isPrivate = frame.type === "private";
-  // Unread private messages arrive after login as history without rid: mail.
-  const fresh = !frame.history || (isPrivate && !frame.rid && !frame.search);
+  // Unread private messages arrive after login as history without rid (mail), and
+  // after a reconnect the rooms' replays are exactly what we missed: both are new.
+  const fresh = !frame.history || (!frame.rid && !frame.search && (isPrivate || app.conn.resumed));
   if (!fresh || mine) return;
   const forMe = isPrivate || mentions(frame.text, model.me);
   const looking = buffer.key === model.current && !document.hidden;
