@@ -122,6 +122,7 @@ class Browser:
             headless=True,
         )
         self.contexts: list[Any] = []
+        self.errors: list[str] = []  # uncaught exceptions in any page
 
     def page(
         self,
@@ -143,6 +144,7 @@ class Browser:
             context.grant_permissions(list(permissions), origin=url.rstrip("/"))
         self.contexts.append(context)
         page = context.new_page()
+        page.on("pageerror", lambda error: self.errors.append(f"{error}"))
         if init_script:
             page.add_init_script(init_script)
         page.goto(url)
@@ -175,13 +177,15 @@ def browser(pki: Pki) -> Iterator[Browser]:
 @pytest.fixture(autouse=True)
 def _close_pages(request: pytest.FixtureRequest) -> Iterator[None]:
     """Close the pages a test opened, so that later tests share the machine with fewer
-    live WebSockets."""
+    live WebSockets; and fail the test if the web client threw an uncaught exception."""
     yield
     if "browser" in request.fixturenames:
         b: Browser = request.getfixturevalue("browser")
         for context in b.contexts:
             context.close()
         b.contexts.clear()
+        errors, b.errors = b.errors, []
+        assert not errors, f"the web client threw: {errors}"
 
 
 def login(page: Page, user: str, password: str = "pw", *, register: bool = True) -> None:

@@ -305,3 +305,33 @@ def test_notifications_are_opt_in_and_come_for_mentions_and_private_messages(
     expect(page.locator('[data-name="#general"] [data-testid="unread-badge"]')).to_have_text("1")
     notes = page.evaluate("window.__notes")
     assert notes == ["nick (private)|a private word", "nick in #general|nora: look at this"]
+
+
+def test_coming_back_to_a_room_shows_where_the_new_messages_start(
+    web_server: WebServer, browser: Browser, raw_client: Callable[..., RawClient]
+) -> None:
+    page = browser.page(web_server.url)
+    login(page, "olga")
+    oscar = raw_client(web_server.port)
+    oscar.login("oscar")
+    oscar.send("say", room="#general", text="seen before leaving")
+    expect(messages(page).filter(has_text="seen before leaving")).to_have_count(1)
+    type_line(page, "/msg oscar brb")
+    for n in range(3):
+        oscar.send("say", room="#general", text=f"while away {n}")
+    general = page.locator('[data-testid="buffer-item"][data-name="#general"]')
+    expect(general.get_by_test_id("unread-badge")).to_have_text("3")
+    open_buffer(page, "#general")
+    marker = page.get_by_test_id("new-marker")
+    expect(marker).to_have_count(1)
+    # The marker sits right above the first of the three.
+    following = marker.locator("xpath=following-sibling::li[1]")
+    expect(following).to_contain_text("while away 0")
+
+    box = page.get_by_test_id("message-input")
+    box.fill("osc")
+    box.press("Tab")
+    expect(box).to_have_value("oscar: ")
+    box.fill("")
+    box.press("ArrowUp")
+    expect(box).to_have_value("/msg oscar brb")

@@ -16,6 +16,7 @@ import { renderMembers, renderSearch } from "./view/panel.js";
 import { updateProgress } from "./view/filecard.js";
 import { LoginForm } from "./view/login.js";
 import * as requests from "./requests.js";
+import { Composer } from "./view/composer.js";
 
 const $ = (id) => document.getElementById(id);
 const READ_EVERY = 1000; // ms: at most one read marker a second per conversation
@@ -56,10 +57,7 @@ class App {
       this.notifier.show(`${t.peer} offers a file`, t.name, { visibleHere: buffer.key === model.current });
     });
 
-    $("composer").addEventListener("submit", (e) => {
-      e.preventDefault();
-      this.submitLine();
-    });
+    this.composer = new Composer($("composer"), $("message-input"), this);
     $("messages").addEventListener("scroll", () => {
       if ($("messages").scrollTop < 200) this.loadOlder(model.currentBuffer);
     });
@@ -138,6 +136,7 @@ class App {
   }
 
   request(header) {
+    if (!this.conn.loggedIn) throw new UsageError("not connected: try again once the connection is back", "not_connected");
     return this.conn.send(header);
   }
 
@@ -159,7 +158,7 @@ class App {
     // but this view already holds everything since we joined).
     const existing = this.model.buffers.get(roomKey(room));
     if (existing?.joined) return this.select(existing.key);
-    this.conn.send({ type: "join", room });
+    this.request({ type: "join", room });
   }
 
   openDm(name) {
@@ -227,12 +226,6 @@ class App {
       this.notice(error.message, "error");
       return false;
     }
-  }
-
-  submitLine() {
-    const input = $("message-input");
-    const line = input.value;
-    if (this.runCommand(line)) input.value = "";
   }
 
   // ---- connection events ----

@@ -50,7 +50,7 @@ export function search(app, words) {
   app.searchState = state;
   app.panel = "search";
   document.body.classList.add("panel-open");
-  $("search-input").value = words;
+  document.getElementById("search-input").value = words;
   app.conn.send({ type: "search", text: words }, null, (frame) => {
     if (frame.type === "message" || frame.type === "private") state.results.push(frame);
     else if (frame.type === "history_end") state.done = true;

@@ -37,6 +37,7 @@ export class Buffer {
     this.hasMore = kind !== "server"; // older history may exist on the server
     this.loading = false;
     this.readSent = 0; // the newest id we told the server we have read
+    this.markerId = null; // the first message that was unread when we came here
   }
 
   /** Insert `item`, keeping order; false if it is a message we already have. */
@@ -169,11 +170,26 @@ export class Model extends EventTarget {
 
   select(key) {
     if (!this.buffers.has(key)) return;
+    const previous = this.currentBuffer;
+    if (previous.key !== key) previous.markerId = null; // seen now: no marker next time
     this.current = key;
     const buffer = this.buffers.get(key);
+    buffer.markerId = buffer.unread ? this.firstUnread(buffer) : null;
     buffer.unread = 0;
     buffer.highlight = 0;
     this.changed("select", key);
+  }
+
+  /** The id of the oldest of the last `unread` messages of others: where "new" starts. */
+  firstUnread(buffer) {
+    let left = buffer.unread;
+    for (let i = buffer.items.length - 1; i >= 0; i -= 1) {
+      const item = buffer.items[i];
+      if (item.kind !== "msg" || (this.me && sameName(item.from, this.me))) continue;
+      left -= 1;
+      if (left === 0) return item.id;
+    }
+    return null;
   }
 
   /** Forget a room after `parted`; move to another buffer if it was current. */

@@ -75,6 +75,14 @@ export class MessageView {
         lastDay = day;
         prev = null;
       }
+      if (item.kind === "msg" && item.id === buffer.markerId) {
+        const marker = document.createElement("li");
+        marker.className = "new-marker";
+        marker.dataset.testid = "new-marker";
+        marker.textContent = "New messages";
+        nodes.push(marker);
+        prev = null;
+      }
       if (item.kind === "msg") {
         const grouped = prev && prev.kind === "msg" && prev.from === item.from && item.ts - prev.ts < GROUP_GAP;
         nodes.push(this.message(item, grouped, me));
