@@ -225,4 +225,5 @@ def screenshot(page: Page, name: str) -> None:
     if os.environ.get("SECURECHAT_SCREENSHOTS") != "1":
         return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    # animations="disabled" finishes the drawer's slide, so no picture catches it half-way.
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), animations="disabled")

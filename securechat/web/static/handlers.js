@@ -88,6 +88,8 @@ const HANDLERS = {
   nick(app, frame, model) {
     const self = model.me && sameName(frame.old, model.me);
     model.rename(frame.old, frame.new);
+    // Log in under the new name after a reconnect: the old one is reserved, not ours.
+    if (self && app.conn.credentials) app.conn.credentials.user = frame.new;
     for (const buffer of model.rooms()) {
       if (buffer.members.has(frame.new.toLowerCase())) model.addNotice(buffer.key, frame.text, "event");
     }

@@ -50,7 +50,8 @@ export class LoginForm {
   }
 
   connectionState(state, label) {
-    $("login-status").textContent = state === "connected" ? "" : label || "";
+    // A refused login is explained by the error box; the rest is progress.
+    $("login-status").textContent = ["connecting", "login", "reconnecting"].includes(state) ? label : "";
     $("login-submit").disabled = state === "login";
   }
 
