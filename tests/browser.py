@@ -63,6 +63,7 @@ class WebServer:
     db: Path
     port: int
     web_port: int
+    extra: tuple[str, ...] = ()
     process: ServerProcess | None = None
 
     @property
@@ -84,6 +85,7 @@ class WebServer:
                 # worth of pages would hit the default cap of 16.
                 "--max-handshakes-per-ip",
                 "1000",
+                *self.extra,
             ),
         )
         self.process.wait_listening()
@@ -104,8 +106,9 @@ class WebServer:
             self.process = None
 
 
-def start_web_server(pki: Pki, directory: Path) -> WebServer:
-    return WebServer(pki, directory / "chat.db", free_port(), free_port()).start()
+def start_web_server(pki: Pki, directory: Path, *extra: str) -> WebServer:
+    """A new server on free ports with its database in ``directory``."""
+    return WebServer(pki, directory / "chat.db", free_port(), free_port(), extra).start()
 
 
 class Browser:

@@ -24,10 +24,11 @@ from tests.browser import (  # noqa: F401  (fixtures)
     messages,
     open_buffer,
     screenshot,
+    start_web_server,
     type_line,
     web_server,
 )
-from tests.conftest import ClientProcess, RawClient
+from tests.conftest import ClientProcess, Pki, RawClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,6 +62,36 @@ def test_a_new_account_is_created_and_a_wrong_password_is_refused(
     other.fill("#login-password2", "two")
     other.get_by_test_id("login-submit").click()
     expect(login_error).to_have_text("The two passwords differ.")
+
+
+@pytest.mark.parametrize("policy", ["invite", "closed"])
+def test_the_sign_in_form_follows_the_registration_policy(
+    pki: Pki, browser: Browser, tmp_path: Path, policy: str
+) -> None:
+    server = start_web_server(pki, tmp_path, "--registration", policy)
+    try:
+        page = browser.page(server.url)
+        expect(page.locator("#login-server")).not_to_be_empty()
+        if policy == "closed":
+            expect(page.get_by_test_id("tab-register")).to_be_hidden()
+            expect(page.locator("#login-closed")).to_be_visible()
+            return
+        page.get_by_test_id("tab-register").click()
+        expect(page.locator("#login-invite")).to_be_visible()
+        page.fill("#login-user", "ivan")
+        page.fill("#login-password", "pw")
+        page.fill("#login-password2", "pw")
+        page.get_by_test_id("login-submit").click()
+        expect(page.get_by_test_id("login-error")).to_have_text(
+            "This server creates accounts by invitation: type your invite code."
+        )
+        page.fill("#login-invite", "not-a-real-code")
+        page.get_by_test_id("login-submit").click()  # the server's own words come back
+        expect(page.get_by_test_id("login-error")).to_have_text(
+            "that invite code is unknown, used, revoked or expired"
+        )
+    finally:
+        server.kill()
 
 
 def test_room_messages_flow_between_the_browser_and_a_terminal_client(
