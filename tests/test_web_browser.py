@@ -366,3 +366,30 @@ def test_coming_back_to_a_room_shows_where_the_new_messages_start(
     box.fill("")
     box.press("ArrowUp")
     expect(box).to_have_value("/msg oscar brb")
+
+
+DROP_FILE = """([name, text]) => {
+  const data = new DataTransfer();
+  data.items.add(new File([text], name, { type: "text/plain" }));
+  const main = document.getElementById("main");
+  main.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true, cancelable: true }));
+  main.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+}"""
+
+
+def test_a_file_dropped_on_a_conversation_is_offered_to_its_person(
+    web_server: WebServer, browser: Browser, raw_client: Callable[..., RawClient]
+) -> None:
+    dora = raw_client(web_server.port)
+    dora.login("dora")
+    page = browser.page(web_server.url)
+    login(page, "dmitri")
+    page.evaluate(DROP_FILE, ["in-a-room.txt", "nobody to send to"])
+    expect(page.get_by_test_id("notice").last).to_contain_text("open a private conversation first")
+    type_line(page, "/msg dora")
+    page.evaluate(DROP_FILE, ["notes.txt", "dropped notes"])
+    offer = dora.expect("file_offer")
+    assert offer.get("name") == "notes.txt" and offer.get("size") == len(b"dropped notes")
+    assert offer.get("sha256") == hashlib.sha256(b"dropped notes").hexdigest()
+    dora.send("file_reject", id=offer.get("id"))
+    expect(page.get_by_test_id("file-status")).to_contain_text("declined")

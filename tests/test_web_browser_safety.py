@@ -28,6 +28,7 @@ from tests.browser import (  # noqa: F401  (fixtures)
     type_line,
     web_server,
 )
+from securechat.wire.protocol import encode
 from tests.conftest import ClientProcess, Pki, RawClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -108,6 +109,44 @@ def test_hostile_messages_topics_quit_reasons_and_file_names_stay_text(
     notice = page.get_by_test_id("notice").filter(has_text="mallory left")
     expect(notice).to_contain_text(f"{SCRIPT}<U+202E>")
     assert_inert(page)
+
+
+def test_a_file_whose_hash_does_not_match_is_thrown_away(
+    web_server: WebServer, browser: Browser, raw_client: Callable[..., RawClient]
+) -> None:
+    page = browser.page(web_server.url)
+    login(page, "vera")
+    liar = raw_client(web_server.port)
+    liar.login("liar")
+    claimed = hashlib.sha256(b"the real report").hexdigest()
+    liar.send("file_offer", to="vera", name="report.txt", size=15, sha256=claimed)
+    transfer = liar.expect("file_offered").get("id")
+    open_buffer(page, "liar")
+    card = page.get_by_test_id("file-card")
+    card.get_by_test_id("file-accept").click()
+    liar.expect("file_accepted", id=transfer)
+    liar.send_raw(encode("file_chunk", b"a forged report", id=transfer, offset=0))
+    liar.send_raw(encode("file_done", id=transfer))
+    result = liar.expect("file_result", id=transfer)
+    assert result.get("ok") is False and "SHA-256 mismatch" in result.get("reason")
+    expect(card.get_by_test_id("file-status")).to_contain_text("SHA-256 MISMATCH")
+    expect(card.get_by_test_id("file-download")).to_have_count(0)
+
+
+def test_a_file_over_the_browser_limit_is_declined_with_a_reason(
+    web_server: WebServer, browser: Browser, raw_client: Callable[..., RawClient]
+) -> None:
+    page = browser.page(web_server.url)
+    login(page, "bruno")
+    sender = raw_client(web_server.port)
+    sender.login("bigfoot")
+    sender.send("file_offer", to="bruno", name="disk.img", size=300 * 1024 * 1024, sha256="0" * 64)
+    transfer = sender.expect("file_offered").get("id")
+    open_buffer(page, "bigfoot")
+    card = page.get_by_test_id("file-card")
+    card.get_by_test_id("file-accept").click()
+    sender.expect("file_rejected", id=transfer)
+    expect(card).to_contain_text("the web client receives files up to 256 MB")
 
 
 def test_a_server_restart_loses_and_repeats_nothing(
