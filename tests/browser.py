@@ -16,19 +16,21 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from playwright.sync_api import (
+    BrowserContext,
+    Locator,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from tests.conftest import UNMETERED_ARGS, Pki, ServerProcess
 from tests.services import free_port
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-sync_playwright = playwright_api.sync_playwright
-expect = playwright_api.expect
-Page = playwright_api.Page
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,8 +44,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 UI_TIMEOUT = 10_000  # ms: how long a condition in the page may take
 
 
@@ -121,17 +123,20 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="securechat-chromium-")
         self.browser = self._playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_sha256(pki.server_pem)}"],
+            args=[
+                *CHROMIUM_ARGS,
+                f"--ignore-certificate-errors-spki-list={spki_sha256(pki.server_pem)}",
+            ],
             headless=True,
         )
-        self.contexts: list[Any] = []
+        self.contexts: list[BrowserContext] = []
         self.errors: list[str] = []  # uncaught exceptions in any page
 
     def page(
         self,
         url: str,
         *,
-        viewport: dict[str, int] = DESKTOP,
+        viewport: ViewportSize = DESKTOP,
         dark: bool = False,
         permissions: tuple[str, ...] = (),
         init_script: str | None = None,
@@ -161,24 +166,24 @@ class Browser:
         shutil.rmtree(self._profile, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def web_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+@pytest.fixture(scope="module", name="web_server")
+def web_server_fixture(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     """One server with the web client for the whole module."""
     server = start_web_server(pki, tmp_path_factory.mktemp("web"))
     yield server
     server.kill()
 
 
-@pytest.fixture(scope="module")
-def browser(pki: Pki) -> Iterator[Browser]:
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture(pki: Pki) -> Iterator[Browser]:
     """One headless Chromium for the whole module; each test's pages close after it."""
     b = Browser(pki)
     yield b
     b.close()
 
 
-@pytest.fixture(autouse=True)
-def _close_pages(request: pytest.FixtureRequest) -> Iterator[None]:
+@pytest.fixture(autouse=True, name="close_pages")
+def close_pages_fixture(request: pytest.FixtureRequest) -> Iterator[None]:
     """Close the pages a test opened, so that later tests share the machine with fewer
     live WebSockets; and fail the test if the web client threw an uncaught exception."""
     yield
@@ -215,10 +220,12 @@ def type_line(page: Page, line: str) -> None:
 def open_buffer(page: Page, name: str) -> None:
     """Click a room (``#name``) or a person in the sidebar."""
     page.locator(f'[data-testid="buffer-item"][data-name="{name}"]').click()
-    expect(page.get_by_test_id("buffer-title")).to_have_text(name if name.startswith("#") else f"@{name}")
+    expect(page.get_by_test_id("buffer-title")).to_have_text(
+        name if name.startswith("#") else f"@{name}"
+    )
 
 
-def messages(page: Page) -> Any:
+def messages(page: Page) -> Locator:
     """The message texts of the conversation on screen."""
     return page.get_by_test_id("message-text")
 

@@ -13,20 +13,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import FilePayload, expect
 
 from tests.browser import (  # noqa: F401  (fixtures)
-    _close_pages,
     Browser,
     WebServer,
-    browser,
-    expect,
+    browser_fixture,
+    close_pages_fixture,
     login,
     messages,
     open_buffer,
     screenshot,
     start_web_server,
     type_line,
-    web_server,
+    web_server_fixture,
 )
 from tests.conftest import ClientProcess, Pki, RawClient
 
@@ -207,9 +207,11 @@ def test_commands_answer_in_the_conversation(web_server: WebServer, browser: Bro
     with page.expect_download() as info:
         type_line(page, "/history export")
     exported = Path(info.value.path()).read_text("utf-8").splitlines()
-    assert [line for line in exported if '"from":"cmdr"' in line] == [
-        line for line in exported if '"text":"status: all green"' in line
-    ] != []  # the stored message, not the /nolog one
+    assert (
+        [line for line in exported if '"from":"cmdr"' in line]
+        == [line for line in exported if '"text":"status: all green"' in line]
+        != []
+    )  # the stored message, not the /nolog one
     type_line(page, "/help")
     expect(page.get_by_test_id("notice").filter(has_text="/sendfile NAME")).to_have_count(1)
     type_line(page, "/part")
@@ -227,7 +229,7 @@ def test_a_file_goes_from_the_browser_to_a_terminal_client(
     login(page, "fiona")
     type_line(page, "/msg fred")
     page.get_by_test_id("file-input").set_input_files(
-        files=[{"name": "report.bin", "mimeType": "application/octet-stream", "buffer": data}]
+        files=[FilePayload(name="report.bin", mimeType="application/octet-stream", buffer=data)]
     )
     offer = term.wait_for("file_offer")
     assert offer["name"] == "report.bin" and offer["size"] == len(data)
@@ -265,7 +267,9 @@ def test_a_file_goes_from_a_terminal_client_to_the_browser(
         download_link.click()
     download = info.value
     assert download.suggested_filename == "photo.raw"
-    assert hashlib.sha256(Path(download.path()).read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert (
+        hashlib.sha256(Path(download.path()).read_bytes()).digest() == hashlib.sha256(data).digest()
+    )
     term.wait_for("file_sent", timeout=30)
 
 
@@ -309,7 +313,10 @@ RECORD_NOTIFICATIONS = """
 window.__notes = [];
 const Real = window.Notification;
 window.Notification = class extends Real {
-  constructor(title, options) { super(title, options); window.__notes.push(`${title}|${options.body}`); }
+  constructor(title, options) {
+    super(title, options);
+    window.__notes.push(`${title}|${options.body}`);
+  }
 };
 """
 
@@ -317,7 +324,9 @@ window.Notification = class extends Real {
 def test_notifications_are_opt_in_and_come_for_mentions_and_private_messages(
     web_server: WebServer, browser: Browser, raw_client: Callable[..., RawClient]
 ) -> None:
-    page = browser.page(web_server.url, permissions=("notifications",), init_script=RECORD_NOTIFICATIONS)
+    page = browser.page(
+        web_server.url, permissions=("notifications",), init_script=RECORD_NOTIFICATIONS
+    )
     login(page, "nora")
     nick = raw_client(web_server.port)
     nick.login("nick")
@@ -369,11 +378,12 @@ def test_coming_back_to_a_room_shows_where_the_new_messages_start(
 
 
 DROP_FILE = """([name, text]) => {
-  const data = new DataTransfer();
-  data.items.add(new File([text], name, { type: "text/plain" }));
+  const dataTransfer = new DataTransfer();
+  dataTransfer.items.add(new File([text], name, { type: "text/plain" }));
   const main = document.getElementById("main");
-  main.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true, cancelable: true }));
-  main.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+  const options = { dataTransfer, bubbles: true, cancelable: true };
+  main.dispatchEvent(new DragEvent("dragover", options));
+  main.dispatchEvent(new DragEvent("drop", options));
 }"""
 
 

@@ -11,24 +11,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
+from securechat.wire.protocol import encode
 from tests.browser import (  # noqa: F401  (fixtures)
-    _close_pages,
     DESKTOP,
     PHONE,
     Browser,
     WebServer,
-    browser,
-    expect,
+    browser_fixture,
+    close_pages_fixture,
     login,
     messages,
     open_buffer,
     screenshot,
     start_web_server,
     type_line,
-    web_server,
+    web_server_fixture,
 )
-from securechat.wire.protocol import encode
 from tests.conftest import ClientProcess, Pki, RawClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,6 +45,17 @@ NO_MARKUP_RAN = """() => ({
     jsLinks: [...document.querySelectorAll('a[href]')].filter(
         a => !/^(https?|blob):/i.test(a.href)).length,
 })"""
+
+
+# What the web client's connection holds, for a failure message.
+CLIENT_STATE = """() => {
+  const conn = window.securechat.conn;
+  return {
+    state: conn.state, final: conn.final, credentials: Boolean(conn.credentials),
+    loggedIn: conn.loggedIn, outbox: conn.outbox.length, pending: conn.pending.size,
+    notices: [...document.querySelectorAll("[data-testid=notice]")].map((n) => n.textContent),
+  };
+}"""
 
 
 def assert_inert(page) -> None:  # type: ignore[no-untyped-def]
@@ -100,9 +111,10 @@ def test_hostile_messages_topics_quit_reasons_and_file_names_stay_text(
         card.get_by_test_id("file-download").click()
     saved = info.value.suggested_filename
     assert RLO not in saved and "<" not in saved and "/" not in saved, saved
-    assert hashlib.sha256(Path(info.value.path()).read_bytes()).hexdigest() == hashlib.sha256(
-        b"not really a picture"
-    ).hexdigest()
+    assert (
+        hashlib.sha256(Path(info.value.path()).read_bytes()).hexdigest()
+        == hashlib.sha256(b"not really a picture").hexdigest()
+    )
 
     open_buffer(page, "#xss")
     mallory.type(f"/quit {SCRIPT}{RLO}")
@@ -174,7 +186,10 @@ def test_a_server_restart_loses_and_repeats_nothing(
         ted.type(*[f"after the restart {n}" for n in range(5)], "/msg rita private after")
         # The browser tries again after 1, 2, 4, 8, 15 s: it may come back after ted.
         expect(state).to_be_hidden(timeout=45_000)
-        ted.wait_for("message", text="typed while the server was away", timeout=30)
+        try:
+            ted.wait_for("message", text="typed while the server was away", timeout=30)
+        except TimeoutError:
+            pytest.fail(f"the line typed offline never came; the client: {page.evaluate(CLIENT_STATE)}")
         for n in range(5):
             expect(messages(page).filter(has_text=f"after the restart {n}")).to_have_count(1)
         expect(messages(page).filter(has_text="before the restart")).to_have_count(1)
@@ -193,7 +208,7 @@ def test_the_layout_themes_and_phone_drawer(
         client.login(name)
     page = browser.page(web_server.url)
     login(page, "maya")
-    for name, client in people.items():
+    for client in people.values():
         client.send("join", room="#design")
     alice, bob, carol, dave = people.values()
     script = [
