@@ -189,7 +189,8 @@ def test_a_server_restart_loses_and_repeats_nothing(
         try:
             ted.wait_for("message", text="typed while the server was away", timeout=30)
         except TimeoutError:
-            pytest.fail(f"the line typed offline never came; the client: {page.evaluate(CLIENT_STATE)}")
+            held = page.evaluate(CLIENT_STATE)
+            pytest.fail(f"the line typed offline never came; the client: {held}")
         for n in range(5):
             expect(messages(page).filter(has_text=f"after the restart {n}")).to_have_count(1)
         expect(messages(page).filter(has_text="before the restart")).to_have_count(1)
