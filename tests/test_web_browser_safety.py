@@ -190,7 +190,8 @@ def test_a_server_restart_loses_and_repeats_nothing(
             ted.wait_for("message", text="typed while the server was away", timeout=30)
         except TimeoutError:
             held = page.evaluate(CLIENT_STATE)
-            pytest.fail(f"the line typed offline never came; the client: {held}")
+            log = server.process.stderr if server.process else ""
+            pytest.fail(f"the line typed offline never came; client: {held}; server:\n{log}")
         for n in range(5):
             expect(messages(page).filter(has_text=f"after the restart {n}")).to_have_count(1)
         expect(messages(page).filter(has_text="before the restart")).to_have_count(1)
