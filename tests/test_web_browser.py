@@ -54,7 +54,9 @@ def test_a_new_account_is_created_and_a_wrong_password_is_refused(
     other.fill("#login-user", "nobody-here")
     other.fill("#login-password", "pw")
     other.get_by_test_id("login-submit").click()
-    expect(login_error).to_contain_text("no account")
+    expect(login_error).to_contain_text(
+        "no account nobody-here on this server: check the name, or choose"
+    )
 
     other.get_by_test_id("tab-register").click()
     other.fill("#login-user", "walter")

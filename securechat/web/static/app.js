@@ -258,7 +258,7 @@ class App {
 
   loginFailed(error) {
     $("app").hidden = !!this.conn.final || $("app").hidden;
-    if (this.conn.final) this.login.show(error.text || error.code);
+    if (this.conn.final) this.login.show(this.login.explain(error));
     else this.notice(error.text, "error");
   }
 

@@ -69,6 +69,18 @@ export class LoginForm {
     this.conn.login({ user, password, register, invite: register ? invite : undefined });
   }
 
+  /** The sentence to show for a refused login: the server's, except where its words
+   * are meant for the terminal client (which asks "create account?" itself). */
+  explain(error) {
+    if (error.code === "no_such_account") {
+      const name = $("login-user").value.trim();
+      return this.policy === "closed"
+        ? `There is no account ${name} on this server, and it creates none itself: ask its administrator for one.`
+        : `There is no account ${name} on this server: check the name, or choose "Create account".`;
+    }
+    return error.text || error.code;
+  }
+
   show(errorText) {
     $("login-screen").hidden = false;
     $("app").hidden = true;
