@@ -305,6 +305,7 @@ class Server:
             if self._web_listener is not None:
                 self._web_listener.close()
             raise
+        if self._peers is not None:
             assert self._bus is not None
             self._bus.set_peer_address(self._peers.address)
         self._writer.start()
@@ -434,7 +435,12 @@ class Server:
         # Browsers get the same channel, with HTTP and WebSocket between TLS and frames.
         channel = (
             WebChannel(
-                tls, handler, site=self._site, request_timeout=cfg.handshake_timeout, **options
+                tls,
+                handler,
+                site=self._site,
+                request_timeout=cfg.handshake_timeout,
+                on_handshake=ticket.handshake_done,
+                **options,
             )
             if web and self._site is not None
             else Channel(tls, handler, **options)

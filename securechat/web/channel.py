@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -84,11 +84,13 @@ class WebChannel(Channel):
         *,
         site: Site,
         request_timeout: float = REQUEST_TIMEOUT,
+        on_handshake: Callable[[], None] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(sock, handler, **options)
         self._site = site
         self._request_timeout = request_timeout
+        self._on_handshake = on_handshake
         self._http: h11.Connection | None = h11.Connection(
             h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD
         )
@@ -104,6 +106,10 @@ class WebChannel(Channel):
     # -- hooks of the base channel (owner thread only) ---------------------------
 
     def _tls_up(self) -> None:
+        if self._on_handshake is not None:
+            # Not a handshake any more for the caps, though the handler opens only at the
+            # upgrade: a browser fetching the page must not hold a handshake slot meanwhile.
+            self._on_handshake()
         self._await_request()
 
     def _received(self, data: bytes) -> None:
