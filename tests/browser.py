@@ -81,12 +81,6 @@ class WebServer:
                 "--web-port",
                 str(self.web_port),
                 *UNMETERED_ARGS,
-                # Every page, context and reconnect of one Chromium comes from 127.0.0.1,
-                # and the web port's HTTP connections count as unfinished handshakes
-                # until they close (the server does not mark them done), so a module's
-                # worth of pages would hit the default cap of 16.
-                "--max-handshakes-per-ip",
-                "1000",
                 *self.extra,
             ),
         )
