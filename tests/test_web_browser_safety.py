@@ -7,13 +7,15 @@ screenshots of docs/web.md (only with SECURECHAT_SCREENSHOTS=1).
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
 from securechat.wire.protocol import encode
+from securechat.wire.sanitize import sanitize
 from tests.browser import (  # noqa: F401  (fixtures)
     DESKTOP,
     PHONE,
@@ -267,3 +269,82 @@ def test_the_layout_themes_and_phone_drawer(
     expect(sidebar).not_to_be_in_viewport()
     screenshot(page, "phone-dark")
     page.set_viewport_size(DESKTOP)
+
+
+def module_base(page: Page) -> str:
+    """The hashed folder the page loads its modules from."""
+    expect(page.locator("#login-server")).not_to_be_empty()
+    src = page.locator("script[type=module]").get_attribute("src")
+    assert src is not None
+    return src.rsplit("/", 1)[0]
+
+
+JS_UNSAFE = """async (base) => {
+  const { sanitize } = await import(`${base}/text.js`);
+  const unsafe = [];
+  for (let cp = 0; cp < 0x110000; cp += 1) {
+    if (cp >= 0xd800 && cp < 0xe000) continue;
+    const ch = String.fromCodePoint(cp);
+    if (sanitize(ch) !== ch) unsafe.push(cp);
+  }
+  return unsafe;
+}"""
+
+
+def test_the_browser_makes_the_same_characters_visible_as_the_terminal_client(
+    web_server: WebServer, browser: Browser
+) -> None:
+    page = browser.page(web_server.url)
+    base = module_base(page)
+    in_browser = set(page.evaluate(JS_UNSAFE, base))
+    in_terminal = {
+        cp for cp in range(0x110000) if not 0xD800 <= cp < 0xE000 and sanitize(chr(cp)) != chr(cp)
+    }
+    assert in_terminal <= in_browser
+    # The browser's Unicode may be newer: it may also know format characters that
+    # Python's tables do not have yet, never fewer.
+    assert all(unicodedata.category(chr(cp)) == "Cn" for cp in in_browser - in_terminal)
+    sample = "".join(map(chr, sorted(in_terminal))) + " emoji 👩\u200d💻 stay whole"
+    shown = page.evaluate(
+        "async ([base, text]) => (await import(`${base}/text.js`)).sanitize(text)", [base, sample]
+    )
+    assert shown == sanitize(sample)
+
+
+ENCODE = """async ([base, header, body]) => {
+  const { encodeFrame } = await import(`${base}/wire.js`);
+  return Array.from(encodeFrame(header, body ? new Uint8Array(body) : null));
+}"""
+
+DECODE = """async ([base, bytes]) => {
+  const { decodeFrames } = await import(`${base}/wire.js`);
+  try {
+    return decodeFrames(new Uint8Array(bytes).buffer).map(
+      ({ header, body }) => [header, body ? Array.from(body) : null]);
+  } catch (error) {
+    return `${error.name}: ${error.message}`;
+  }
+}"""
+
+
+def test_the_browser_codec_writes_and_reads_frames_as_the_python_one(
+    web_server: WebServer, browser: Browser
+) -> None:
+    page = browser.page(web_server.url)
+    base = module_base(page)
+    say = {"type": "say", "rid": 3, "room": "#x", "text": "héllo ✓ " + "é" * 4000}
+    written = bytes(page.evaluate(ENCODE, [base, {**say, "nolog": None}, None]))
+    assert written == encode("say", rid=3, room="#x", text=say["text"])  # raw UTF-8, no nulls
+    chunk = bytes(
+        page.evaluate(ENCODE, [base, {"type": "file_chunk", "id": 7, "offset": 0}, [1, 2]])
+    )
+    assert chunk == encode("file_chunk", b"\x01\x02", id=7, offset=0)
+
+    two = encode("ping") + encode("file_chunk", b"\x00\xff", id=9, offset=4)
+    assert page.evaluate(DECODE, [base, list(two)]) == [
+        [{"type": "ping"}, None],
+        [{"type": "file_chunk", "id": 9, "offset": 4}, [0, 255]],
+    ]
+    assert page.evaluate(DECODE, [base, list(two[:-1])]).startswith("Error: frame split")
+    assert "unsupported protocol version 2" in page.evaluate(DECODE, [base, [2, *two[1:]]])
+    assert "empty frame header" in page.evaluate(DECODE, [base, [1, 0, 0, 0, 0, 0, 0, 0]])
