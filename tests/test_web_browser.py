@@ -221,6 +221,9 @@ def test_commands_answer_in_the_conversation(web_server: WebServer, browser: Bro
     )  # the stored message, not the /nolog one
     type_line(page, "/help")
     expect(page.get_by_test_id("notice").filter(has_text="/sendfile NAME")).to_have_count(1)
+    type_line(page, "/nick commander")
+    expect(page.get_by_test_id("me-name")).to_have_text("commander")
+    expect(page.locator(".member-name")).to_have_text(["commander"])
     type_line(page, "/part")
     expect(page.locator('[data-testid="buffer-item"][data-name="#ops"]')).to_have_count(0)
 

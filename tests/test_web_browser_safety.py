@@ -122,6 +122,7 @@ def test_hostile_messages_topics_quit_reasons_and_file_names_stay_text(
     mallory.type(f"/quit {SCRIPT}{RLO}")
     notice = page.get_by_test_id("notice").filter(has_text="mallory left")
     expect(notice).to_contain_text(f"{SCRIPT}<U+202E>")
+    expect(page.locator(".member-name")).to_have_text(["victim"])  # mallory is gone
     assert_inert(page)
 
 
