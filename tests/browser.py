@@ -124,7 +124,7 @@ class Browser:
             headless=True,
         )
         self.contexts: list[BrowserContext] = []
-        self.errors: list[str] = []  # uncaught exceptions in any page
+        self.errors: list[str] = []  # uncaught exceptions and CSP refusals in any page
 
     def page(
         self,
@@ -147,6 +147,15 @@ class Browser:
         self.contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: self.errors.append(f"{error}"))
+        # The page must live within its Content-Security-Policy: a refusal is a bug.
+        page.on(
+            "console",
+            lambda message: (
+                self.errors.append(message.text)
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
         if init_script:
             page.add_init_script(init_script)
         page.goto(url)
@@ -179,7 +188,8 @@ def browser_fixture(pki: Pki) -> Iterator[Browser]:
 @pytest.fixture(autouse=True, name="close_pages")
 def close_pages_fixture(request: pytest.FixtureRequest) -> Iterator[None]:
     """Close the pages a test opened, so that later tests share the machine with fewer
-    live WebSockets; and fail the test if the web client threw an uncaught exception."""
+    live WebSockets; and fail the test if the web client threw an uncaught exception or
+    broke its Content-Security-Policy."""
     yield
     if "browser" in request.fixturenames:
         b: Browser = request.getfixturevalue("browser")
