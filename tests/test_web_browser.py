@@ -200,6 +200,8 @@ def test_commands_answer_in_the_conversation(web_server: WebServer, browser: Bro
     login(page, "cmdr")
     type_line(page, "/frobnicate")
     expect(page.get_by_test_id("notice").last).to_contain_text("unknown command /frobnicate")
+    type_line(page, "/kick someone")
+    expect(page.get_by_test_id("notice").last).to_contain_text("/kick is not in the web client yet")
     type_line(page, "/join #ops")
     expect(page.get_by_test_id("buffer-title")).to_have_text("#ops")
     type_line(page, "/topic deploys at noon")

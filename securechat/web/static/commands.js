@@ -28,6 +28,10 @@ export const COMMANDS = [
   ["quit", "[reason]", "leave the chat"],
 ];
 
+// The terminal client's account and moderation commands, which this client lacks:
+// they get a clear answer instead of "unknown command".
+const TERMINAL_ONLY = new Set(["password", "account", "kick", "ban", "unban", "bans", "mute", "unmute", "room", "invite", "stats"]);
+
 const USER = /^[A-Za-z0-9_-]{1,32}$/;
 const ROOM = /^#[A-Za-z0-9_-]{1,32}$/;
 
@@ -70,6 +74,9 @@ export function runLine(line, app) {
   const rest = match[2];
   const args = rest.split(/\s+/u).filter(Boolean);
   const handler = HANDLERS[name];
+  if (!handler && TERMINAL_ONLY.has(name)) {
+    throw new UsageError(`/${name} is not in the web client yet: use securechat-client for it`, "unknown_command");
+  }
   if (!handler) throw new UsageError(`unknown command /${name}: /help lists the commands`, "unknown_command");
   return handler(app, args, rest, name);
 }
@@ -123,6 +130,8 @@ const HANDLERS = {
   },
   topic(app, args, rest) {
     const room = needRoom(app);
+    // In the terminal client these lock the topic: never set the topic to "lock" instead.
+    if (/^(lock|unlock)$/i.test(rest.trim())) throw new UsageError("/topic lock and /topic unlock are not in the web client yet: use securechat-client for them");
     app.request(rest ? { type: "topic", room, text: checkText(rest) } : { type: "topic", room });
   },
   who(app, args) {
