@@ -189,6 +189,30 @@ def test_export_pages_through_what_the_account_sent_or_received(store: Store) ->
     assert store.export_page(alice.id, [], after=results[-1].id, limit=2) == []
 
 
+def test_an_action_keeps_its_flag_in_history_search_and_export(store: Store) -> None:
+    alice = store.create_account("alice", None)
+    bob = store.create_account("bob", None)
+    assert alice is not None and bob is not None
+    store.save_room(RoomRecord("#Dev"))
+    store.commit_messages(
+        [
+            Draft(alice.id, "waves", room="#dev", room_name="#Dev", action=True),
+            _to_dev(alice.id, "plain waves"),
+            Draft(alice.id, "waves at bob", recipient=bob.id, action=True),
+        ]
+    )
+    store.index_pending()
+    assert [m.action for m in store.room_history("#dev", limit=10)] == [True, False]
+    assert [m.action for m in store.private_history(alice.id, bob.id, limit=10)] == [True]
+    assert [(m.text, m.action) for m in store.search(bob.id, ["#dev"], ["waves"], limit=10)] == [
+        ("waves at bob", True),
+        ("plain waves", False),
+        ("waves", True),
+    ]
+    page = store.export_page(alice.id, ["#dev"], after=0, limit=10)
+    assert [m.wire_fields().get("action") for m in page] == [True, None, True]
+
+
 def test_unread_counts_follow_read_markers_forward_only(store: Store) -> None:
     alice = store.create_account("alice", None, rooms=["#general"])
     bob = store.create_account("bob", None, rooms=["#general"])

@@ -35,8 +35,9 @@ class Local:
     """Something the client does itself: ``help`` (with ``lines`` to show), ``quit``
     (reason in ``arg``), ``export`` (file in ``arg``), ``sendfile`` (user in ``target``,
     path in ``arg``), ``accept``/``reject``/``cancel`` (transfer id in ``number``),
-    ``files``, or what asks the user first: ``password`` and ``account_delete`` (the
-    name typed to confirm, if any, in ``target``)."""
+    ``files``, what only the full-screen client's buffers mean: ``clear``, ``query``
+    (user in ``target``), or what asks the user first: ``password`` and
+    ``account_delete`` (the name typed to confirm, if any, in ``target``)."""
 
     kind: str
     lines: tuple[str, ...] = ()

@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ChatError
-from ..wire.names import MAX_TOPIC_CHARS, check_room_name, check_text, check_user_name
+from ..wire.names import (
+    MAX_AWAY_CHARS,
+    MAX_TOPIC_CHARS,
+    check_room_name,
+    check_text,
+    check_user_name,
+)
 from .actions import Command, Local, Request
 from .moderation_commands import MODERATION_COMMANDS, parse_moderation
 
@@ -29,11 +35,32 @@ MAX_HISTORY_REQUEST = 500
 
 COMMANDS: tuple[Command, ...] = (
     Command("join", "/join #room", "join a room (creating it if new) and make it current"),
+    Command("j", "/j #room", "short for /join"),
     Command("part", "/part [#room]", "leave a room (default: the current one)"),
     Command("rooms", "/rooms", "list rooms with their user counts and topics"),
     Command("who", "/who [#room]", "list the users in a room (default: the current one)"),
+    Command("names", "/names [#room]", "short for /who"),
+    Command("list", "/list", "list everyone online on the server, and who of them is away"),
     Command("topic", "/topic [text]", "show the current room's topic, or set it to text"),
-    Command("msg", "/msg NAME text", "send a private message only NAME will see"),
+    Command(
+        "msg",
+        "/msg NAME text",
+        "send a private message only NAME will see (the current buffer stays current)",
+    ),
+    Command(
+        "query",
+        "/query NAME [text]",
+        "open the private conversation with NAME and switch to it; text is sent there",
+    ),
+    Command("me", "/me action", "send an action, shown to everyone as '* you action'"),
+    Command(
+        "away",
+        "/away [text]",
+        "mark yourself away with text (shown in /who, /list and to whoever messages you); "
+        "without text, back again",
+    ),
+    Command("close", "/close", "close the current conversation, or leave the current room"),
+    Command("clear", "/clear", "clear the current buffer's screen (stored history stays)"),
     Command("nick", "/nick NEW", "rename your account to NEW, if nobody has that name"),
     Command("time", "/time", "show the server's time (UTC)"),
     Command(
@@ -175,17 +202,32 @@ def parse_input(line: str, *, current_room: str | None) -> Request | Local:
         return Local(name, number=int(rest))
     if name == "files":
         return Local("files")
+    if name == "clear":
+        return Local("clear")
+    if name == "query":
+        return _parse_query(rest)
+    if name == "me":
+        text = check_text(rest)
+        return Request("say", {"room": _need_room(current_room), "text": text, "action": True})
+    if name == "away":
+        if not rest:
+            return Request("away")
+        return Request("away", {"text": check_text(rest, limit=MAX_AWAY_CHARS, what="away text")})
+    if name == "close":
+        return Request("part", {"room": _need_room(current_room)}, waits=True)
+    if name == "list":
+        return Request("who")
     if name == "nolog":
         text = check_text(rest)
         return Request("say", {"room": _need_room(current_room), "text": text, "nolog": True})
-    if name == "join":
+    if name in ("join", "j"):
         return Request("join", {"room": check_room_name(_one_arg(name, rest))}, waits=True)
     if name == "part":
         room = check_room_name(rest) if rest else _need_room(current_room)
         return Request("part", {"room": room}, waits=True)
     if name == "rooms":
         return Request("rooms")
-    if name == "who":
+    if name in ("who", "names"):
         return Request("who", {"room": check_room_name(rest) if rest else _need_room(current_room)})
     if name in MODERATION_COMMANDS:
         return parse_moderation(
@@ -247,6 +289,16 @@ def _parse_history(rest: str, current_room: str | None) -> Request | Local:
     if not 1 <= fields["limit"] <= MAX_HISTORY_REQUEST:
         raise ChatError("usage", f"ask for 1 to {MAX_HISTORY_REQUEST} messages")
     return Request("history", fields)
+
+
+def _parse_query(rest: str) -> Request | Local:
+    target, _, text = rest.partition(" ")
+    if not target:
+        raise ChatError("usage", f"usage: {_BY_NAME['query'].usage}")
+    name = check_user_name(target)
+    if not text.strip():
+        return Local("query", target=name)
+    return Request("msg", {"to": name, "text": check_text(text.lstrip(" "))})
 
 
 def _parse_sessions(rest: str) -> Request:

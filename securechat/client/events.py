@@ -32,6 +32,7 @@ __all__ = [
     "time_event",
     "topic_event",
     "unread_event",
+    "users_text",
 ]
 
 
@@ -61,12 +62,20 @@ def message_event(frame: Frame) -> Event:
     if frame.type == "private":
         data["to"] = frame.str_field("to")
     data["text"] = frame.str_field("text")
-    for flag in ("history", "search"):
+    for flag in ("action", "history", "search"):
         if frame.get(flag) is True:
             data[flag] = True
     if frame.get("stored") is False:
         data["stored"] = False
     return Event(frame.type, data)
+
+
+def users_text(users: list[Any], away: Any) -> str:
+    """A /who or /list answer's names, each away user with their away text."""
+    texts = away if isinstance(away, dict) else {}
+    return ", ".join(
+        f"{u} (away: {texts[u]})" if u in texts else str(u) for u in users if isinstance(u, str)
+    )
 
 
 def history_end_event(frame: Frame) -> Event:

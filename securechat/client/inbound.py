@@ -100,14 +100,15 @@ class Inbound:
 
     def _list(self, frame: Frame) -> None:
         key = frame.type
-        items = self._state.gather(frame, key)
-        if items is None:
+        gathered = self._state.gather(frame, key)
+        if gathered is None:
             return
+        items, away = gathered
         if key == "bans":
             self._deliver(bans_event([b for b in items if isinstance(b, dict)]))
             return
-        room = frame.str_field("room") if key == "users" else None
-        self._deliver(event(key, room=room, **{key: items}))
+        room = (frame.str_field("room", optional=True) or None) if key == "users" else None
+        self._deliver(event(key, room=room, **{key: items}, away=away or None))
 
     def _nick(self, frame: Frame) -> None:
         self._resync.renamed(frame.str_field("old"), frame.str_field("new"))

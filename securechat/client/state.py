@@ -28,6 +28,7 @@ class ChatState:
         self._rooms: list[str] = []
         self._current: str | None = None
         self._partial: dict[int, list[Any]] = {}
+        self._partial_away: dict[int, dict[str, str]] = {}
 
     @property
     def user(self) -> str:
@@ -126,19 +127,25 @@ class ChatState:
                 self._user = new
         return event("system", event="nick", old=old, new=new, text=frame.str_field("text"))
 
-    def gather(self, frame: Frame, key: str) -> list[Any] | None:
-        """Join a list the server split over frames (``more: true``); None until complete."""
+    def gather(self, frame: Frame, key: str) -> tuple[list[Any], dict[str, str]] | None:
+        """Join a list the server split over frames (``more: true``), and the ``away``
+        texts of the users listed; None until complete."""
         items = frame.get(key)
         part = items if isinstance(items, list) else []
+        found = frame.get("away")
+        away = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
         rid = frame.int_field("rid", optional=True)
         with self._lock:
-            collected = self._partial.pop(rid, []) + part if rid is not None else part
+            if rid is not None:
+                part = self._partial.pop(rid, []) + part
+                away = {**self._partial_away.pop(rid, {}), **away}
             if frame.get("more") is True and rid is not None:
-                self._partial[rid] = collected
+                self._partial[rid], self._partial_away[rid] = part, away
                 return None
-        return collected
+        return part, away
 
     def connection_lost(self) -> None:
         """Lists split over frames will not be completed."""
         with self._lock:
             self._partial.clear()
+            self._partial_away.clear()

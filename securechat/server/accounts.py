@@ -33,6 +33,8 @@ class Identity:
     password: str | None
     keep_history: bool = True
     role: str = "user"
+    away: str = ""
+    """The away text (/away), "" when here; never stored (see :mod:`.away`)."""
 
     @classmethod
     def of(cls, account: Account) -> Identity:

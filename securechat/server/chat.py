@@ -8,7 +8,6 @@ to the writer, and hand anything slow to a pool.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from functools import partial
@@ -26,18 +25,18 @@ from ..wire.names import (
 )
 from ..wire.protocol import Frame, encode
 from .accounts import Identity
+from .away import away, away_texts, deliver_then_tell_away, online_names
 from .hub import Hub, error_frame
+from .lists import send_list
 from .presence import describe_session, presence, present_count, present_names, tell_rename
 from .rooms import Room
 from .sessions import Session
 from .writer import Outgoing
 
-__all__ = ["HANDLERS", "send_list"]
+__all__ = ["HANDLERS"]
 
 log = logging.getLogger(__name__)
 
-# A list frame's items stay under this many bytes, leaving room for the envelope.
-_LIST_CHUNK_BYTES = 12 * 1024
 # Idempotency keys: short, and safe to log and store as they are.
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -55,6 +54,7 @@ def say(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
         until = f" until {muted.expires}" if muted.expires else ""
         raise ChatError("muted", f"you are muted in {room.name}{until} (by {muted.by})")
     keep = session.identity.keep_history and frame.get("nolog") is not True
+    action = _action(frame)
     hub.spend_message(session)
     _submit(
         hub,
@@ -65,6 +65,7 @@ def say(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
             room=room.key,
             room_name=room.name,
             key=_message_key(frame),
+            action=action,
             on_done=partial(hub.delivery.room, session, rid),
         ),
     )
@@ -84,6 +85,7 @@ def private(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
             f"{'you have' if not session.identity.keep_history else 'they have'} history "
             "turned off; try again when they are online",
         )
+    action = _action(frame)
     hub.spend_message(session)
     _submit(
         hub,
@@ -93,9 +95,18 @@ def private(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
             keep=keep,
             recipient=target.id,
             key=_message_key(frame),
-            on_done=partial(hub.delivery.private, session, target, rid),
+            action=action,
+            on_done=deliver_then_tell_away(hub, session, target, rid),
         ),
     )
+
+
+def _action(frame: Frame) -> bool:
+    """The ``action`` flag of a message (/me): true, false or absent."""
+    value = frame.get("action", False)
+    if not isinstance(value, bool):
+        raise ProtocolError("'action' must be true or false")
+    return value
 
 
 def _message_key(frame: Frame) -> str | None:
@@ -174,10 +185,15 @@ def list_rooms(hub: Hub, session: Session, frame: Frame, rid: int | None) -> Non
 
 
 def who(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
-    """The members of a room who are here now."""
+    """The members of a room who are here now; without a room, everyone online (/list)."""
+    if frame.get("room") is None:
+        names = online_names(hub)
+        send_list(session, "users", "users", names, away=away_texts(hub, names), rid=rid)
+        return
     room = existing_room(hub, frame.str_field("room"))
     names = present_names(hub, room)
-    send_list(session, "users", "users", names, rid=rid, room=room.name)
+    away = away_texts(hub, names)
+    send_list(session, "users", "users", names, away=away, rid=rid, room=room.name)
 
 
 def topic(hub: Hub, session: Session, frame: Frame, rid: int | None) -> None:
@@ -460,23 +476,6 @@ def settings_fields(settings: RoomSettings) -> dict[str, Any]:
     }
 
 
-def send_list(session: Session, type_: str, key: str, items: list[Any], **fields: Any) -> None:
-    """Send ``items`` under ``key`` in as many frames as the header limit needs.
-
-    Every frame but the last carries ``more: true``; the client joins them.
-    """
-    chunk: list[Any] = []
-    size = 0
-    for item in items:
-        item_size = len(json.dumps(item, ensure_ascii=False).encode("utf-8")) + 1
-        if chunk and size + item_size > _LIST_CHUNK_BYTES:
-            session.send(encode(type_, more=True, **{key: chunk}, **fields))
-            chunk, size = [], 0
-        chunk.append(item)
-        size += item_size
-    session.send(encode(type_, **{key: chunk}, **fields))
-
-
 HANDLERS: dict[str, Any] = {
     "say": say,
     "msg": private,
@@ -484,6 +483,7 @@ HANDLERS: dict[str, Any] = {
     "part": part,
     "rooms": list_rooms,
     "who": who,
+    "away": away,
     "topic": topic,
     "nick": nick,
     "sessions": sessions,

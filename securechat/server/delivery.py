@@ -157,6 +157,11 @@ class Delivery:
         else:
             session.send(data)
 
+    def send_after(self, session: Session, data: bytes) -> None:
+        """Queue ``data`` behind what this commit group already queued for ``session``."""
+        with self._lock:
+            self._deliver(session, None, 0, data)
+
     def room(
         self, session: Session, rid: int | None, message: Outgoing, error: StoreError | None
     ) -> None:
@@ -291,6 +296,8 @@ def _message_fields(message: Outgoing, sender: str, **where: str | None) -> dict
     """The fields of a live ``message``/``private`` frame, in the order history uses."""
     fields: dict[str, Any] = {"id": message.id, "ts": message.ts, "from": sender, **where}
     fields["text"] = message.text
+    if message.action:
+        fields["action"] = True
     fields["stored"] = message.keep
     if message.seq is not None:
         fields["seq"] = message.seq

@@ -87,6 +87,9 @@ FEATURES: tuple[str, ...] = (
     "login_since",
     "accounts",
     "moderation",
+    "action",
+    "away",
+    "online",
 )
 """What this server supports, announced in `hello` so clients need not guess."""
 
@@ -257,6 +260,8 @@ class Hub:
             for room in self.rooms.leave(session):
                 if last:
                     room.announce(presence("quit", room, session.name, reason))
+            if last and session.identity is not None:
+                session.identity.away = ""  # away ends with the last session (see away.py)
 
     def shutdown(self, reason: str, *, drain_timeout: float = 2.0) -> None:
         """Tell every client the server is going down and close them all.
@@ -351,6 +356,8 @@ class Hub:
         if self.cluster is not None:
             publish_presence(self, identity.id, "")
             first = first and not self.cluster.remote_sessions(identity.id)
+        if first:
+            identity.away = ""  # a new arrival is here, whatever a late event said
         rooms = self.rooms.arrive(session)
         unread_by_room = {fold(u.conversation): u.unread for u in unread if u.is_room}
         session.send(

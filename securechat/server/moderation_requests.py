@@ -21,8 +21,9 @@ from ..store.records import Ban, Mute, RoomSettings
 from ..wire.durations import parse_duration
 from ..wire.names import UNSENDABLE_RE
 from ..wire.protocol import Frame, encode
-from .chat import find_user, member_room, send_list, settings_fields
+from .chat import find_user, member_room, settings_fields
 from .hub import Hub, error_frame
+from .lists import send_list
 from .moderation import address_of, ban_text, require_staff
 from .passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
 from .rooms import Room

@@ -120,6 +120,8 @@ class Outgoing:
     room_name: str | None = None
     recipient: int | None = None
     key: str | None = None
+    action: bool = False
+    """Sent with /me."""
     id: int = 0
     ts: str = ""
     seq: int | None = None
@@ -321,7 +323,8 @@ class MessageWriter:
         if not group:
             return
         drafts = [
-            Draft(m.sender, m.text, m.keep, m.room, m.room_name, m.recipient, m.key) for m in group
+            Draft(m.sender, m.text, m.keep, m.room, m.room_name, m.recipient, m.key, m.action)
+            for m in group
         ]
         error: StoreError | None = None
         began = time.perf_counter()

@@ -109,6 +109,8 @@ class NewMessage:
     recipient: int | None = None
     seq: int | None = None
     key: str | None = None
+    action: bool = False
+    """Sent with /me: an action, shown as ``* alice waves``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ class Draft:
     room_name: str | None = None
     recipient: int | None = None
     key: str | None = None
+    action: bool = False
 
     @property
     def conversation(self) -> str:
@@ -156,6 +159,7 @@ class StoredMessage:
     recipient: str | None
     text: str
     seq: int | None = None
+    action: bool = False
 
     def wire_fields(self) -> dict[str, Any]:
         """The fields of its ``message`` or ``private`` frame."""
@@ -165,6 +169,8 @@ class StoredMessage:
         else:
             fields["to"] = self.recipient
         fields["text"] = self.text
+        if self.action:
+            fields["action"] = True
         if self.seq is not None:
             fields["seq"] = self.seq
         return fields

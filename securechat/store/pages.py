@@ -17,7 +17,8 @@ from .base import StoredMessage, pair_key
 
 __all__ = ["SELECT_MESSAGES", "HistoryPages"]
 
-SELECT_MESSAGES = """SELECT m.id, m.ts, s.name, m.room_name, r.name, m.text, m.seq
+SELECT_MESSAGES = """SELECT m.id, m.ts, s.name, m.room_name, r.name, m.text, m.seq,
+    m.action
     FROM messages m JOIN accounts s ON s.id = m.sender LEFT JOIN accounts r ON r.id = m.recipient"""
 """The columns every read returns, with the accounts' current names."""
 

@@ -56,7 +56,7 @@ from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
 from ..client.commands import Local, Request
 from ..client.core import ChatClient, Event
 from ..errors import ChatError, ConnectionLost
-from .actions import OpenConversation, interpret
+from .actions import CloseConversation, OpenConversation, interpret
 from .complete import ChatCompleter
 from .dialogue import Dialogue, delete_dialogue, password_dialogue
 from .linemode import execute_local
@@ -308,6 +308,12 @@ class ChatApp:
             return
         if isinstance(action, OpenConversation):
             self.model.switch(self.model.open_private(action.name))
+            if action.then is not None:
+                self._send(action.then, quiet=False)
+        elif isinstance(action, CloseConversation):
+            self.model.close(self.model.current)
+        elif isinstance(action, Local) and action.kind == "clear":
+            self.model.current.clear()
         elif isinstance(action, Local):
             if action.kind == "quit":
                 self.quit(action.arg)
@@ -321,7 +327,8 @@ class ChatApp:
                 self._worker.submit(partial(_execute_local, self._client, action, keys=keys))
         else:
             if action.type == "msg":
-                self.model.switch(self.model.open_private(action.fields["to"]))
+                # As irssi and WeeChat: the conversation opens, and the view stays here.
+                self.model.open_private(action.fields["to"])
             elif action.type == "join" and (joined := self.model.find(action.fields["room"])):
                 self.model.switch(joined)  # already in: the answer will not switch
             self._send(action, quiet=False)

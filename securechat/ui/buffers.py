@@ -60,6 +60,8 @@ class Line:
     where: str = ""
     """The room or conversation it belongs to, when shown outside it (search results)."""
     transfer: int | None = None
+    action: bool = False
+    """Sent with /me: shown as ``* alice waves``."""
 
 
 @dataclass(eq=False)
@@ -99,6 +101,13 @@ class Buffer:
     def member_names(self) -> list[str]:
         """The members, sorted as the server sorts them (case-insensitively)."""
         return sorted(self.members.values(), key=fold)
+
+    def clear(self) -> None:
+        """Empty the screen (/clear); messages already shown stay known, so a replay
+        does not bring them back."""
+        self.lines.clear()
+        self.marker = None
+        self.scroll = 0
 
     def add(self, line: Line) -> int | None:
         """Insert ``line`` where it belongs; its index, or None if its message is already here."""

@@ -1,9 +1,9 @@
 """Tab completion: /commands, their arguments, and nicknames.
 
-``/jo<Tab>`` gives ``/join ``; ``/join #d<Tab>`` a room; ``/msg a<Tab>`` (or
-``/kick``, ``/ban``, ``/mute``, ``/invite``...) a user; ``/accept <Tab>`` a
-pending offer's id; ``/sendfile bob ~/re<Tab>`` a path. In plain text, a
-nickname from the current buffer: at the start of the
+``/jo<Tab>`` gives ``/join ``; ``/join #d<Tab>`` (or ``/j``, ``/who``, ``/names``) a
+room; ``/msg a<Tab>`` (or ``/query``, ``/kick``, ``/ban``, ``/mute``, ``/invite``...) a
+user; ``/accept <Tab>`` a pending offer's id; ``/sendfile bob ~/re<Tab>`` a path. In plain
+text (and after ``/me``), a nickname from the current buffer: at the start of the
 line with ``: `` after it (``ali<Tab>`` gives ``alice: ``), elsewhere bare.
 Candidates come from the COMMANDS table and the model, matched regardless of case.
 """
@@ -69,17 +69,19 @@ class ChatCompleter(Completer):
             path = rest.partition(" ")[2]
             yield from self._paths.get_completions(Document(path), complete_event)
             return
-        if command in ("topic", "nolog") or (command == "msg" and index >= 1):
+        if command in ("topic", "nolog", "me", "away") or (
+            command in ("msg", "query") and index >= 1
+        ):
             yield from _matching(word, self._nicknames())
             return
         if index > 0:
             return
         candidates: Iterable[str] = ()
-        if command in ("join", "who"):
+        if command in ("join", "j", "who", "names"):
             candidates = model.rooms()
         elif command == "part":
             candidates = [b.name for b in model.buffers if b.kind == "room"]
-        elif command in ("msg", "sendfile", "ban", "unban", "mute", "unmute", "invite"):
+        elif command in ("msg", "query", "sendfile", "ban", "unban", "mute", "unmute", "invite"):
             candidates = model.users()
         elif command == "kick":
             candidates = [*model.rooms(), *model.users()]

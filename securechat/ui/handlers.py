@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..client.commands import Request
-from ..client.events import ban_line
+from ..client.events import ban_line, users_text
 from ..wire.names import fold
 from .buffers import Buffer, Line, LineKind, utc_now
 from .status import Transfer
@@ -104,6 +104,8 @@ def _connected(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float
         for buffer in model.buffers:
             if buffer.kind == "room":
                 outcome.requests.append(model.ask_quietly("who", {"room": buffer.name}))
+        if model.away:  # away ends with the last session: stay away, as irssi does
+            outcome.requests.append(Request("away", {"text": model.away}))
     model.was_connected = True
 
 
@@ -142,6 +144,7 @@ def _message(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) 
         own=own,
         mention=not own and mentions(text, model.user),
         unstored=d.get("stored") is False,
+        action=d.get("action") is True,
     )
     if d.get("search") is True:
         where = f"*{where}*" if private else where
@@ -151,7 +154,8 @@ def _message(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) 
     if found is None:  # a room we are not in (/history #elsewhere): a listing
         found, line = model.current, dataclasses.replace(line, msg_id=None, where=where)
     buffer = found
-    if not model.add_line(buffer, line, unread=not own) or own:
+    # A private message of our own counts too: /msg from elsewhere marks its buffer.
+    if not model.add_line(buffer, line, unread=not own or private) or own:
         return
     wanted = line.mention or private
     if wanted and buffer is not model.current:
@@ -174,6 +178,16 @@ def _system(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -
         model.notice(found or model.current, text)
     else:
         model.notice(model.room_or(d.get("room"), model.server), text)
+
+
+def _away(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
+    """Our own away state changed (an answer), or someone we wrote to is away."""
+    user = str(d.get("user", ""))
+    own = fold(user) == fold(model.user)
+    if own:
+        model.away = str(d.get("away") or "")
+    buffer = model.current if own else model.open_private(user)
+    model.notice(buffer, str(d.get("text", "")))
 
 
 def _joined(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
@@ -249,12 +263,13 @@ def _reconnecting(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: fl
 def _users(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
     room = str(d.get("room", ""))
     names = [u for u in d.get("users", []) if isinstance(u, str)]
-    buffer = model.find(room)
+    buffer = model.find(room) if room else None
     if buffer is not None and buffer.kind == "room":
         buffer.members = {fold(u): u for u in names}
-    if model.answered_quietly("users", room):
+    if model.answered_quietly("users", room or None):
         return
-    model.notice(model.current, f"in {room}: {', '.join(names)}", "info")
+    where = f"in {room}" if room else "online"  # without a room: /list
+    model.notice(model.current, f"{where}: {users_text(names, d.get('away'))}", "info")
 
 
 def _rooms(model: ChatModel, d: dict[str, Any], outcome: Outcome, now: float) -> None:
@@ -448,6 +463,7 @@ _SYSTEM_HANDLERS: dict[str, _Handler] = {
     "quit": _member_change,
     "topic": _topic,
     "nick": _nick,
+    "away": _away,
     "reconnecting": _reconnecting,
     "server_changed": _server_changed,
     "file_offered": _file_offered,

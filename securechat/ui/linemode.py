@@ -20,6 +20,7 @@ from typing import IO, Any
 from ..client.account import SECRETS_NEED_A_TERMINAL, delete_confirmed
 from ..client.commands import Local, parse_input
 from ..client.core import ChatClient, Event
+from ..client.events import users_text
 from ..errors import ChatError, ConnectionLost, SecureChatError
 from ..wire.sanitize import sanitize
 
@@ -101,16 +102,20 @@ class HumanPrinter(Printer):
         current = self.client.current_room if self.client else None
         if d.get("history"):
             stamp = _local_time(d.get("ts"), with_date=True)
+        if event.type in ("message", "private") and d.get("action"):  # /me
+            s["text"] = f"* {s['from']} {s['text']}"
         if event.type == "message":
             where = "" if current == d.get("room") else f"{s['room']} "
-            return f"[{stamp}] {where}<{s['from']}> {s['text']}"
+            sender = "" if d.get("action") else f"<{s['from']}> "
+            return f"[{stamp}] {where}{sender}{s['text']}"
         if event.type == "private":
             if d.get("from") == me:
                 return f"[{stamp}] -> *{s['to']}* {s['text']}"
             return f"[{stamp}] *{s['from']}* {s['text']}"
         if event.type == "users":
-            names = ", ".join(sanitize(str(u)) for u in d.get("users", []))
-            return f"[{stamp}] -- in {s['room']}: {names}"
+            names = sanitize(users_text(d.get("users", []), d.get("away")))
+            where = f"in {s['room']}" if d.get("room") else "online"
+            return f"[{stamp}] -- {where}: {names}"
         if event.type == "rooms":
             rooms = [_room_line(r) for r in d.get("rooms", []) if isinstance(r, dict)]
             return f"[{stamp}] -- rooms: " + ("; ".join(rooms) if rooms else "none")
@@ -296,6 +301,13 @@ def _account_action(client: ChatClient, action: Local) -> None:
         client.show(Event("error", {"code": "not_connected", "text": str(exc)}))
 
 
+# What the full-screen client's buffer commands mean in line mode, which has no buffers.
+_SCREEN_ACTIONS = {
+    "query": "line mode shows every conversation in one stream: /msg NAME text sends to NAME",
+    "clear": "line mode has no buffer to clear",
+}
+
+
 def execute_local(client: ChatClient, action: Local) -> None:
     """Carry out a local action other than ``quit``: help, export, a file action, or
     one for the account (without asking: see :mod:`securechat.client.account`).
@@ -309,6 +321,8 @@ def execute_local(client: ChatClient, action: Local) -> None:
         _file_action(client, action)
     elif action.kind in ("password", "account_delete"):
         _account_action(client, action)
+    elif action.kind in _SCREEN_ACTIONS:
+        client.show(Event("system", {"event": "help", "text": _SCREEN_ACTIONS[action.kind]}))
     else:
         for text in action.lines:
             client.show(Event("system", {"event": "help", "text": text}))

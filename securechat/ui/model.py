@@ -43,6 +43,8 @@ class ChatModel:
         """Answers to requests the UI made itself, applied without a line: (type, folded room)."""
         self.was_connected = False
         """Connected before: the next ``connected`` event is a reconnection."""
+        self.away = ""
+        """The account's away text (/away), set again after a reconnect."""
 
     # -- buffers -----------------------------------------------------------------------
 
@@ -79,6 +81,14 @@ class ChatModel:
         self.current = buffer
         buffer.unread = 0
         buffer.highlight = False
+
+    def close(self, buffer: Buffer) -> None:
+        """Close a conversation's buffer, showing the one before it; it opens again
+        with the next message."""
+        index = self.buffers.index(buffer)
+        self.buffers.remove(buffer)
+        if buffer is self.current:
+            self.show(self.buffers[index - 1])
 
     def switch_to_number(self, number: int) -> None:
         """Show buffer ``number`` as numbered in the status line (1 is the server)."""

@@ -123,7 +123,10 @@ def line_fragments(line: Line, model: ChatModel) -> StyleAndTextTuples:
         style = "class:own" if line.own else nick_style(line.sender)
         if line.mention:
             style += " reverse"
-        out += [("", "<"), (style, sanitize(line.sender)), ("", "> ")]
+        if line.action:  # /me: "* alice waves", as IRC clients show an action
+            out += [("", "* "), (style, sanitize(line.sender)), ("", " ")]
+        else:
+            out += [("", "<"), (style, sanitize(line.sender)), ("", "> ")]
         out.append(("class:mention" if line.mention else "", sanitize(line.text)))
         if line.unstored:
             out.append(("class:unstored", " (not stored)"))

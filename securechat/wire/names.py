@@ -8,6 +8,7 @@ from ..errors import ChatError
 
 __all__ = [
     "DEFAULT_ROOM",
+    "MAX_AWAY_CHARS",
     "MAX_MESSAGE_CHARS",
     "MAX_TOPIC_CHARS",
     "UNSENDABLE_RE",
@@ -25,6 +26,9 @@ MAX_MESSAGE_CHARS = 4000
 characters encode to at most 16,000 UTF-8 bytes, inside the protocol's header limit."""
 
 MAX_TOPIC_CHARS = 300
+
+MAX_AWAY_CHARS = 200
+"""The longest away text: a reason, not a message (IRC servers allow about as much)."""
 
 _USER_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ROOM_RE = re.compile(r"#[A-Za-z0-9_-]{1,32}")

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import StoreError
 from ...store.base import StoredMessage
 from ...wire.protocol import encode
+from ..away import set_away
 from ..presence import presence, tell_rename
 from .bus import HEARTBEAT, Event, RedisBus
 from .moderation_events import MODERATION_HANDLERS
@@ -283,6 +284,8 @@ class Cluster:
         identity = hub.accounts.get(account)
         if identity is None or (before > 0) == (after > 0):
             return
+        if not after:
+            identity.away = ""  # away ends with the last session anywhere (see away.py)
         for room in hub.rooms.of(account):
             if after:
                 room.announce(presence("join", room, identity.name))
@@ -434,6 +437,16 @@ class Cluster:
         for session in self._hub.sessions.of(int(event["account"])):
             session.send(data)
 
+    def _away(self, event: Event) -> None:
+        """The account was marked away (or back) on another server."""
+        identity = self._hub.accounts.get(int(event["account"]))
+        if identity is None:
+            return
+        # Arriving after the account's last session left (events of two servers race):
+        # away has ended already.
+        online = self._hub.sessions.count(identity.id) + self.remote_sessions(identity.id)
+        set_away(self._hub, identity, str(event["text"]) if online else "")
+
     def _gone(self, event: Event) -> None:
         self._drop_server(str(event["o"]), "server shut down")
 
@@ -464,6 +477,7 @@ _HANDLERS: dict[str, Callable[[Cluster, Event], None]] = {
     "account": Cluster._account,
     "gone": Cluster._gone,
     "read": Cluster._read,
+    "away": Cluster._away,
     "login_failed": Cluster._login_failed,
     "connections": Cluster._connections,
     "close": Cluster._close,

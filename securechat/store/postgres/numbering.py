@@ -53,11 +53,11 @@ _TAKE_SEQS = """INSERT INTO conversations AS c (key, last_seq)
     ON CONFLICT (key) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq
     RETURNING key, last_seq"""
 _INSERT = """INSERT INTO messages
-        (id, ts, sender, room, room_name, recipient, pair, text, seq, client_key)
-    SELECT id, %s, sender, room, room_name, recipient, pair, text, seq, client_key
+        (id, ts, sender, room, room_name, recipient, pair, text, seq, client_key, action)
+    SELECT id, %s, sender, room, room_name, recipient, pair, text, seq, client_key, action
     FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::bigint[],
-        %s::text[], %s::text[], %s::bigint[], %s::text[])
-        AS u(id, sender, room, room_name, recipient, pair, text, seq, client_key)"""
+        %s::text[], %s::text[], %s::bigint[], %s::text[], %s::boolean[])
+        AS u(id, sender, room, room_name, recipient, pair, text, seq, client_key, action)"""
 
 
 def commit_drafts(conn: psycopg.Connection[Any], drafts: Sequence[Draft]) -> list[Committed]:
@@ -136,7 +136,7 @@ def _number_and_insert(
             _TAKE_SEQS, (conversations, [counts[k] for k in conversations])
         ):
             next_seq[key] = last - counts[key] + 1
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
     for i, message_id in zip(fresh, range(top - len(fresh) + 1, top + 1), strict=True):
         draft = drafts[i]
         seq = None
@@ -154,6 +154,7 @@ def _number_and_insert(
                 draft.text,
                 seq,
                 draft.key,
+                draft.action,
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)

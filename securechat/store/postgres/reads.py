@@ -59,7 +59,7 @@ class PostgresReads(HistoryPages):
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[StoredMessage]:
         return [
-            StoredMessage(r[0], utc_timestamp(r[1]), r[2], r[3], r[4], r[5], r[6])
+            StoredMessage(r[0], utc_timestamp(r[1]), r[2], r[3], r[4], r[5], r[6], r[7])
             for r in self._rows("read history", sql, params)
         ]
 

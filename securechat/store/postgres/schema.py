@@ -134,6 +134,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (room, account)
         )""",
     ),
+    (
+        # /me (issue 13): an action is a message shown as "* alice waves".
+        "ALTER TABLE messages ADD COLUMN action boolean NOT NULL DEFAULT false",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

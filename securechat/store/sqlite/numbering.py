@@ -87,6 +87,7 @@ class Numbering:
                         draft.recipient,
                         seq,
                         draft.key,
+                        draft.action,
                     )
                 )
             if draft.key is not None:

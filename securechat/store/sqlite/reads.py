@@ -66,7 +66,8 @@ class SQLiteReads(HistoryPages):
     def _query(self, sql: str, params: Sequence[Any]) -> list[StoredMessage]:
         with store_errors("read history"):
             rows = self._reader().execute(sql, params).fetchall()
-        return [StoredMessage(*row) for row in rows]
+        # SQLite has no boolean: the last column (action) reads back as 0 or 1.
+        return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
     def search(
         self, account_id: int, rooms: Sequence[str], words: Sequence[str], *, limit: int

@@ -138,6 +138,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (room, account)
         ) WITHOUT ROWID""",
     ),
+    (
+        # /me (issue 13): an action is a message shown as "* alice waves".
+        "ALTER TABLE messages ADD COLUMN action INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -430,11 +430,12 @@ class SQLiteStore(SQLiteAdmin, SQLiteMaintenance, SQLiteReads):
                             m.text,
                             m.seq,
                             m.key,
+                            m.action,
                         )
                     )
                 self._db.executemany(
                     "INSERT INTO messages (id, ts, sender, room, room_name, recipient, pair, "
-                    "text, seq, client_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "text, seq, client_key, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     values,
                 )
                 self._db.executemany(
