@@ -115,6 +115,23 @@ def test_room_messages_flow_between_the_browser_and_a_terminal_client(
     assert event["from"] == "bella" and event["room"] == "#general"
     expect(messages(page).filter(has_text="hello from the browser")).to_have_count(1)
 
+    # Actions (/me) both ways, shown as "* NAME action".
+    term.type("/me waves at bella")
+    expect(messages(page).filter(has_text="waves at bella")).to_have_text("* tom waves at bella")
+    type_line(page, "/me waves back")
+    assert term.wait_for("message", text="waves back").get("action") is True
+
+    # Away: said to us, and shown to others in /list and the member list.
+    type_line(page, "/away lunch")
+    expect(page.get_by_test_id("notice").last).to_have_text(re.compile("away: lunch"))
+    term.type("/list")
+    listed = term.wait_for("users")
+    assert listed.get("away", {}).get("bella") == "lunch", listed
+    type_line(page, "/list")
+    expect(page.get_by_test_id("notice").last).to_contain_text("bella (away: lunch)")
+    type_line(page, "/away")
+    expect(page.get_by_test_id("notice").last).to_contain_text("no longer marked as away")
+
 
 def test_private_messages_flow_both_ways(
     web_server: WebServer, browser: Browser, client_process: StartClient

@@ -142,14 +142,14 @@ class App {
 
   say(text, extra = {}) {
     const buffer = this.model.currentBuffer;
-    if (buffer.kind === "dm") return this.sendPrivate(buffer.name, text);
+    if (buffer.kind === "dm") return this.sendPrivate(buffer.name, text, extra.action ? { action: true } : {});
     if (buffer.kind !== "room") throw new UsageError("this is the server buffer: pick a room or a person to talk to", "no_room");
     if (!this.conn.sendMessage({ type: "say", room: buffer.name, text, ...extra })) throw new UsageError("too many lines waiting for the connection", "busy");
     if (!this.conn.loggedIn) this.notice("not connected: your message will be sent once the connection is back");
   }
 
-  sendPrivate(to, text) {
-    if (!this.conn.sendMessage({ type: "msg", to, text })) throw new UsageError("too many lines waiting for the connection", "busy");
+  sendPrivate(to, text, extra = {}) {
+    if (!this.conn.sendMessage({ type: "msg", to, text, ...extra })) throw new UsageError("too many lines waiting for the connection", "busy");
     if (!this.conn.loggedIn) this.notice("not connected: your message will be sent once the connection is back");
   }
 

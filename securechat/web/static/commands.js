@@ -10,10 +10,16 @@ export const COMMANDS = [
   ["join", "#room", "join a room (creating it if new) and switch to it"],
   ["part", "[#room]", "leave a room (default: the current one)"],
   ["msg", "NAME [text]", "open a private conversation with NAME, and send text if given"],
+  ["query", "NAME [text]", "open the private conversation with NAME (and send text)"],
+  ["me", "action", "send an action to the conversation, shown as * you action"],
+  ["away", "[text]", "mark yourself away with text, or back without it"],
   ["nick", "NEW", "rename your account to NEW; your old name stays reserved for you"],
   ["topic", "[text]", "show the current room's topic, or set it (at most 300 characters)"],
   ["who", "[#room]", "list the users in a room (default: the current one)"],
   ["rooms", "", "list every room with its member count and topic"],
+  ["list", "", "list everyone online, and who of them is away"],
+  ["close", "", "close this conversation (in a room: leave it, as /part)"],
+  ["clear", "", "clear this conversation's screen (the stored history stays)"],
   ["search", "WORDS", "find your visible messages with all WORDS, newest first"],
   ["history", "on|off|status|forget|export|unread|search WORDS", "control and read what the server stores"],
   ["nolog", "text", "send one message to the room that is never stored"],
@@ -105,7 +111,40 @@ function transferArg(name, args) {
   return Number(args[0]);
 }
 
+function needFeature(app, feature, command) {
+  if (!app.conn.features.has(feature)) throw new UsageError(`this server does not support /${command}`, "unknown_command");
+}
+
 const HANDLERS = {
+  j(app, args, rest) {
+    return HANDLERS.join(app, args, rest);
+  },
+  names(app, args, rest) {
+    return HANDLERS.who(app, args, rest);
+  },
+  me(app, args, rest) {
+    if (!rest) throw usage("me");
+    needFeature(app, "action", "me");
+    app.say(checkText(rest), { action: true });
+  },
+  away(app, args, rest) {
+    needFeature(app, "away", "away");
+    app.request(rest ? { type: "away", text: checkText(rest) } : { type: "away" });
+  },
+  list(app, args) {
+    if (args.length) throw usage("list");
+    needFeature(app, "online", "list");
+    app.who(null, true);
+  },
+  close(app) {
+    const buffer = app.model.currentBuffer;
+    if (buffer.kind === "room") return app.request({ type: "part", room: buffer.name });
+    if (buffer.kind === "dm") return app.model.dropDm(buffer.name);
+    throw new UsageError("the server buffer cannot be closed");
+  },
+  clear(app) {
+    app.model.clear(app.model.current);
+  },
   join(app, args) {
     if (args.length !== 1) throw usage("join");
     const room = args[0].startsWith("#") ? args[0] : "#" + args[0];

@@ -65,6 +65,13 @@ const HANDLERS = {
   },
 
   system(app, frame, model) {
+    if (frame.event === "away") {
+      // Our own away (answer, or from another session) and "bob is away" after a msg
+      // to bob: shown where the user is looking, or in the conversation with bob.
+      const dm = frame.user && !sameName(frame.user, model.me || "") ? model.buffers.get(dmKey(frame.user)) : null;
+      model.addNotice(dm ? dm.key : model.current, frame.text, "event");
+      return;
+    }
     const room = frame.room ? model.buffers.get(roomKey(frame.room)) : null;
     if (room && frame.user) {
       if (frame.event === "join") room.addMember(frame.user);

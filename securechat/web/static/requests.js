@@ -6,15 +6,22 @@ import { roomKey } from "./state.js";
 
 const PAGE = 50; // messages per history page when scrolling back
 
+/** Who is in `room` (or, without one, online anywhere): the member list, and a notice if `show`. */
 export function who(app, room, show) {
   const users = [];
-  app.conn.send({ type: "who", room }, null, (frame) => {
+  const away = new Map();
+  app.conn.send({ type: "who", room: room || undefined }, null, (frame) => {
     if (frame.type === "error") return "done";
     users.push(...frame.users);
+    for (const [name, text] of Object.entries(frame.away || {})) away.set(name.toLowerCase(), text);
     if (frame.more) return "consumed";
-    const buffer = app.model.buffers.get(roomKey(room));
-    if (buffer?.joined) buffer.setMembers(users);
-    if (show) app.notice(`${users.length} in ${frame.room}: ${users.join(", ")}`, "list");
+    const buffer = room ? app.model.buffers.get(roomKey(room)) : null;
+    if (buffer?.joined) {
+      buffer.setMembers(users);
+      buffer.away = away;
+    }
+    const names = users.map((n) => (away.has(n.toLowerCase()) ? `${n} (away: ${away.get(n.toLowerCase())})` : n));
+    if (show) app.notice(`${users.length} ${room ? "in " + frame.room : "online"}: ${names.join(", ")}`, "list");
     app.scheduleRender();
     return "consumed-done";
   });

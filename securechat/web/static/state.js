@@ -38,6 +38,7 @@ export class Buffer {
     this.loading = false;
     this.readSent = 0; // the newest id we told the server we have read
     this.markerId = null; // the first message that was unread when we came here
+    this.away = new Map(); // folded name -> away text, from the last `who` answer
   }
 
   /** Insert `item`, keeping order; false if it is a message we already have. */
@@ -149,6 +150,7 @@ export class Model extends EventTarget {
       text: frame.text,
       stored: frame.stored !== false,
       history: frame.history === true,
+      action: frame.action === true, // "/me waves": shown as "* alice waves"
     };
     if (!buffer.insert(item)) return null;
     this.maxId = Math.max(this.maxId, frame.id);
@@ -200,6 +202,24 @@ export class Model extends EventTarget {
     buffer.joined = false;
     this.buffers.delete(key);
     if (this.current === key) this.current = (this.rooms()[0] || this.server).key;
+    this.changed("list");
+    this.changed("select", this.current);
+  }
+
+  /** Clear a buffer's screen: what was shown stays known (no replay brings it back). */
+  clear(key) {
+    const buffer = this.buffers.get(key);
+    if (!buffer) return;
+    buffer.items = [];
+    buffer.hasMore = false;
+    buffer.markerId = null;
+    this.changed("items", key);
+  }
+
+  /** Close a private conversation's buffer (it comes back with the next message). */
+  dropDm(name) {
+    this.buffers.delete(dmKey(name));
+    if (this.current === dmKey(name)) this.current = (this.rooms()[0] || this.server).key;
     this.changed("list");
     this.changed("select", this.current);
   }

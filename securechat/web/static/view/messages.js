@@ -84,7 +84,7 @@ export class MessageView {
         prev = null;
       }
       if (item.kind === "msg") {
-        const grouped = prev && prev.kind === "msg" && prev.from === item.from && item.ts - prev.ts < GROUP_GAP;
+        const grouped = prev && prev.kind === "msg" && !prev.action && !item.action && prev.from === item.from && item.ts - prev.ts < GROUP_GAP;
         nodes.push(this.message(item, grouped, me));
       } else if (item.kind === "file") {
         nodes.push(renderFileCard(item.transfer, this.app));
@@ -119,7 +119,11 @@ export class MessageView {
     time.textContent = hhmm(item.ts);
     const body = document.createElement("div");
     body.className = "msg-body";
-    if (!grouped) {
+    if (item.action) {
+      // An action reads as a sentence: "* alice waves".
+      li.classList.add("action", "grouped");
+      time.classList.add("shown");
+    } else if (!grouped) {
       const head = document.createElement("div");
       head.className = "msg-head";
       head.append(textElement("span", `msg-from ${nickClass(item.from)}`, item.from));
@@ -131,6 +135,7 @@ export class MessageView {
     const text = document.createElement("div");
     text.className = "msg-text";
     text.dataset.testid = "message-text";
+    if (item.action) text.append("* ", textElement("span", `msg-from ${nickClass(item.from)}`, item.from), " ");
     renderText(text, item.text, { me, links: true });
     if (text.querySelector("mark.mention") && !li.classList.contains("own")) li.classList.add("mentioned");
     if (!item.stored) {

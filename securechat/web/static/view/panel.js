@@ -17,7 +17,9 @@ export function renderMembers(panel, buffer, me, onOpen) {
     b.type = "button";
     b.className = "member";
     b.dataset.testid = "member";
-    b.title = name === me ? "you" : `message ${name}`;
+    const away = buffer.away.get(name.toLowerCase());
+    b.title = (name === me ? "you" : `message ${name}`) + (away ? ` (away: ${away})` : "");
+    if (away) b.classList.add("away");
     const dot = document.createElement("span");
     dot.className = `avatar ${nickClass(name)}`;
     dot.textContent = name.slice(0, 1).toUpperCase();
