@@ -49,7 +49,8 @@ const HANDLERS = {
     buffer.topic = frame.topic || "";
     buffer.memberCount = frame.count;
     if (Array.isArray(frame.users)) buffer.setMembers(frame.users);
-    else app.who(frame.room, false); // a big room: ask for the list
+    // A big room comes without its list, and only `who` tells who is away: ask.
+    if (!Array.isArray(frame.users) || app.conn.features.has("away")) app.who(frame.room, false);
     model.changed("list");
     if (frame.rid) {
       const who = frame.users ? ` (${frame.count} here: ${frame.users.join(", ")})` : ` (${frame.count} here)`;
