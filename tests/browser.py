@@ -243,5 +243,6 @@ def screenshot(page: Page, name: str) -> None:
     if os.environ.get("SECURECHAT_SCREENSHOTS") != "1":
         return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.mouse.move(0, 0)  # no hover highlight left where the last click was
     # animations="disabled" finishes the drawer's slide, so no picture catches it half-way.
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), animations="disabled")
