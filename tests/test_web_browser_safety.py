@@ -205,6 +205,39 @@ def test_a_server_restart_loses_and_repeats_nothing(
         server.kill()
 
 
+# Drop the connection as a network would, with the client's next attempt 8 s away.
+DROP_CONNECTION = (
+    "() => { const conn = window.securechat.conn; conn.attempt = 3; conn.ws.close(); }"
+)
+
+
+def test_more_missed_messages_than_one_replay_holds_are_all_fetched(
+    web_server: WebServer, browser: Browser, raw_client: Callable[..., RawClient]
+) -> None:
+    page = browser.page(web_server.url)
+    login(page, "reader2")
+    type_line(page, "/join #flood")
+    flood = raw_client(web_server.port)
+    flood.login("flooder")
+    flood.send("join", room="#flood")
+    flood.expect("joined", room="#flood")
+    flood.send("say", room="#flood", text="before the drop")
+    expect(messages(page)).to_have_text(["before the drop"])
+
+    page.evaluate(DROP_CONNECTION)
+    expect(page.get_by_test_id("connection-state")).to_contain_text("reconnecting")
+    for n in range(520):
+        flood.send("say", room="#flood", text=f"missed {n:03d}")
+    flood.expect("message", text="missed 519", timeout=30)
+
+    expect(page.get_by_test_id("connection-state")).to_be_hidden(timeout=30_000)
+    expect(messages(page)).to_have_count(521, timeout=30_000)  # each exactly once
+    expect(messages(page).first).to_have_text("before the drop")
+    expect(messages(page).last).to_have_text("missed 519")
+    notice = page.get_by_test_id("notice").filter(has_text="catching up on more than 500")
+    expect(notice).to_have_count(1)  # the login's replay stopped at 500; the rest was fetched
+
+
 def test_the_layout_themes_and_phone_drawer(
     web_server: WebServer, browser: Browser, raw_client: Callable[..., RawClient]
 ) -> None:

@@ -180,6 +180,10 @@ class App {
     return requests.loadOlder(this, buffer);
   }
 
+  catchUp(room, after) {
+    return requests.catchUp(this, room, after);
+  }
+
   search(words) {
     return requests.search(this, words);
   }

@@ -74,6 +74,13 @@ const HANDLERS = {
       return;
     }
     const room = frame.room ? model.buffers.get(roomKey(frame.room)) : null;
+    if (frame.event === "history" && room) {
+      // A replay stopped at its limit of 500: fetch the rest ourselves, from the newest
+      // id it brought (live messages of the room wait behind the replay and its notice).
+      model.addNotice(room.key, `catching up on more than 500 messages missed in ${room.name}…`, "event");
+      app.catchUp(room.name, room.newestId);
+      return;
+    }
     if (room && frame.user) {
       if (frame.event === "join") room.addMember(frame.user);
       if (frame.event === "part" || frame.event === "quit" || frame.event === "kick") room.removeMember(frame.user);
