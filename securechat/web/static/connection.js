@@ -11,6 +11,7 @@ import { encodeFrame, decodeFrames, ProtocolError } from "./wire.js";
 
 const BACKOFF = [1, 2, 4, 8, 15, 30]; // seconds before each further attempt
 const KEEPALIVE = 30_000; // ping after this much silence, give up after as much again
+const PAGE_LIMIT = 500; // the most one history answer or replay holds
 const OUTBOX_LIMIT = 1000; // lines typed while disconnected, as the terminal client keeps
 // The session ended for good: reconnecting would only be refused again.
 const FINAL_BYE = new Set(["kicked", "banned", "account_deleted", "session_closed"]);
@@ -227,9 +228,18 @@ export class Connection extends EventTarget {
       }
     }
     for (const buffer of this.model.dms()) {
-      if (!buffer.newestId) continue;
-      this.send({ type: "history", user: buffer.name, after: buffer.newestId, limit: 500 });
+      if (buffer.newestId) this.fetchAfter({ user: buffer.name }, buffer.newestId);
     }
+  }
+
+  /** Every stored message of a conversation after `after`, 500 at a time; the rows
+   * reach the model like any other message, which drops what it already has. */
+  fetchAfter(where, after) {
+    this.send({ type: "history", ...where, after, limit: PAGE_LIMIT }, null, (frame) => {
+      if (frame.type !== "history_end") return frame.type === "error" ? "done" : undefined;
+      if (frame.count === PAGE_LIMIT && frame.last) this.fetchAfter(where, frame.last);
+      return "consumed-done";
+    });
   }
 
   loginRefused(frame) {

@@ -97,16 +97,7 @@ export function saveExport(app, lines) {
   app.notice(`exported ${lines.length} message${lines.length === 1 ? "" : "s"} to ${a.download}`);
 }
 
-const REPLAY_LIMIT = 500; // the most a replay or a history page holds
-
-/**
- * Fetch what a capped replay left out: every stored message of `room` after `after`,
- * page by page. The rows go to the model like any message (deduplicated by id).
- */
+/** Fetch what a capped replay of `room` left out, after `after` (see Connection.fetchAfter). */
 export function catchUp(app, room, after) {
-  app.conn.send({ type: "history", room, after, limit: REPLAY_LIMIT }, null, (frame) => {
-    if (frame.type !== "history_end") return frame.type === "error" ? "done" : undefined;
-    if (frame.count === REPLAY_LIMIT && frame.last) catchUp(app, room, frame.last);
-    return "consumed-done";
-  });
+  app.conn.fetchAfter({ room }, after);
 }
