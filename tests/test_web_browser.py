@@ -312,8 +312,12 @@ def test_a_declined_file_is_reported_to_the_sender(
     term = client_process(web_server.port, "hank")
     term.wait_for("connected")
     term.type(f"/sendfile hilda {path}")
+    offered = term.wait_for("system", event="file_offered")
     open_buffer(page, "hank")
-    page.get_by_test_id("file-reject").click()
+    # Both sides call the transfer by the same short number, so "/reject 4821" works here.
+    number = str(offered["id"])
+    expect(page.get_by_test_id("file-card")).to_contain_text(f"#{number}")
+    type_line(page, f"/reject {number}")
     term.wait_for("file_rejected")
     expect(page.get_by_test_id("file-status")).to_contain_text("declined")
 

@@ -2,6 +2,8 @@
 // the terminal client's (docs/client.md §5). Each command's answer appears in the
 // conversation on screen, as in the terminal client.
 
+import { shortNumber } from "./files.js";
+
 const MAX_TEXT = 4000; // characters of a message (protocol.md §3)
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
 
@@ -216,23 +218,23 @@ const HANDLERS = {
     app.pickFile(userArg("sendfile", args[0]));
   },
   accept(app, args) {
-    const id = transferArg("accept", args);
-    if (!app.transfers.accept(id)) throw new UsageError(`there is no file offer ${id}: /files lists them`, "no_such_transfer");
+    const id = app.transfers.resolve(transferArg("accept", args));
+    if (!app.transfers.accept(id)) throw new UsageError(`there is no file offer ${args[0]}: /files lists them`, "no_such_transfer");
   },
   reject(app, args) {
-    const id = transferArg("reject", args);
-    if (!app.transfers.reject(id)) throw new UsageError(`there is no file offer ${id}: /files lists them`, "no_such_transfer");
+    const id = app.transfers.resolve(transferArg("reject", args));
+    if (!app.transfers.reject(id)) throw new UsageError(`there is no file offer ${args[0]}: /files lists them`, "no_such_transfer");
   },
   cancel(app, args) {
-    const id = transferArg("cancel", args);
-    if (!app.transfers.cancel(id)) throw new UsageError(`there is no transfer ${id} under way: /files lists them`, "no_such_transfer");
+    const id = app.transfers.resolve(transferArg("cancel", args));
+    if (!app.transfers.cancel(id)) throw new UsageError(`there is no transfer ${args[0]} under way: /files lists them`, "no_such_transfer");
   },
   files(app) {
     const list = app.transfers.list();
     if (!list.length) return app.notice("no file transfers");
     for (const t of list) {
       const way = t.dir === "in" ? `from ${t.peer}` : `to ${t.peer}`;
-      app.notice(`#${t.id} ${t.name} ${way}: ${t.state}${t.reason ? " (" + t.reason + ")" : ""}`);
+      app.notice(`#${shortNumber(t.id)} ${t.name} ${way}: ${t.state}${t.reason ? " (" + t.reason + ")" : ""}`);
     }
   },
   sessions(app, args) {

@@ -23,6 +23,14 @@ export async function sha256(data) {
   return hex(await crypto.subtle.digest("SHA-256", data));
 }
 
+/**
+ * The number people see for server transfer `id`: its last four digits, as the terminal
+ * client shows it (docs/ui.md), so that sender and receiver talk of the same "4821".
+ */
+export function shortNumber(id) {
+  return id % 10000 || id;
+}
+
 export class Transfers extends EventTarget {
   constructor(connection, model) {
     super();
@@ -118,6 +126,17 @@ export class Transfers extends EventTarget {
 
   list() {
     return [...this.byId.values()];
+  }
+
+  /**
+   * The server id of the transfer the user calls `number`: the whole id, or its last
+   * digits as the terminal client shows them (shortNumber), if they name one transfer.
+   */
+  resolve(number) {
+    if (this.byId.has(number)) return number;
+    const modulus = 10 ** Math.max(4, String(number).length);
+    const found = [...this.byId.keys()].filter((id) => id % modulus === number);
+    return found.length === 1 ? found[0] : null;
   }
 
   /** A file frame from the server; true if it was one. */

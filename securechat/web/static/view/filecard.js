@@ -2,6 +2,7 @@
 // Accept/Reject buttons, a progress bar, and the outcome with a download link.
 
 import { textElement, renderText, formatBytes, safeFileName } from "../text.js";
+import { shortNumber } from "../files.js";
 
 const LABELS = {
   hashing: "computing its SHA-256…",
@@ -50,7 +51,7 @@ export function renderFileCard(t, app) {
   const meta = document.createElement("div");
   meta.className = "file-meta";
   const who = t.dir === "in" ? `from ${t.peer}` : `to ${t.peer}`;
-  renderText(meta, `${formatBytes(t.size)} · ${who} · ${LABELS[t.state] || t.state}${t.id ? ` · #${t.id}` : ""}`, { links: false });
+  renderText(meta, `${formatBytes(t.size)} · ${who} · ${LABELS[t.state] || t.state}${t.id ? ` · #${shortNumber(t.id)}` : ""}`, { links: false });
   meta.dataset.testid = "file-status";
   info.append(name, meta);
 
