@@ -119,6 +119,13 @@ def test_hostile_messages_topics_quit_reasons_and_file_names_stay_text(
     )
 
     open_buffer(page, "#xss")
+    # An action and an away text are text too: the away shows as a tooltip, made visible.
+    mallory.type(f"/me {IMG}{RLO} waves", f"/away {SCRIPT}{RLO}")
+    expect(texts.filter(has_text=f"{IMG}<U+202E> waves")).to_have_count(1)
+    mallory.wait_for("system", event="away")
+    type_line(page, "/who")  # away is not announced to a room: /who tells it
+    away = page.get_by_test_id("member").filter(has_text="mallory")
+    expect(away).to_have_attribute("title", f"message mallory (away: {SCRIPT}<U+202E>)")
     mallory.type(f"/quit {SCRIPT}{RLO}")
     notice = page.get_by_test_id("notice").filter(has_text="mallory left")
     expect(notice).to_contain_text(f"{SCRIPT}<U+202E>")

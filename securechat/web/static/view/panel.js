@@ -1,6 +1,6 @@
 // The right-hand panel: the current room's members, or search results.
 
-import { textElement, renderText, nickClass } from "../text.js";
+import { textElement, renderText, nickClass, sanitize } from "../text.js";
 
 export function renderMembers(panel, buffer, me, onOpen) {
   const head = document.createElement("h2");
@@ -18,7 +18,7 @@ export function renderMembers(panel, buffer, me, onOpen) {
     b.className = "member";
     b.dataset.testid = "member";
     const away = buffer.away.get(name.toLowerCase());
-    b.title = (name === me ? "you" : `message ${name}`) + (away ? ` (away: ${away})` : "");
+    b.title = (name === me ? "you" : `message ${name}`) + (away ? ` (away: ${sanitize(away)})` : "");
     if (away) b.classList.add("away");
     const dot = document.createElement("span");
     dot.className = `avatar ${nickClass(name)}`;
