@@ -36,8 +36,8 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 import securechat.ui
 from securechat.client.commands import COMMANDS, Local, Request
 from securechat.client.core import ChatClient, Event
+from securechat.client.fileinfo import format_size
 from securechat.client.servers import ServerAddress
-from securechat.client.transfers import format_size
 from securechat.errors import ChatError
 from securechat.server.listener import Server
 from securechat.tls import client_context

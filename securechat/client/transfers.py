@@ -14,7 +14,6 @@ This module knows nothing of sockets or TLS: it is given a ``send`` function
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -25,25 +24,13 @@ from typing import Any
 from ..errors import ChatError, ConnectionLost
 from ..wire.protocol import FILE_CHUNK, FILE_WINDOW, Frame, encode
 from .downloads import Download, DownloadError
+from .fileinfo import file_digest, format_size
+from .transfer_numbers import TransferNumbers
 
-__all__ = ["Transfers", "file_digest", "format_size"]
+__all__ = ["Transfers"]
 
 _PROGRESS_EVERY = 1.0  # seconds between file_progress events of one transfer
 _STALL_TIMEOUT = 60.0  # an upload waiting this long for acknowledgements gives up
-_NUMBER_DIGITS = 4
-"""Digits of the server's transfer id a transfer's number keeps: short to type, and
-the same for sender and receiver (more only when two of one client's would clash)."""
-
-
-def file_digest(path: Path) -> tuple[int, str]:
-    """Size and SHA-256 (hex) of the file at ``path``, read in chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 @dataclass(eq=False)
@@ -86,8 +73,7 @@ class Transfers:
         self._lock = threading.Condition()
         self._offering: dict[int, _Upload] = {}  # by request id, until the server numbers it
         self._accepting: dict[int, int] = {}  # request id of a file_accept -> transfer id
-        self._handles: dict[int, int] = {}  # server transfer id -> the user's short number
-        self._server_ids: dict[int, int] = {}
+        self._numbers = TransferNumbers()
         self._uploads: dict[int, _Upload] = {}
         self._downloads: dict[int, _Download] = {}
 
@@ -110,7 +96,7 @@ class Transfers:
     def accept(self, handle: int, request: Callable[[str, dict[str, Any]], int]) -> None:
         """Start receiving offer ``handle``: open the download, then send ``file_accept``."""
         with self._lock:
-            tid = self._server_id(handle)
+            tid = self._numbers.server_id(handle)
             item = self._downloads.get(tid)
             if item is None or item.state != "offered":
                 raise ChatError("no_such_transfer", f"no pending offer {handle}: /files lists them")
@@ -136,14 +122,14 @@ class Transfers:
         self._emit(
             "system",
             event="file_accepting",
-            id=self._handle(tid),
+            id=self._numbers.number(tid),
             text=f"receiving {item.name} from {item.sender}{resumed}",
         )
 
     def forget_offer(self, handle: int) -> int:
         """The user rejected offer ``handle``; its server id, to tell the server."""
         with self._lock:
-            tid = self._server_id(handle)
+            tid = self._numbers.server_id(handle)
             item = self._downloads.get(tid)
             if item is None or item.state != "offered":
                 raise ChatError("no_such_transfer", f"no pending offer {handle}: /files lists them")
@@ -154,40 +140,13 @@ class Transfers:
     def cancel(self, handle: int) -> int:
         """Stop transfer ``handle`` on our side; its server id, to tell the server."""
         with self._lock:
-            tid = self._server_id(handle)
+            tid = self._numbers.server_id(handle)
             upload, item = self._uploads.get(tid), self._downloads.get(tid)
             if upload is None and item is None:
                 raise ChatError("no_such_transfer", f"no transfer {handle}: /files lists them")
             self._end(tid, keep_partial=False)
         name = upload.name if upload is not None else item.name if item is not None else ""
         self._emit("system", event="file_cancelled", id=handle, text=f"cancelled {name}")
-        return tid
-
-    def _handle(self, tid: int) -> int:
-        """The short number the user sees for server transfer ``tid``: its last four
-        digits (``4821``), or more if another transfer this client knows has those.
-
-        Server ids are random 16-digit numbers so that nobody else can address a
-        transfer; nobody should have to type one either. Taken from the id rather
-        than counted, the number is the same for sender and receiver, so the two
-        can talk about "transfer 4821".
-        """
-        with self._lock:
-            handle = self._handles.get(tid)
-            if handle is None:
-                modulus = 10**_NUMBER_DIGITS
-                handle = tid % modulus
-                while (handle == 0 or handle in self._server_ids) and modulus <= tid:
-                    modulus *= 10  # ends at the whole id
-                    handle = tid % modulus
-                self._handles[tid] = handle
-                self._server_ids[handle] = tid
-            return handle
-
-    def _server_id(self, handle: int) -> int:
-        tid = self._server_ids.get(handle)
-        if tid is None:
-            raise ChatError("no_such_transfer", f"no transfer {handle}: /files lists them")
         return tid
 
     def refused(self, rid: int) -> None:
@@ -209,7 +168,7 @@ class Transfers:
         with self._lock:
             items = [
                 {
-                    "id": self._handle(u.id),
+                    "id": self._numbers.number(u.id),
                     "direction": "send",
                     "peer": u.to,
                     "name": u.name,
@@ -220,7 +179,7 @@ class Transfers:
                 for u in self._uploads.values()
             ] + [
                 {
-                    "id": self._handle(d.id),
+                    "id": self._numbers.number(d.id),
                     "direction": "receive",
                     "peer": d.sender,
                     "name": d.name,
@@ -280,10 +239,10 @@ class Transfers:
         self._emit(
             "system",
             event="file_offered",
-            id=self._handle(upload.id),
+            id=self._numbers.number(upload.id),
             to=upload.to,
             text=f"offered {upload.name} ({format_size(upload.size)}) to {upload.to} as transfer "
-            f"{self._handle(upload.id)}; waiting for them to accept",
+            f"{self._numbers.number(upload.id)}; waiting for them to accept",
         )
 
     def _on_offer(self, frame: Frame) -> None:
@@ -299,12 +258,12 @@ class Transfers:
             self._downloads[tid] = item
         self._emit(
             "file_offer",
-            id=self._handle(tid),
+            id=self._numbers.number(tid),
             name=item.name,
             size=item.size,
             sha256=item.sha256,
             text=f"{item.sender} offers {item.name} ({format_size(item.size)}): "
-            f"/accept {self._handle(tid)} or /reject {self._handle(tid)}",
+            f"/accept {self._numbers.number(tid)} or /reject {self._numbers.number(tid)}",
             **{"from": item.sender},
         )
 
@@ -321,7 +280,7 @@ class Transfers:
         self._emit(
             "system",
             event="file_accepted",
-            id=self._handle(tid),
+            id=self._numbers.number(tid),
             text=f"{upload.to} accepted {upload.name}; sending{resumed}",
         )
         threading.Thread(
@@ -406,7 +365,7 @@ class Transfers:
         self._send(encode("file_result", id=tid, ok=True), False)
         self._emit(
             "file_saved",
-            id=self._handle(tid),
+            id=self._numbers.number(tid),
             path=str(path),
             **{"from": item.sender},
             size=item.size,
@@ -425,7 +384,7 @@ class Transfers:
             upload.state = "sent"
             self._emit(
                 "file_sent",
-                id=self._handle(tid),
+                id=self._numbers.number(tid),
                 to=upload.to,
                 text=f"{upload.name} arrived intact at {upload.to}",
             )
@@ -433,9 +392,9 @@ class Transfers:
             reason = frame.str_field("reason", optional=True) or "the recipient could not save it"
             self._emit(
                 "file_failed",
-                id=self._handle(tid),
+                id=self._numbers.number(tid),
                 reason=reason,
-                text=f"transfer {self._handle(tid)} failed: {reason}",
+                text=f"transfer {self._numbers.number(tid)} failed: {reason}",
             )
 
     def _on_rejected(self, frame: Frame) -> None:
@@ -444,9 +403,9 @@ class Transfers:
             upload = self._uploads.pop(tid, None)
         if upload is not None:
             by = frame.str_field("by")
-            self._emit(
-                "file_rejected", id=self._handle(tid), by=by, text=f"{by} rejected {upload.name}"
-            )
+            number = self._numbers.number(tid)
+            text = f"{by} rejected {upload.name}"
+            self._emit("file_rejected", id=number, by=by, text=text)
 
     def _on_failed(self, frame: Frame) -> None:
         reason = frame.str_field("reason", optional=True) or "failed"
@@ -487,10 +446,10 @@ class Transfers:
                 pass
         self._emit(
             "file_failed",
-            id=self._handle(tid),
+            id=self._numbers.number(tid),
             reason=reason,
             resumable=True if resumable else None,
-            text=f"transfer {self._handle(tid)} failed: {reason}",
+            text=f"transfer {self._numbers.number(tid)} failed: {reason}",
         )
 
     def _end(self, tid: int, *, keep_partial: bool) -> None:
@@ -516,25 +475,13 @@ class Transfers:
         percent = 100 * done // size if size else 100
         self._emit(
             "file_progress",
-            id=self._handle(tid),
+            id=self._numbers.number(tid),
             bytes=done,
             size=size,
             direction=direction,
-            text=f"transfer {self._handle(tid)}: {percent}% "
+            text=f"transfer {self._numbers.number(tid)}: {percent}% "
             f"({format_size(done)} of {format_size(size)})",
         )
-
-
-def format_size(n: float) -> str:
-    """``n`` bytes for people: ``512 B``, ``1.5 KiB``, ``3.2 MiB``."""
-    if n < 1024:
-        return f"{n:.0f} B"
-    size = n / 1024
-    for unit in ("KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
 
 
 _HANDLERS: dict[str, Callable[[Transfers, Frame], None]] = {

@@ -2,7 +2,7 @@
 
 Built with prompt_toolkit over the same client core as line mode, and knowing
 nothing of TLS or frames: ``model`` (plain state: ``buffers`` and ``status``,
-fed by client events through ``handlers``),
+fed by client events through ``handlers`` and ``transfer_events``),
 ``render`` (state to sanitised formatted text), ``wrap`` (widths per grapheme
 cluster, word wrap), ``cells`` and ``screen`` (the layout, drawn cluster by
 cluster), ``complete`` (Tab completion), ``actions`` (what a typed line means in

@@ -19,7 +19,7 @@ from itertools import islice
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.styles import Style
 
-from ..client.transfers import format_size
+from ..client.fileinfo import format_size
 from ..wire.names import fold
 from ..wire.sanitize import sanitize
 from .buffers import Buffer, Line
