@@ -26,10 +26,8 @@ More than one loop lets TLS work (which releases the GIL) use both cores.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
-import resource
 import selectors
 import socket
 import ssl
@@ -67,13 +65,13 @@ from .limits import (
 from .login import DEFAULT_REGISTRATIONS, Logins
 from .metrics import ServerStats, count_refusal
 from .relay import DEFAULT_MAX_FILE_SIZE
+from .sockets import is_unspecified, listen, raise_fd_limit
 from .writer import MessageWriter
 
 __all__ = ["Server", "ServerConfig"]
 
 log = logging.getLogger(__name__)
 
-_BACKLOG = 1024
 _LOG_FLUSH_INTERVAL = 1.0  # seconds between summaries of held-back log lines
 # SO_LINGER on, zero seconds: close() resets the connection, so a flood of refused
 # connections leaves no TIME_WAIT sockets behind on the server.
@@ -218,7 +216,7 @@ class Server:
         if cfg.peer_ca is None:
             raise ConfigError("--peer-port needs --peer-ca: the CA of every cluster server")
         host = cfg.peer_host or cfg.host
-        if _is_unspecified(host):
+        if is_unspecified(host):
             raise ConfigError(
                 f"--host {cfg.host} is no address other servers can dial: pass --peer-host "
                 "with a name or address in this server's certificate"
@@ -292,12 +290,12 @@ class Server:
 
     def start(self) -> None:
         """Bind the listeners and start every thread. ConfigError if a port is taken."""
-        _raise_fd_limit()
-        listener = _listen(self.config.host, self.config.port, "--port")
+        raise_fd_limit()
+        listener = listen(self.config.host, self.config.port, "--port")
         self._listener = listener
         try:
             if self.config.web_port is not None:
-                self._web_listener = _listen(self.config.host, self.config.web_port, "--web-port")
+                self._web_listener = listen(self.config.host, self.config.web_port, "--web-port")
             if self._peers is not None:
                 self._peers.start()
         except ConfigError:
@@ -461,42 +459,3 @@ class Server:
         ticket.release()
         tls.close()
         return False
-
-
-def _listen(host: str, port: int, option: str) -> socket.socket:
-    """A listening TCP socket on ``host``:``port``; ConfigError naming ``option`` if taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    # A restarted server must bind at once, despite connections in TIME_WAIT.
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-        listener.listen(_BACKLOG)
-    except OSError as exc:
-        listener.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(
-                f"port {port} on {host} is in use: stop the other server or pass {option}"
-            ) from exc
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return listener
-
-
-def _is_unspecified(host: str) -> bool:
-    """True for an address that means "every interface", which nobody can dial."""
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return not host  # a name
-
-
-def _raise_fd_limit() -> None:
-    """Each client is a file descriptor; the usual soft limit of 1,024 is too few."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-        if target > soft:
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            except (ValueError, OSError):
-                pass
