@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wsproto.events import Ping, Pong
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.utilities import LocalProtocolError as WebSocketLocalError
 
-from securechat.server.listener import Server
+from securechat.server.listener import Server, ServerConfig
 from securechat.web.channel import MAX_REQUEST_HEAD
 from securechat.web.site import CONTENT_SECURITY_POLICY, Site
 from securechat.wire.protocol import MAX_BODY, PREFIX, PROTOCOL_VERSION, encode
@@ -442,3 +445,109 @@ def test_a_browser_fetching_the_page_holds_no_handshake_slot(
         pages.append(conn)
     for conn in pages:
         conn.close()
+
+
+def test_a_close_right_behind_a_request_costs_only_that_connection(
+    web: Server, ws_client: Callable[..., WebSocketClient], raw_client: Callable[..., RawClient]
+) -> None:
+    bystander = raw_client(web.address[1])
+    bystander.login("bystander")
+    leaver = ws_client(web_port(web))
+    leaver.login("leaver")
+    # The answer to "time" is queued while the close arrives: it must be dropped, not
+    # written into a closed WebSocket.
+    leaver.sock.sendall(
+        leaver.ws.send(BytesMessage(data=encode("time", rid=9)))
+        + leaver.ws.send(CloseConnection(code=1000))
+    )
+    read_until_closed(leaver.sock)
+    bystander.expect("system", event="quit", user="leaver")
+    assert all(loop.is_running for loop in web.io_loops)
+    bystander.send("time")
+    bystander.expect("time")
+    ws_client(web_port(web)).login("after")
+
+
+def _garbage_after_upgrade(port: int, pki: Pki, data: bytes, events: list[Any]) -> None:
+    """Open a WebSocket, send ``events`` (well-formed WebSocket messages of any kind),
+    then ``data`` raw, and read until closed."""
+    try:
+        client = WebSocketClient(port, pki.ca_pem)
+        for event in events:
+            try:
+                client.sock.sendall(client.ws.send(event))
+            except WebSocketLocalError:
+                break  # wsproto will not send after its own close
+        client.sock.sendall(data)
+        read_until_closed(client.sock, timeout=0.6)
+        client.close()
+    except (OSError, ssl.SSLError):
+        pass  # closed on us, or still open when we gave up: either is fine
+
+
+@pytest.fixture(scope="module")
+def fuzzed(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for every example of the fuzz test (quick to give up on a request)."""
+    config = ServerConfig(
+        cert=pki.server_pem,
+        key=pki.server_key,
+        port=0,
+        web_port=0,
+        db=tmp_path_factory.mktemp("fuzz") / "chat.db",
+        handshake_timeout=0.5,
+    )
+    server = Server(config)
+    server.start()
+    yield server
+    server.stop(timeout=3.0)
+
+
+_HTTP_LINES = [
+    b"GET / HTTP/1.1",
+    b"GET /ws HTTP/1.1",
+    b"POST /x HTTP/1.0",
+    b"Host: localhost",
+    b"Upgrade: websocket",
+    b"Connection: Upgrade",
+    b"Sec-WebSocket-Version: 13",
+    b"Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==",
+    b"Origin: https://localhost",
+    b"Content-Length: 3",
+    b"Transfer-Encoding: chunked",
+    b"\x00\xff",
+    b"",
+]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    http=st.one_of(
+        st.binary(max_size=3000),
+        st.lists(st.sampled_from(_HTTP_LINES), max_size=12).map(b"\r\n".join),
+    ),
+    frames=st.binary(max_size=3000),
+    events=st.lists(
+        st.one_of(
+            st.binary(max_size=300).map(lambda b: BytesMessage(data=b)),
+            st.sampled_from([encode("time"), encode("login", user="x", password="y")]).map(
+                lambda b: BytesMessage(data=b)
+            ),
+            st.text(max_size=40).map(lambda t: TextMessage(data=t)),
+            st.binary(max_size=125).map(lambda b: Ping(payload=b)),
+            st.integers(1000, 4999).map(lambda code: CloseConnection(code=code)),
+        ),
+        max_size=6,
+    ),
+)
+def test_garbage_on_the_web_port_costs_only_its_own_connection(
+    fuzzed: Server, pki: Pki, http: bytes, frames: bytes, events: list[Any]
+) -> None:
+    sock = tls_connect(web_port(fuzzed), pki.ca_pem)
+    try:
+        sock.sendall(http)
+        read_until_closed(sock, timeout=0.6)
+    except (OSError, ssl.SSLError):
+        pass  # closed on us while sending
+    sock.close()
+    _garbage_after_upgrade(web_port(fuzzed), pki, frames, events)
+    assert all(loop.is_running for loop in fuzzed.io_loops)

@@ -126,7 +126,9 @@ class WebChannel(Channel):
             data = bytes(self._raw)
             self._raw.clear()
             return data
-        if self._ws is None:
+        if self._ws is None or self._ws.state is not ConnectionState.OPEN:
+            # Closing: frames queued behind the close (the answer to a request that
+            # came just before it) have nowhere to go and are dropped.
             return b""
         frames = self.outbox.take(WRITE_CHUNK)
         return self._ws.send(BytesMessage(data=frames)) if frames else b""
