@@ -158,13 +158,13 @@ class IOLoop:
                     if key.data is None:
                         self._drain_wake_pipe()
                     else:
-                        key.data._on_ready(mask)
+                        self._guarded(key.data, key.data._on_ready, mask)
                 self._run_pending()
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + _TICK
                     for channel in list(self._channels):
-                        channel._tick(now)
+                        self._guarded(channel, channel._tick, now)
         except BaseException as exc:  # whatever it was, the channels must still be closed
             self.failure = exc
             log.critical("I/O loop %s crashed; closing its connections", self.name, exc_info=True)
@@ -208,9 +208,17 @@ class IOLoop:
                 except Exception:
                     log.exception("I/O loop %s: task failed", self.name)
             for channel in readable:
-                channel._on_ready(selectors.EVENT_READ)
+                self._guarded(channel, channel._on_ready, selectors.EVENT_READ)
             for channel in dirty:
                 if channel._state == Channel._OPEN:
-                    channel._flush()
+                    self._guarded(channel, channel._flush)
                 elif channel._state == Channel._HANDSHAKING and channel.outbox.close_reason:
                     channel._abort(channel.outbox.close_reason)
+
+    def _guarded(self, channel: Channel, step: Callable[..., None], *args: object) -> None:
+        """Run one channel's step; a bug in it costs that channel, not the whole loop."""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("I/O loop %s: internal error on %s; closing it", self.name, channel.peer)
+            channel._abort("internal error")

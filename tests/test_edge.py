@@ -23,7 +23,7 @@ from securechat.ioloop import IOLoop
 from securechat.server.cli import build_parser, main
 from securechat.server.listener import Server
 from securechat.tls import server_context
-from securechat.wire.protocol import PREFIX, PROTOCOL_VERSION, Frame, encode
+from securechat.wire.protocol import PREFIX, PROTOCOL_VERSION, Decoder, Frame, encode
 from tests.conftest import EVENT_TIMEOUT, Pki, RawClient
 
 Factory = Callable[..., RawClient]
@@ -386,3 +386,74 @@ def test_history_with_an_integer_beyond_64_bits_gets_one_error_and_is_closed(
     assert [(f.type, f.get("code"), f.get("rid")) for f in frames] == [("error", "bad_frame", None)]
     assert f"'{field}' is outside the 64-bit integer range" in frames[0].get("text")
     raw_client(port).login("bob")  # and the server serves on
+
+
+class _Recorder:
+    """A handler that keeps the frames and the close reason."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.closed = threading.Event()
+        self.reason = ""
+
+    def on_open(self, channel: Channel) -> None:
+        """Nothing to do."""
+
+    def on_frame(self, channel: Channel, frame: Frame) -> None:
+        """Answer every frame with a copy of it."""
+        self.frames.append(frame)
+        channel.send(encode(frame.type))
+
+    def on_close(self, channel: Channel, reason: str) -> None:
+        """Note why."""
+        self.reason = reason
+        self.closed.set()
+
+
+class _BuggyChannel(Channel):
+    """A channel whose own code fails on the first bytes it reads."""
+
+    def _received(self, data: bytes) -> None:
+        raise RuntimeError("a bug in the channel")
+
+
+def _tls_pair(pki: Pki) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
+    """Both ends of a real TLS connection over a socket pair: (server side, client side)."""
+    server_raw, client_raw = socket.socketpair()
+    server_raw.setblocking(False)
+    server = server_context(cert=pki.server_pem, key=pki.server_key).wrap_socket(
+        server_raw, server_side=True, do_handshake_on_connect=False
+    )
+    client_ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
+    client = client_ctx.wrap_socket(
+        client_raw, server_hostname="localhost", do_handshake_on_connect=False
+    )
+    return server, client
+
+
+def test_a_bug_in_one_channel_closes_that_channel_and_the_loop_serves_on(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = IOLoop("guarded")
+    loop.start()
+    try:
+        buggy_end, buggy_peer = _tls_pair(pki)
+        good_end, good_peer = _tls_pair(pki)
+        buggy_handler, good_handler = _Recorder(), _Recorder()
+        assert loop.add(_BuggyChannel(buggy_end, buggy_handler, peer="buggy"))
+        assert loop.add(Channel(good_end, good_handler, peer="good"))
+        for peer in (buggy_peer, good_peer):
+            peer.settimeout(EVENT_TIMEOUT)
+            peer.do_handshake()
+        buggy_peer.sendall(encode("time"))
+        assert buggy_handler.closed.wait(EVENT_TIMEOUT)
+        assert buggy_handler.reason == "internal error"
+        assert "internal error on buggy" in caplog.text
+        good_peer.sendall(encode("time"))
+        decoder = Decoder()
+        while (frame := decoder.next_frame()) is None:
+            decoder.feed(good_peer.recv(65536))
+        assert frame.type == "time"
+        assert loop.is_running
+    finally:
+        loop.stop()
