@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from securechat.web.site import Site
 from securechat.wire.protocol import encode
 from securechat.wire.sanitize import sanitize
 from tests.browser import (  # noqa: F401  (fixtures)
@@ -312,16 +313,14 @@ def test_the_layout_themes_and_phone_drawer(
     page.set_viewport_size(DESKTOP)
 
 
-def module_base(page: Page) -> str:
-    """The hashed folder the page loads its modules from."""
+def module_url(page: Page, name: str) -> str:
+    """The URL the page loads module ``name`` (e.g. ``text.js``) from, hash included."""
     expect(page.locator("#login-server")).not_to_be_empty()
-    src = page.locator("script[type=module]").get_attribute("src")
-    assert src is not None
-    return src.rsplit("/", 1)[0]
+    return page.url.rstrip("/") + Site().url_of(name)
 
 
-JS_UNSAFE = """async (base) => {
-  const { sanitize } = await import(`${base}/text.js`);
+JS_UNSAFE = """async (url) => {
+  const { sanitize } = await import(url);
   const unsafe = [];
   for (let cp = 0; cp < 0x110000; cp += 1) {
     if (cp >= 0xd800 && cp < 0xe000) continue;
@@ -336,8 +335,8 @@ def test_the_browser_makes_the_same_characters_visible_as_the_terminal_client(
     web_server: WebServer, browser: Browser
 ) -> None:
     page = browser.page(web_server.url)
-    base = module_base(page)
-    in_browser = set(page.evaluate(JS_UNSAFE, base))
+    text_js = module_url(page, "text.js")
+    in_browser = set(page.evaluate(JS_UNSAFE, text_js))
     in_terminal = {
         cp for cp in range(0x110000) if not 0xD800 <= cp < 0xE000 and sanitize(chr(cp)) != chr(cp)
     }
@@ -347,18 +346,18 @@ def test_the_browser_makes_the_same_characters_visible_as_the_terminal_client(
     assert all(unicodedata.category(chr(cp)) == "Cn" for cp in in_browser - in_terminal)
     sample = "".join(map(chr, sorted(in_terminal))) + " emoji 👩\u200d💻 stay whole"
     shown = page.evaluate(
-        "async ([base, text]) => (await import(`${base}/text.js`)).sanitize(text)", [base, sample]
+        "async ([url, text]) => (await import(url)).sanitize(text)", [text_js, sample]
     )
     assert shown == sanitize(sample)
 
 
-ENCODE = """async ([base, header, body]) => {
-  const { encodeFrame } = await import(`${base}/wire.js`);
+ENCODE = """async ([url, header, body]) => {
+  const { encodeFrame } = await import(url);
   return Array.from(encodeFrame(header, body ? new Uint8Array(body) : null));
 }"""
 
-DECODE = """async ([base, bytes]) => {
-  const { decodeFrames } = await import(`${base}/wire.js`);
+DECODE = """async ([url, bytes]) => {
+  const { decodeFrames } = await import(url);
   try {
     return decodeFrames(new Uint8Array(bytes).buffer).map(
       ({ header, body }) => [header, body ? Array.from(body) : null]);
@@ -372,7 +371,7 @@ def test_the_browser_codec_writes_and_reads_frames_as_the_python_one(
     web_server: WebServer, browser: Browser
 ) -> None:
     page = browser.page(web_server.url)
-    base = module_base(page)
+    base = module_url(page, "wire.js")
     say = {"type": "say", "rid": 3, "room": "#x", "text": "héllo ✓ " + "é" * 4000}
     written = bytes(page.evaluate(ENCODE, [base, {**say, "nolog": None}, None]))
     assert written == encode("say", rid=3, room="#x", text=say["text"])  # raw UTF-8, no nulls

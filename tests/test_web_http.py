@@ -117,23 +117,49 @@ def test_the_page_and_every_asset_carry_the_security_headers(web: Server, pki: P
     assert {p.decode() for p in linked} <= set(Site().asset_paths)
 
 
-def test_asset_paths_change_with_the_content(tmp_path: Path) -> None:
-    (tmp_path / "index.html").write_text('<script src="%ASSETS%/app.js"></script>')
-    (tmp_path / "app.js").write_text("console.log(1)")
+def test_each_asset_is_named_by_the_hash_of_what_is_served(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text('<script type="module" src="%ASSETS%/app.js"></script>')
+    (tmp_path / "app.js").write_text('import { x } from "./lib/x.js";\nimport("./other.js");')
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "x.js").write_text("export const x = 1;")
+    (tmp_path / "other.js").write_text("export const y = 2;")
     (tmp_path / "notes.md").write_text("not served")
     first = Site(tmp_path)
-    assert first.asset_paths == [f"/assets/{first.asset_hash}/app.js"]
-    (tmp_path / "app.js").write_text("console.log(2)")
+    app, lib, other = (first.url_of(n) for n in ("app.js", "lib/x.js", "other.js"))
+    assert re.fullmatch(r"/assets/app\.[0-9a-f]{16}\.js", app)
+    assert re.fullmatch(r"/assets/lib/x\.[0-9a-f]{16}\.js", lib)
+    assert first.asset_paths == sorted([app, lib, other])
+    # Imports name the hashed URLs, so a module's hash covers what it imports.
+    served = first.respond("GET", app).body
+    assert served == f'import {{ x }} from "{lib}";\nimport("{other}");'.encode()
+    assert first.respond("GET", "/").body == f'<script type="module" src="{app}"></script>'.encode()
+    # A change renames the file and its importers, and nothing else.
+    (tmp_path / "lib" / "x.js").write_text("export const x = 3;")
     second = Site(tmp_path)
-    assert second.asset_hash != first.asset_hash
-    page = second.respond("GET", "/").body
-    assert page == f'<script src="/assets/{second.asset_hash}/app.js"></script>'.encode()
+    assert second.url_of("lib/x.js") != lib and second.url_of("app.js") != app
+    assert second.url_of("other.js") == other
+    assert first.respond("GET", lib).status == 200 and second.respond("GET", lib).status == 404
+
+
+def test_a_broken_web_client_stops_the_server_at_start(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text('<script src="%ASSETS%/app.js"></script>')
+    (tmp_path / "app.js").write_text('import "./missing.js";')
+    with pytest.raises(FileNotFoundError, match=r"imports missing\.js"):
+        Site(tmp_path)
+    (tmp_path / "app.js").write_text('import "./b.js";')
+    (tmp_path / "b.js").write_text('import "./app.js";')
+    with pytest.raises(ValueError, match="cycle"):
+        Site(tmp_path)
+    (tmp_path / "b.js").write_text("")
+    (tmp_path / "index.html").write_text('<link href="%ASSETS%/gone.css">')
+    with pytest.raises(FileNotFoundError, match=r"gone\.css"):
+        Site(tmp_path)
 
 
 def test_unknown_paths_other_methods_and_bodies_get_clear_errors(web: Server, pki: Pki) -> None:
     missing, text = get(web, pki, "/etc/passwd")
     assert missing.status == 404 and missing.getheader("Cache-Control") == "no-store"
-    old, text = get(web, pki, "/assets/0123456789abcdef/app.js")
+    old, text = get(web, pki, "/assets/app.0123456789abcdef.js")
     assert old.status == 404 and b"reload the page" in text
     post, text = get(web, pki, "/", method="POST", headers={"Content-Length": "0"})
     assert post.status == 405 and post.getheader("Allow") == "GET, HEAD"

@@ -2,12 +2,13 @@
 
 The files come from the installed package (``securechat/web/static``), read
 once at start: no CDN, nothing from elsewhere, nothing read from disk while
-serving. Every file but ``index.html`` is served under ``/assets/<hash>/``,
-where ``<hash>`` is a SHA-256 over all of them, so a new release changes every
-asset URL and browsers may cache them for a year (``immutable``). The page
-itself is never cached; it names the current hash by the placeholder
-``%ASSETS%``, and JavaScript modules import each other by relative paths, which
-resolve under the same hashed folder.
+serving. Every file but ``index.html`` is served as ``/assets/NAME.HASH.EXT``,
+``HASH`` being the SHA-256 of what is served, so browsers may cache each for a
+year (``immutable``) and a release re-downloads only the files it changed. The
+page itself is never cached: it names each file as ``%ASSETS%/NAME.EXT``, which
+becomes that file's URL. JavaScript modules import each other by relative paths
+(``./wire.js``), rewritten to the hashed URLs as the files are loaded, imported
+files first, so a module's hash covers the names of what it imports.
 
 This module knows nothing of sockets, TLS or WebSocket: :meth:`Site.respond`
 turns a request's method, target and headers into a :class:`Response`.
@@ -16,6 +17,8 @@ turns a request's method, target and headers into a :class:`Response`.
 from __future__ import annotations
 
 import hashlib
+import posixpath
+import re
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -70,7 +73,10 @@ _TYPES = {
 """The only kinds of file served; anything else in the folder stays private."""
 
 _IMMUTABLE = "public, max-age=31536000, immutable"
-_ASSET_PLACEHOLDER = b"%ASSETS%"
+_HASH_CHARS = 16  # 64 bits of SHA-256: no two releases' files meet by chance
+_PLACEHOLDER_RE = re.compile(rb"%ASSETS%/([A-Za-z0-9_./-]+)")
+_IMPORT_RE = re.compile(rb"""(\bfrom\s*|\bimport\s*\(?\s*)(["'])(\.{1,2}/[^"'\s]+)\2""")
+"""A static or dynamic import of a relative module: ``from "./x.js"``, ``import("./x.js")``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +98,52 @@ class Site:
         if index is None:
             # The package is broken; say so at start, not on the first request.
             raise FileNotFoundError(f"the web client's index.html is missing from {root}")
-        digest = hashlib.sha256()
+        self._urls: dict[str, str] = {}  # file name -> its hashed URL path
+        self._assets: dict[str, tuple[bytes, str]] = {}  # URL path -> (body, content type)
         for name in sorted(files):
-            digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-        self.asset_hash = digest.hexdigest()[:16]
-        """The hash naming this release's asset folder."""
-        prefix = f"{ASSETS_PREFIX}{self.asset_hash}/"
-        self._assets = {
-            prefix + name: (body, _TYPES[_suffix(name)]) for name, body in files.items()
-        }
-        self._index = index.replace(_ASSET_PLACEHOLDER, prefix.rstrip("/").encode())
+            self._load(name, files, ())
+
+        def _url(match: re.Match[bytes]) -> bytes:
+            name = match.group(1).decode()
+            if name not in self._urls:
+                raise FileNotFoundError(f"index.html names {name}, which is not in {root}")
+            return self._urls[name].encode()
+
+        self._index = _PLACEHOLDER_RE.sub(_url, index)
+
+    def url_of(self, name: str) -> str:
+        """The URL path serving the file ``name`` (relative to the static folder)."""
+        return self._urls[name]
 
     @property
     def asset_paths(self) -> list[str]:
         """Every asset's URL path, for tests and logs."""
         return sorted(self._assets)
+
+    def _load(self, name: str, files: dict[str, bytes], importers: tuple[str, ...]) -> str:
+        """Hash ``name`` (its imports first, rewritten to their URLs) and keep it; its URL."""
+        if name in self._urls:
+            return self._urls[name]
+        if name in importers:
+            raise ValueError(f"the web client's modules import each other in a cycle: {name}")
+        body = files[name]
+        if name.endswith(".js"):
+            folder = posixpath.dirname(name)
+
+            def _imported(match: re.Match[bytes]) -> bytes:
+                target = posixpath.normpath(posixpath.join(folder, match.group(3).decode()))
+                if target not in files:
+                    raise FileNotFoundError(f"{name} imports {target}, which is not there")
+                url = self._load(target, files, (*importers, name))
+                return match.group(1) + match.group(2) + url.encode() + match.group(2)
+
+            body = _IMPORT_RE.sub(_imported, body)
+        stem, dot, ext = name.rpartition(".")
+        digest = hashlib.sha256(body).hexdigest()[:_HASH_CHARS]
+        url = f"{ASSETS_PREFIX}{stem}.{digest}{dot}{ext}"
+        self._urls[name] = url
+        self._assets[url] = (body, _TYPES[_suffix(name)])
+        return url
 
     def respond(self, method: str, target: str) -> Response:
         """The answer to a body-less ``GET`` or ``HEAD`` of ``target`` (HEAD: no body)."""
