@@ -34,11 +34,26 @@ export const COMMANDS = [
   ["time", "", "show the server's time (UTC)"],
   ["help", "[command]", "list the commands, or explain one"],
   ["quit", "[reason]", "leave the chat"],
+  // Moderation, as in the terminal client (docs/server.md, "Moderation").
+  ["kick", "[#room] NAME [reason]", "disconnect NAME (moderators), or put NAME out of a room you run"],
+  ["ban", "NAME|--ip ADDR [duration] [reason]", "ban an account or an address (moderators); duration like 30m, 2h, 7d"],
+  ["unban", "NAME|ADDR", "lift a ban (moderators)"],
+  ["bans", "", "list the bans in force (moderators)"],
+  ["mute", "NAME [duration]", "silence NAME in this room (its operators, moderators)"],
+  ["unmute", "NAME", "let NAME speak in this room again"],
+  ["invite", "NAME", "invite NAME to this invite-only room"],
+  ["room", "invite-only on|off", "make this room invite-only, or open it again"],
+  ["stats", "", "the server's figures (moderators)"],
 ];
 
-// The terminal client's account and moderation commands, which this client lacks:
-// they get a clear answer instead of "unknown command".
-const TERMINAL_ONLY = new Set(["password", "account", "kick", "ban", "unban", "bans", "mute", "unmute", "room", "invite", "stats"]);
+// The terminal client's account commands, which ask for passwords on a terminal: they
+// get a clear answer instead of "unknown command".
+const TERMINAL_ONLY = new Set(["password", "account"]);
+
+// What the terminal client asks before /history forget (securechat/ui/linemode.py).
+const FORGET_QUESTION = "Erase every message you ever sent, in every room and conversation? This cannot be undone.";
+const DURATION = /^\d+[smhdw]$/;
+const ADDRESS = /[.:\/]/; // a name never has these; an address or network always has one
 
 const USER = /^[A-Za-z0-9_-]{1,32}$/;
 const ROOM = /^#[A-Za-z0-9_-]{1,32}$/;
@@ -117,7 +132,60 @@ function needFeature(app, feature, command) {
   if (!app.conn.features.has(feature)) throw new UsageError(`this server does not support /${command}`, "unknown_command");
 }
 
+function withReason(fields, words) {
+  if (words.length) fields.reason = checkText(words.join(" "));
+  return fields;
+}
+
 const HANDLERS = {
+  kick(app, args) {
+    const fields = { type: "kick" };
+    if (args[0]?.startsWith("#")) fields.room = roomArg(app, [args.shift()], "kick");
+    fields.user = userArg("kick", args.shift());
+    app.request(withReason(fields, args));
+  },
+  ban(app, args) {
+    let fields;
+    if (args[0] === "--ip") {
+      if (!args[1] || !ADDRESS.test(args[1])) throw usage("ban");
+      fields = { ip: args[1] };
+      args = args.slice(2);
+    } else {
+      fields = { user: userArg("ban", args.shift()) };
+    }
+    if (args.length && DURATION.test(args[0])) fields.duration = args.shift();
+    app.request({ type: "ban", ...withReason(fields, args) });
+  },
+  unban(app, args) {
+    if (args.length !== 1) throw usage("unban");
+    app.request(ADDRESS.test(args[0]) ? { type: "unban", ip: args[0] } : { type: "unban", user: userArg("unban", args[0]) });
+  },
+  bans(app, args) {
+    if (args.length) throw usage("bans");
+    app.request({ type: "bans" });
+  },
+  stats(app, args) {
+    if (args.length) throw usage("stats");
+    app.request({ type: "stats" });
+  },
+  mute(app, args) {
+    if (args.length < 1 || args.length > 2 || (args[1] && !DURATION.test(args[1]))) throw usage("mute");
+    const fields = { type: "mute", room: needRoom(app), user: userArg("mute", args[0]) };
+    if (args[1]) fields.duration = args[1];
+    app.request(fields);
+  },
+  unmute(app, args) {
+    if (args.length !== 1) throw usage("unmute");
+    app.request({ type: "mute", room: needRoom(app), user: userArg("unmute", args[0]), unmute: true });
+  },
+  invite(app, args) {
+    if (args.length !== 1) throw usage("invite");
+    app.request({ type: "room_invite", room: needRoom(app), user: userArg("invite", args[0]) });
+  },
+  room(app, args) {
+    if (args.length !== 2 || args[0].toLowerCase() !== "invite-only" || !/^(on|off)$/i.test(args[1])) throw usage("room");
+    app.request({ type: "room_mode", room: needRoom(app), invite_only: args[1].toLowerCase() === "on" });
+  },
   j(app, args, rest) {
     return HANDLERS.join(app, args, rest);
   },
@@ -172,7 +240,9 @@ const HANDLERS = {
   topic(app, args, rest) {
     const room = needRoom(app);
     // In the terminal client these lock the topic: never set the topic to "lock" instead.
-    if (/^(lock|unlock)$/i.test(rest.trim())) throw new UsageError("/topic lock and /topic unlock are not in the web client yet: use securechat-client for them");
+    // "/topic lock" locks the topic, as in the terminal client: it never sets it to "lock".
+    const mode = rest.trim().toLowerCase();
+    if (mode === "lock" || mode === "unlock") return app.request({ type: "room_mode", room, topic_locked: mode === "lock" });
     app.request(rest ? { type: "topic", room, text: checkText(rest) } : { type: "topic", room });
   },
   who(app, args) {
@@ -195,6 +265,8 @@ const HANDLERS = {
       case "status":
         return app.request({ type: "history_status" });
       case "forget":
+        // Erasing everything one ever sent cannot be undone: ask, as the terminal client does.
+        if (!window.confirm(FORGET_QUESTION)) return app.notice("nothing erased");
         return app.request({ type: "forget" });
       case "export":
         return app.exportHistory();

@@ -149,6 +149,29 @@ const HANDLERS = {
     model.addNotice(model.current, frame.text || "done");
   },
 
+  bans(app, frame, model) {
+    const bans = frame.bans || [];
+    for (const b of bans) {
+      const until = b.until ? `until ${b.until}` : "until lifted";
+      model.addNotice(model.current, `ban: ${b.kind} ${b.target} by ${b.by} ${until}${b.reason ? ": " + b.reason : ""}`, "list");
+    }
+    if (!bans.length && !frame.more) model.addNotice(model.current, "no bans");
+  },
+
+  stats(app, frame, model) {
+    // The figures the terminal client's /stats shows, in the same words.
+    const shown = [
+      ["uptime", (v) => `uptime ${v} s`], ["sessions", (v) => `${v} sessions`],
+      ["accounts_online", (v) => `${v} accounts online`], ["messages_per_second", (v) => `${v} messages/s`],
+      ["accounts", (v) => `${v} accounts`], ["rooms", (v) => `${v} rooms`],
+      ["stored_messages", (v) => `${v} stored messages`], ["store_bytes", (v) => `store ${v} bytes`],
+    ];
+    const parts = shown.filter(([key]) => frame[key] !== undefined).map(([key, say]) => say(frame[key]));
+    const refusals = Object.entries(frame.refusals || {}).sort();
+    if (refusals.length) parts.push("refusals: " + refusals.map(([k, v]) => `${k} ${v}`).join(", "));
+    model.addNotice(model.current, `stats: ${parts.join("; ")}`);
+  },
+
   read(app, frame, model) {
     // Another session of ours read this conversation (or the server confirms ours).
     const buffer = model.buffers.get(frame.room ? roomKey(frame.room) : dmKey(frame.user || ""));
