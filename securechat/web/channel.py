@@ -98,11 +98,6 @@ class WebChannel(Channel):
         self._raw = bytearray()  # what HTTP or WebSocket itself must send, before any frame
         self._requests = 0
 
-    @property
-    def is_websocket(self) -> bool:
-        """True once the connection carries the chat protocol."""
-        return self._ws is not None
-
     # -- hooks of the base channel (owner thread only) ---------------------------
 
     def _tls_up(self) -> None:
@@ -169,13 +164,7 @@ class WebChannel(Channel):
                 return
             if isinstance(event, h11.Request):
                 self._on_request(event)
-            elif isinstance(event, h11.Data):
-                # Bodies were refused when their request arrived; h11 may still parse some.
-                continue
-            elif isinstance(event, h11.ConnectionClosed):
-                self.routine_close = True
-                self.close("browser closed the connection")
-                return
+            # EndOfMessage needs no answer: the request was answered when it arrived.
 
     def _on_request(self, request: h11.Request) -> None:
         self._requests += 1
