@@ -577,3 +577,26 @@ def test_garbage_on_the_web_port_costs_only_its_own_connection(
     sock.close()
     _garbage_after_upgrade(web_port(fuzzed), pki, frames, events)
     assert all(loop.is_running for loop in fuzzed.io_loops)
+
+
+def test_a_peer_flooding_pings_without_reading_the_pongs_is_disconnected(
+    web: Server, pki: Pki, raw_client: Callable[..., RawClient]
+) -> None:
+    bystander = raw_client(web.address[1])
+    bystander.login("bystander")
+    flooder = WebSocketClient(web_port(web), pki.ca_pem)
+    flooder.login("flooder")  # logged in: no login deadline will end it instead
+    ping = flooder.ws.send(Ping(payload=b"p" * 125))
+    closed = False
+    try:
+        for _ in range(20_000):  # 2.6 MB of pongs asked for, none read
+            flooder.sock.sendall(ping * 50)
+    except (OSError, ssl.SSLError):
+        closed = True  # reset while we were still sending
+    if not closed:
+        read_until_closed(flooder.sock)
+    notice = bystander.expect("system", event="quit", user="flooder")
+    assert "bytes of pongs not read" in notice.get("text")
+    bystander.send("time")
+    bystander.expect("time")
+    assert all(loop.is_running for loop in web.io_loops)

@@ -54,7 +54,13 @@ from ..channel import PROTOCOL_ERROR, WRITE_CHUNK, Channel, ChannelHandler
 from ..errors import ProtocolError
 from .site import SECURITY_HEADERS, WEBSOCKET_PATH, Response, Site, error_response
 
-__all__ = ["MAX_REQUESTS", "MAX_REQUEST_HEAD", "REQUEST_TIMEOUT", "WebChannel"]
+__all__ = [
+    "MAX_CONTROL_BACKLOG",
+    "MAX_REQUESTS",
+    "MAX_REQUEST_HEAD",
+    "REQUEST_TIMEOUT",
+    "WebChannel",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,10 @@ half-open request costs no more than a slow handshake)."""
 
 MAX_REQUESTS = 100
 """Requests served on one connection before it is closed (the page has a dozen files)."""
+
+MAX_CONTROL_BACKLOG = 64 * 1024
+"""Bytes of WebSocket control answers (pongs) waiting for a peer that does not read
+them; a browser pings rarely if ever, so more than this is a flood."""
 
 _NORMAL_CLOSE = 1000
 _GOING_AWAY = 1001
@@ -268,6 +278,11 @@ class WebChannel(Channel):
                     "a text WebSocket message: the frames travel in binary messages"
                 )
             elif isinstance(event, Ping):
+                if len(self._raw) > MAX_CONTROL_BACKLOG:
+                    # Pings from a peer that does not read its pongs: the same as a full
+                    # outbox (channel.py), and no buffer may grow without a bound.
+                    self._abort(f"too slow: {len(self._raw)} bytes of pongs not read")
+                    return
                 self._raw += ws.send(event.response())
             elif isinstance(event, CloseConnection):
                 if _state(ws) is ConnectionState.REMOTE_CLOSING:  # not if the frame was bad
