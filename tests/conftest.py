@@ -28,6 +28,7 @@ import pytest
 import trustme
 
 from securechat.server.listener import Server, ServerConfig
+from securechat.tls import server_context
 from securechat.wire.protocol import Decoder, Frame, encode
 from tests.services import (  # noqa: F401  (fixtures, found by pytest here)
     free_port,
@@ -172,6 +173,28 @@ class ServerProcess:
         status = self.proc.wait(timeout)
         self._reader.join(timeout)
         return status
+
+
+def tls_pair(
+    pki: Pki, *, server_sndbuf: int | None = None, client_rcvbuf: int | None = None
+) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
+    """Both ends of a real TLS connection over a socket pair: (server side, client side),
+    the handshake left to the caller; the buffer sizes make a peer that stops reading
+    felt at once."""
+    server_raw, client_raw = socket.socketpair()
+    if server_sndbuf is not None:
+        server_raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server_sndbuf)
+    if client_rcvbuf is not None:
+        client_raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, client_rcvbuf)
+    server_raw.setblocking(False)
+    server = server_context(cert=pki.server_pem, key=pki.server_key).wrap_socket(
+        server_raw, server_side=True, do_handshake_on_connect=False
+    )
+    client_ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
+    client = client_ctx.wrap_socket(
+        client_raw, server_hostname="localhost", do_handshake_on_connect=False
+    )
+    return server, client
 
 
 @pytest.fixture(scope="session")

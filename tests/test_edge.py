@@ -24,7 +24,7 @@ from securechat.server.cli import build_parser, main
 from securechat.server.listener import Server
 from securechat.tls import server_context
 from securechat.wire.protocol import PREFIX, PROTOCOL_VERSION, Decoder, Frame, encode
-from tests.conftest import EVENT_TIMEOUT, Pki, RawClient
+from tests.conftest import EVENT_TIMEOUT, Pki, RawClient, tls_pair
 
 Factory = Callable[..., RawClient]
 
@@ -417,28 +417,14 @@ class _BuggyChannel(Channel):
         raise RuntimeError("a bug in the channel")
 
 
-def _tls_pair(pki: Pki) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
-    """Both ends of a real TLS connection over a socket pair: (server side, client side)."""
-    server_raw, client_raw = socket.socketpair()
-    server_raw.setblocking(False)
-    server = server_context(cert=pki.server_pem, key=pki.server_key).wrap_socket(
-        server_raw, server_side=True, do_handshake_on_connect=False
-    )
-    client_ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
-    client = client_ctx.wrap_socket(
-        client_raw, server_hostname="localhost", do_handshake_on_connect=False
-    )
-    return server, client
-
-
 def test_a_bug_in_one_channel_closes_that_channel_and_the_loop_serves_on(
     pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
     loop = IOLoop("guarded")
     loop.start()
     try:
-        buggy_end, buggy_peer = _tls_pair(pki)
-        good_end, good_peer = _tls_pair(pki)
+        buggy_end, buggy_peer = tls_pair(pki)
+        good_end, good_peer = tls_pair(pki)
         buggy_handler, good_handler = _Recorder(), _Recorder()
         assert loop.add(_BuggyChannel(buggy_end, buggy_handler, peer="buggy"))
         assert loop.add(Channel(good_end, good_handler, peer="good"))

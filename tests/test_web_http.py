@@ -7,10 +7,12 @@ through the standard library's client, WebSocket through wsproto (tests/websocke
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,11 +24,13 @@ from hypothesis import strategies as st
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError as WebSocketLocalError
 
+from securechat.channel import Channel
+from securechat.ioloop import IOLoop
 from securechat.server.listener import Server, ServerConfig
-from securechat.web.channel import MAX_REQUEST_HEAD
+from securechat.web.channel import MAX_PIPELINED, MAX_REQUEST_HEAD, WebChannel
 from securechat.web.site import CONTENT_SECURITY_POLICY, Site
-from securechat.wire.protocol import MAX_BODY, PREFIX, PROTOCOL_VERSION, encode
-from tests.conftest import EVENT_TIMEOUT, UNMETERED, Pki, RawClient
+from securechat.wire.protocol import MAX_BODY, PREFIX, PROTOCOL_VERSION, Frame, encode
+from tests.conftest import EVENT_TIMEOUT, UNMETERED, Pki, RawClient, tls_pair
 from tests.websocket import WebSocketClient, WebSocketRefused, tls_connect
 
 ServerFactory = Callable[..., Server]
@@ -600,3 +604,47 @@ def test_a_peer_flooding_pings_without_reading_the_pongs_is_disconnected(
     bystander.send("time")
     bystander.expect("time")
     assert all(loop.is_running for loop in web.io_loops)
+
+
+class _ClosedReason:
+    """A channel handler that only notes why the channel closed."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self.closed = threading.Event()
+
+    def on_open(self, channel: Channel) -> None:
+        """Not reached: no upgrade."""
+
+    def on_frame(self, channel: Channel, frame: Frame) -> None:
+        """Not reached: no upgrade."""
+
+    def on_close(self, channel: Channel, reason: str) -> None:
+        """Note why."""
+        self.reason = reason
+        self.closed.set()
+
+
+def test_requests_piling_up_behind_unread_answers_are_cut_off(pki: Pki) -> None:
+    # Small socket buffers, so that answers the peer does not read back up at once.
+    server_end, peer = tls_pair(pki, server_sndbuf=4096, client_rcvbuf=4096)
+    handler = _ClosedReason()
+    loop = IOLoop("web")
+    loop.start()
+    try:
+        # A long request deadline: only the bound on waiting requests can end this.
+        assert loop.add(WebChannel(server_end, handler, site=Site(), peer="peer",
+                                   request_timeout=60.0))
+        peer.settimeout(EVENT_TIMEOUT)
+        peer.do_handshake()
+        biggest = max(Site().asset_paths, key=lambda p: len(Site().respond("GET", p).body))
+        peer.sendall(f"GET {biggest} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode() * 20)
+        filler = b"X-Filler: " + b"a" * 200 + b"\r\n"
+        with contextlib.suppress(OSError, ssl.SSLError):  # cut off while still sending
+            peer.sendall(b"GET / HTTP/1.1\r\n")
+            for _ in range(MAX_PIPELINED // len(filler) * 4):
+                peer.sendall(filler)  # the next request's head, never finished
+        assert handler.closed.wait(EVENT_TIMEOUT)
+        assert handler.reason == f"too slow: {MAX_PIPELINED} bytes of requests waiting"
+    finally:
+        loop.stop()

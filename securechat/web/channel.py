@@ -56,6 +56,7 @@ from .site import SECURITY_HEADERS, WEBSOCKET_PATH, Response, Site, error_respon
 
 __all__ = [
     "MAX_CONTROL_BACKLOG",
+    "MAX_PIPELINED",
     "MAX_REQUESTS",
     "MAX_REQUEST_HEAD",
     "REQUEST_TIMEOUT",
@@ -75,6 +76,10 @@ half-open request costs no more than a slow handshake)."""
 
 MAX_REQUESTS = 100
 """Requests served on one connection before it is closed (the page has a dozen files)."""
+
+MAX_PIPELINED = 4 * MAX_REQUEST_HEAD
+"""Bytes of requests held while an earlier answer waits to be sent (browsers do not
+pipeline; this is room for a few requests, not a way to make us buffer more)."""
 
 MAX_CONTROL_BACKLOG = 64 * 1024
 """Bytes of WebSocket control answers (pongs) waiting for a peer that does not read
@@ -123,6 +128,9 @@ class WebChannel(Channel):
         elif self._http is not None:
             self._http.receive_data(data)
             self._serve()
+            if self._http is not None and len(self._http.trailing_data[0]) > MAX_PIPELINED:
+                # Requests piling up behind an answer the peer does not read.
+                self._abort(f"too slow: {MAX_PIPELINED} bytes of requests waiting")
 
     def _next_output(self) -> bytes:
         if not self._raw and self._http is not None:
