@@ -219,6 +219,26 @@ DROP_CONNECTION = (
 )
 
 
+def test_an_idle_page_answers_the_servers_pings_and_stays_connected(
+    pki: Pki, browser: Browser, raw_client: Callable[..., RawClient], tmp_path: Path
+) -> None:
+    # The server pings after 1 s of silence and drops a peer that has not answered 1 s later.
+    server = start_web_server(pki, tmp_path, "--ping-interval", "1")
+    try:
+        page = browser.page(server.url)
+        login(page, "idler")
+        watcher = raw_client(server.port)
+        watcher.login("watcher")
+        # Several ping rounds pass in silence; a page that did not answer would be gone.
+        with pytest.raises(TimeoutError):
+            watcher.expect("system", event="quit", user="idler", timeout=4.0)
+        expect(page.get_by_test_id("connection-state")).to_be_hidden()
+        watcher.send("say", room="#general", text="still there?")
+        expect(messages(page).filter(has_text="still there?")).to_have_count(1)
+    finally:
+        server.kill()
+
+
 def test_more_missed_messages_than_one_replay_holds_are_all_fetched(
     web_server: WebServer, browser: Browser, raw_client: Callable[..., RawClient]
 ) -> None:
