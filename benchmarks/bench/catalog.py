@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from .harness import Bench, Figure, Figures, Scenario
-from .scenarios_chat import scenario_durable, scenario_fanout, scenario_latency
+from .scenarios_chat import (
+    scenario_durable,
+    scenario_fanout,
+    scenario_latency,
+    scenario_web_fanout,
+)
 from .scenarios_cluster import (
     scenario_cluster_durable,
     scenario_cluster_fanout,
@@ -61,6 +66,18 @@ SCENARIOS: dict[str, Scenario] = {
         scenario_fanout,
         (
             Figure("server_us_per_delivery", "server CPU µs per delivery", ("<=", 1.7)),
+            Figure("deliveries_per_s", "deliveries/s"),
+            Figure("lost", "messages lost", ("==", 0)),
+            Figure("gen_us_per_delivery", "generator CPU µs per delivery"),
+            Figure("server_cores", "server CPU (cores busy)"),
+            Figure("gen_cores", "generator CPU (cores busy)"),
+            Figure("other_cores", "other CPU on the machine (cores)"),
+        ),
+    ),
+    "web-fanout": Scenario(
+        scenario_web_fanout,
+        (
+            Figure("server_us_per_delivery", "server CPU µs per delivery over WebSocket"),
             Figure("deliveries_per_s", "deliveries/s"),
             Figure("lost", "messages lost", ("==", 0)),
             Figure("gen_us_per_delivery", "generator CPU µs per delivery"),

@@ -57,7 +57,8 @@ def code_version() -> dict[str, Any]:
             )
         except (OSError, subprocess.SubprocessError):
             return ""
-        return done.stdout.strip()
+        # Only the end: porcelain status lines start with a meaningful space (" M path").
+        return done.stdout.rstrip()
 
     changed = git("status", "--porcelain", "--", "securechat")
     return {

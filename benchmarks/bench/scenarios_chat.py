@@ -21,12 +21,22 @@ from .common import DRAIN_TIMEOUT, FILLER, ROOM, percentile
 from .harness import Bench, Figures
 from .measure import measuring
 from .pipelined import pipeline_says
+from .webclient import login_web_many
 
-__all__ = ["scenario_durable", "scenario_fanout", "scenario_latency"]
+__all__ = ["scenario_durable", "scenario_fanout", "scenario_latency", "scenario_web_fanout"]
 
 
 async def scenario_fanout(bench: Bench) -> Figures:
     """100 clients in #general, 10 pipelining senders, 10,000 messages, everyone reads all."""
+    return await _fanout(bench, web=False)
+
+
+async def scenario_web_fanout(bench: Bench) -> Figures:
+    """The same as ``fanout`` with every client a browser: frames in WebSocket messages."""
+    return await _fanout(bench, web=True)
+
+
+async def _fanout(bench: Bench, *, web: bool) -> Figures:
     n_clients = bench.n(100, 3)
     n_senders = min(n_clients, bench.n(10, 2))
     per_sender = max(1, bench.n(10_000, 20) // n_senders)
@@ -34,8 +44,12 @@ async def scenario_fanout(bench: Bench) -> Figures:
     window = 50
     expected = total * n_clients  # 99 copies and one echo per message
     loop = asyncio.get_running_loop()
-    async with bench.server() as server:
-        clients = await login_many(bench, server, [f"fan{i:03d}" for i in range(n_clients)])
+    async with bench.server(*(("--web-port", "0") if web else ())) as server:
+        names = [f"fan{i:03d}" for i in range(n_clients)]
+        if web:
+            clients = await login_web_many(bench, server, names)
+        else:
+            clients = await login_many(bench, server, names)
         try:
             await settle_joins(clients)
             senders = clients[:n_senders]

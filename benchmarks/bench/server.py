@@ -52,6 +52,8 @@ class ServerProcess:
         self.log_path = workdir / f"server-{label}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.web_port = 0
+        """The port of the web client, when started with ``--web-port``."""
         self.exit_code: int | None = None
         self.problems: list[str] = []
         self._final_cpu: float | None = None
@@ -93,9 +95,12 @@ class ServerProcess:
             )
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while time.monotonic() < deadline:
-            match = re.search(r"listening on [^\s:]+:(\d+)", self.log_path.read_text("utf-8"))
-            if match:
+            text = self.log_path.read_text("utf-8")
+            match = re.search(r"listening on [^\s:]+:(\d+)", text)
+            web = re.search(r"web client on https://\S+:(\d+)/", text)
+            if match and (web is not None or "--web-port" not in self.extra):
                 self.port = int(match.group(1))
+                self.web_port = int(web.group(1)) if web is not None else 0
                 return self
             if self.proc.poll() is not None:
                 raise BenchError(f"server exited at start: {self._log_tail()}")

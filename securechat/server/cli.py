@@ -416,11 +416,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         bound = MetricsAddress(args.metrics.host, endpoint.port)
         logging.getLogger(__name__).info("metrics on http://%s/metrics", bound)
+    lines = []
+    if server.web_address is not None:  # first: once "listening" shows, this is there
+        web_host, web_port = server.web_address
+        shown = f"[{web_host}]" if ":" in web_host else web_host
+        lines.append(f"securechat-server: web client on https://{shown}:{web_port}/")
     host, port = server.address
-    if args.log_format == "json":  # every line a JSON object, this one too
-        logging.getLogger(__name__).info("securechat-server: listening on %s:%d", host, port)
-    else:
-        print(f"securechat-server: listening on {host}:{port}", file=sys.stderr, flush=True)
+    lines.append(f"securechat-server: listening on {host}:{port}")
+    for line in lines:
+        if args.log_format == "json":  # every line a JSON object, these too
+            logging.getLogger(__name__).info("%s", line)
+        else:
+            print(line, file=sys.stderr, flush=True)
     sdnotify.notify(f"READY=1\nSTATUS=listening on {host}:{port}")
     while not _wait_for_signals(signals_r, reloader):
         pass
