@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import re
 import socket
 import ssl
@@ -75,6 +76,29 @@ def read_until_closed(sock: ssl.SSLSocket | socket.socket, timeout: float = EVEN
     return data
 
 
+class _ErrorLog(logging.Handler):
+    """What the in-process servers log at ERROR and above."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the line."""
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def server_errors() -> Iterator[_ErrorLog]:
+    """The servers' errors. An internal error costs only its own connection now (the I/O
+    loop survives it), so tests of bad peers look here to see that none happened."""
+    handler = _ErrorLog()
+    logger = logging.getLogger("securechat")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
 @pytest.fixture
 def ws_client(pki: Pki) -> Iterator[Callable[..., WebSocketClient]]:
     """Factory of WebSocket clients; all closed after the test."""
@@ -111,14 +135,15 @@ def test_the_page_and_every_asset_carry_the_security_headers(web: Server, pki: P
     # The page names its files by the hash of this release, and each is served for a year.
     linked = re.findall(rb'(?:src|href)="(/assets/[^"]+)"', body)
     assert linked, body
-    for path in Site().asset_paths:
+    site = Site()
+    for path in site.asset_paths:
         asset, content = get(web, pki, path)
         assert asset.status == 200, path
         assert asset.getheader("Cache-Control") == "public, max-age=31536000, immutable"
         assert asset.getheader("Content-Security-Policy") == CONTENT_SECURITY_POLICY
         assert asset.getheader("X-Content-Type-Options") == "nosniff"
         assert int(asset.getheader("Content-Length") or -1) == len(content)
-    assert {p.decode() for p in linked} <= set(Site().asset_paths)
+    assert {p.decode() for p in linked} <= set(site.asset_paths)
 
 
 def test_each_asset_is_named_by_the_hash_of_what_is_served(tmp_path: Path) -> None:
@@ -478,8 +503,12 @@ def test_a_browser_fetching_the_page_holds_no_handshake_slot(
 
 
 def test_a_close_right_behind_a_request_costs_only_that_connection(
-    web: Server, ws_client: Callable[..., WebSocketClient], raw_client: Callable[..., RawClient]
+    web: Server,
+    ws_client: Callable[..., WebSocketClient],
+    raw_client: Callable[..., RawClient],
+    server_errors: _ErrorLog,
 ) -> None:
+    server_errors.lines.clear()
     bystander = raw_client(web.address[1])
     bystander.login("bystander")
     leaver = ws_client(web_port(web))
@@ -493,6 +522,7 @@ def test_a_close_right_behind_a_request_costs_only_that_connection(
     read_until_closed(leaver.sock)
     bystander.expect("system", event="quit", user="leaver")
     assert all(loop.is_running for loop in web.io_loops)
+    assert server_errors.lines == []
     bystander.send("time")
     bystander.expect("time")
     ws_client(web_port(web)).login("after")
@@ -570,7 +600,12 @@ _HTTP_LINES = [
     ),
 )
 def test_garbage_on_the_web_port_costs_only_its_own_connection(
-    fuzzed: Server, pki: Pki, http: bytes, frames: bytes, events: list[Any]
+    fuzzed: Server,
+    pki: Pki,
+    server_errors: _ErrorLog,
+    http: bytes,
+    frames: bytes,
+    events: list[Any],
 ) -> None:
     sock = tls_connect(web_port(fuzzed), pki.ca_pem)
     try:
@@ -581,11 +616,13 @@ def test_garbage_on_the_web_port_costs_only_its_own_connection(
     sock.close()
     _garbage_after_upgrade(web_port(fuzzed), pki, frames, events)
     assert all(loop.is_running for loop in fuzzed.io_loops)
+    assert server_errors.lines == []  # bad input is refused, never an internal error
 
 
 def test_a_peer_flooding_pings_without_reading_the_pongs_is_disconnected(
-    web: Server, pki: Pki, raw_client: Callable[..., RawClient]
+    web: Server, pki: Pki, raw_client: Callable[..., RawClient], server_errors: _ErrorLog
 ) -> None:
+    server_errors.lines.clear()
     bystander = raw_client(web.address[1])
     bystander.login("bystander")
     flooder = WebSocketClient(web_port(web), pki.ca_pem)
@@ -604,6 +641,7 @@ def test_a_peer_flooding_pings_without_reading_the_pongs_is_disconnected(
     bystander.send("time")
     bystander.expect("time")
     assert all(loop.is_running for loop in web.io_loops)
+    assert server_errors.lines == []
 
 
 class _ClosedReason:
@@ -633,11 +671,13 @@ def test_requests_piling_up_behind_unread_answers_are_cut_off(pki: Pki) -> None:
     loop.start()
     try:
         # A long request deadline: only the bound on waiting requests can end this.
-        assert loop.add(WebChannel(server_end, handler, site=Site(), peer="peer",
-                                   request_timeout=60.0))
+        site = Site()
+        assert loop.add(
+            WebChannel(server_end, handler, site=site, peer="peer", request_timeout=60.0)
+        )
         peer.settimeout(EVENT_TIMEOUT)
         peer.do_handshake()
-        biggest = max(Site().asset_paths, key=lambda p: len(Site().respond("GET", p).body))
+        biggest = max(site.asset_paths, key=lambda p: len(site.respond("GET", p).body))
         peer.sendall(f"GET {biggest} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode() * 20)
         filler = b"X-Filler: " + b"a" * 200 + b"\r\n"
         with contextlib.suppress(OSError, ssl.SSLError):  # cut off while still sending
